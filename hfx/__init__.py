@@ -1,0 +1,1 @@
+"""hfx: readable, validated extensions of the Hugging Face stack."""
