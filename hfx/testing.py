@@ -1,0 +1,205 @@
+"""Tiny random models of each family for tests, built in code: nothing is downloaded.
+
+Every model has hidden size 32, 2 layers, 4 heads, MLP width 64 and at most 128 positions, and its
+vocabulary is the tiny word-level tokenizer below (1024 entries: special tokens, punctuation, digits and
+the most frequent lower-cased words of Python's own documentation, ``pydoc_data.topics``). The same seed
+gives the same weights, and building a model leaves the global torch RNG untouched.
+"""
+
+from __future__ import annotations
+
+import functools
+import re
+from collections import Counter
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors
+from transformers import (
+    AutoModel,
+    AutoModelForCausalLM,
+    AutoModelForMaskedLM,
+    AutoModelForSeq2SeqLM,
+    AutoModelForSequenceClassification,
+    BertConfig,
+    GPT2Config,
+    LlamaConfig,
+    PretrainedConfig,
+    PreTrainedModel,
+    PreTrainedTokenizerFast,
+    T5Config,
+)
+
+from hfx.errors import HfxError, did_you_mean
+
+__all__ = [
+    "VOCAB_SIZE",
+    "save_tiny_model",
+    "tiny_bert",
+    "tiny_gpt2",
+    "tiny_llama",
+    "tiny_model",
+    "tiny_t5",
+    "tiny_tokenizer",
+]
+
+TokenizerKind = Literal["bert", "llama", "t5"]
+VOCAB_SIZE = 1024
+
+_SPECIALS: dict[str, list[str]] = {
+    "bert": ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"],
+    "llama": ["<pad>", "<unk>", "<s>", "</s>"],
+    "t5": ["<pad>", "<unk>", "<s>", "</s>"],
+}
+_PUNCTUATION = list("!\"#$%&'()*+,-./:;<=>?@[\\]^_`{|}~") + list("0123456789")
+_CHAT_WORDS = ["system", "user", "assistant"]  # role names of the tiny chat template
+_CHAT_TEMPLATE = (
+    "{% for m in messages %}<s>{{ m['role'] }}: {{ m['content'] }}</s>{% endfor %}"
+    "{% if add_generation_prompt %}<s>assistant:{% endif %}"
+)
+
+# task -> Auto class; tiny family -> tasks it supports (the first is its default) and tokenizer kind
+_TASK_CLASSES: dict[str, Any] = {
+    "base": AutoModel,
+    "sequence-classification": AutoModelForSequenceClassification,
+    "causal-lm": AutoModelForCausalLM,
+    "seq2seq-lm": AutoModelForSeq2SeqLM,
+    "masked-lm": AutoModelForMaskedLM,
+}
+_FAMILY_TASKS: dict[str, tuple[str, ...]] = {
+    "bert": ("sequence-classification", "base", "masked-lm"),
+    "llama": ("causal-lm", "base", "sequence-classification"),
+    "gpt2": ("causal-lm", "base", "sequence-classification"),
+    "t5": ("seq2seq-lm", "base", "sequence-classification"),
+}
+_FAMILY_KIND: dict[str, TokenizerKind] = {"bert": "bert", "llama": "llama", "gpt2": "llama", "t5": "t5"}
+
+
+@functools.cache
+def _vocab(kind: TokenizerKind) -> tuple[str, ...]:
+    """Specials, punctuation, digits, then the most frequent words of pydoc_data.topics up to VOCAB_SIZE."""
+    from pydoc_data.topics import topics
+
+    counts = Counter(re.findall(r"[a-z]+", " ".join(topics.values()).lower()))
+    head = _SPECIALS[kind] + _PUNCTUATION + _CHAT_WORDS
+    words = [w for w, _ in sorted(counts.items(), key=lambda wc: (-wc[1], wc[0])) if w not in head]
+    return tuple(head + words[: VOCAB_SIZE - len(head)])  # ties broken alphabetically: deterministic
+
+
+def tiny_tokenizer(kind: TokenizerKind = "bert") -> PreTrainedTokenizerFast:
+    """A word-level tokenizer of VOCAB_SIZE entries; BERT-style ([CLS] x [SEP]), Llama-style (<s> x) or T5-style (x </s>)."""
+    if kind not in _SPECIALS:
+        raise HfxError(f"unknown tokenizer kind '{kind}'{did_you_mean(kind, _SPECIALS)}; choose one of: bert, llama, t5")
+    vocab = {tok: i for i, tok in enumerate(_vocab(kind))}
+    unk = _SPECIALS[kind][1]
+    tok = Tokenizer(models.WordLevel(vocab=vocab, unk_token=unk))
+    tok.normalizer = normalizers.Lowercase()
+    # words, then every punctuation mark and digit on its own ("f(x)," -> f ( x ) ,)
+    tok.pre_tokenizer = pre_tokenizers.Sequence(
+        [pre_tokenizers.Whitespace(), pre_tokenizers.Punctuation("isolated"), pre_tokenizers.Digits(True)]
+    )
+    if kind == "bert":
+        pad, cls, sep, mask = "[PAD]", "[CLS]", "[SEP]", "[MASK]"
+        tok.post_processor = processors.TemplateProcessing(
+            single=f"{cls} $A {sep}", pair=f"{cls} $A {sep} $B:1 {sep}:1",
+            special_tokens=[(cls, vocab[cls]), (sep, vocab[sep])],
+        )
+        return PreTrainedTokenizerFast(
+            tokenizer_object=tok, unk_token=unk, pad_token=pad, cls_token=cls, sep_token=sep,
+            mask_token=mask, model_max_length=128,
+            model_input_names=["input_ids", "token_type_ids", "attention_mask"],
+        )
+    if kind == "llama":
+        tok.post_processor = processors.TemplateProcessing(
+            single="<s> $A", pair="<s> $A <s> $B:1", special_tokens=[("<s>", vocab["<s>"])]
+        )
+    else:
+        tok.post_processor = processors.TemplateProcessing(
+            single="$A </s>", pair="$A </s> $B:1 </s>:1", special_tokens=[("</s>", vocab["</s>"])]
+        )
+    return PreTrainedTokenizerFast(
+        tokenizer_object=tok, unk_token=unk, pad_token="<pad>", bos_token="<s>", eos_token="</s>",
+        model_max_length=128, model_input_names=["input_ids", "attention_mask"],
+        chat_template=_CHAT_TEMPLATE if kind == "llama" else None,
+    )
+
+
+def _config(family: str, tok: PreTrainedTokenizerFast, num_labels: int) -> PretrainedConfig:
+    """Tiny config of ``family``: hidden 32, 2 layers, 4 heads, MLP 64, 128 positions, ids from ``tok``."""
+    v, pad, bos, eos = len(tok), tok.pad_token_id, tok.bos_token_id, tok.eos_token_id
+    if family == "bert":
+        return BertConfig(
+            vocab_size=v, hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64,
+            max_position_embeddings=128, pad_token_id=pad, num_labels=num_labels,
+        )
+    if family == "llama":  # 2 KV heads for 4 query heads: grouped-query attention, as in SmolLM2
+        return LlamaConfig(
+            vocab_size=v, hidden_size=32, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+            intermediate_size=64, max_position_embeddings=128, pad_token_id=pad, bos_token_id=bos,
+            eos_token_id=eos, num_labels=num_labels,
+        )
+    if family == "gpt2":  # GPT-2 keeps its projections in Conv1D (weight stored as (in, out))
+        return GPT2Config(
+            vocab_size=v, n_embd=32, n_layer=2, n_head=4, n_inner=64, n_positions=128,
+            pad_token_id=pad, bos_token_id=bos, eos_token_id=eos, num_labels=num_labels,
+        )
+    return T5Config(  # T5 has relative positions: no max-positions table
+        vocab_size=v, d_model=32, d_kv=8, d_ff=64, num_layers=2, num_decoder_layers=2, num_heads=4,
+        pad_token_id=pad, eos_token_id=eos, decoder_start_token_id=pad, num_labels=num_labels,
+    )
+
+
+def tiny_model(
+    family: str, task: str = "auto", seed: int = 0, *, num_labels: int = 2
+) -> tuple[PreTrainedModel, PreTrainedTokenizerFast]:
+    """Build ``(model, tokenizer)`` for family bert/llama/gpt2/t5 and a task ("auto" = the family's main one)."""
+    if family not in _FAMILY_TASKS:
+        raise HfxError(f"unknown tiny model family '{family}'{did_you_mean(family, _FAMILY_TASKS)}; choose one of: {', '.join(_FAMILY_TASKS)}")
+    tasks = _FAMILY_TASKS[family]
+    task = tasks[0] if task == "auto" else task
+    if task not in tasks:
+        raise HfxError(f"tiny {family} has no task '{task}'{did_you_mean(task, tasks)}; choose one of: {', '.join(tasks)}")
+    tokenizer = tiny_tokenizer(_FAMILY_KIND[family])
+    config = _config(family, tokenizer, num_labels)
+    with torch.random.fork_rng(devices=[]):  # same seed -> same weights; the caller's RNG is untouched
+        torch.manual_seed(seed)
+        model = _TASK_CLASSES[task].from_config(config)
+    gen = getattr(model, "generation_config", None)
+    if gen is not None:  # keep generate() consistent with the tokenizer
+        gen.pad_token_id, gen.eos_token_id = tokenizer.pad_token_id, tokenizer.eos_token_id
+        if family == "t5":
+            gen.decoder_start_token_id = tokenizer.pad_token_id
+    return model.eval(), tokenizer
+
+
+def tiny_bert(task: str = "base", num_labels: int = 2, seed: int = 0) -> PreTrainedModel:
+    """Tiny random BERT (task: base, sequence-classification or masked-lm), in eval mode."""
+    return tiny_model("bert", task, seed, num_labels=num_labels)[0]
+
+
+def tiny_llama(task: str = "causal-lm", num_labels: int = 2, seed: int = 0) -> PreTrainedModel:
+    """Tiny random Llama with grouped-query attention (task: causal-lm, base or sequence-classification)."""
+    return tiny_model("llama", task, seed, num_labels=num_labels)[0]
+
+
+def tiny_gpt2(task: str = "causal-lm", num_labels: int = 2, seed: int = 0) -> PreTrainedModel:
+    """Tiny random GPT-2, whose linear layers are Conv1D (task: causal-lm, base or sequence-classification)."""
+    return tiny_model("gpt2", task, seed, num_labels=num_labels)[0]
+
+
+def tiny_t5(task: str = "seq2seq-lm", num_labels: int = 2, seed: int = 0) -> PreTrainedModel:
+    """Tiny random T5 encoder-decoder (task: seq2seq-lm, base or sequence-classification)."""
+    return tiny_model("t5", task, seed, num_labels=num_labels)[0]
+
+
+def save_tiny_model(
+    path: str | Path, family: str = "bert", task: str = "sequence-classification", seed: int = 0,
+    *, num_labels: int = 2,
+) -> Path:
+    """Write a tiny model (safetensors) and its tokenizer into ``path`` so ``load_model(path, task)`` loads it."""
+    path = Path(path)
+    model, tokenizer = tiny_model(family, task, seed, num_labels=num_labels)
+    model.save_pretrained(path, safe_serialization=True)
+    tokenizer.save_pretrained(path)
+    return path
