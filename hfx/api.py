@@ -1,0 +1,103 @@
+"""The drop-in Python API: ``hfx.apply``, ``hfx.save`` and ``hfx.load``.
+
+    model = AutoModelForCausalLM.from_pretrained(...)
+    model = hfx.apply(model, "lora", r=8, target_modules=["q_proj", "v_proj"])   # still a transformers model
+    trainer = transformers.Trainer(model=model, ...)                            # train as usual
+    hfx.save(model, "out/adapter")                                              # peft's format for LoRA
+
+Each applied plugin is recorded on the model (``model.hfx_plugins``), so :func:`save` knows what to write:
+one applied plugin writes its own format at ``path``; several write one sub-folder each, in order, plus
+``hfx_plugins.json`` listing them, which :func:`load` reads back.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from torch import nn
+
+from hfx import registry
+from hfx.errors import HfxError
+from hfx.io import atomic_dir, atomic_write_json
+
+__all__ = ["MANIFEST", "applied", "apply", "load", "save"]
+
+MANIFEST = "hfx_plugins.json"
+_ATTR = "hfx_plugins"
+
+
+def applied(model: nn.Module) -> list[tuple[str, Any]]:
+    """The ``(plugin name, config)`` pairs applied to ``model``, in order."""
+    return list(getattr(model, _ATTR, []))
+
+
+def _record(model: nn.Module, name: str, cfg: Any) -> None:
+    # A plain list attribute: nn.Module keeps it out of state_dict and parameters().
+    object.__setattr__(model, _ATTR, [*applied(model), (name, cfg)])
+
+
+def apply(model: nn.Module, plugin: str, cfg: Any = None, **fields: Any) -> nn.Module:
+    """Apply plugin ``plugin`` to ``model`` with its config fields given as keyword arguments.
+
+    Returns the (possibly new) model; for transformers models it is still a transformers model, usable by
+    ``transformers.Trainer``. ``cfg`` may be a ready config object instead of keyword fields.
+    """
+    p = registry.get(plugin)
+    if p.apply is None:
+        raise HfxError(f"plugin {plugin!r} has no drop-in apply(); use `hfx run plugin={plugin}` instead")
+    if cfg is None:
+        cfg = p.make_config(**fields)
+    elif fields:
+        raise HfxError("give either a config object or keyword fields to hfx.apply, not both")
+    out = p.apply(model, cfg)
+    _record(out, p.name, cfg)
+    return out
+
+
+def save(obj: nn.Module, path: str | Path) -> Path:
+    """Write what the applied plugins add to ``obj`` under ``path`` (atomically), in reference formats.
+
+    With no plugin applied, a transformers model is written whole with ``save_pretrained`` (safetensors).
+    """
+    path = Path(path)
+    steps = [(registry.get(name), cfg) for name, cfg in applied(obj)]
+    savers = [(p, cfg) for p, cfg in steps if p.save is not None]
+    with atomic_dir(path) as tmp:
+        if not savers:
+            if not hasattr(obj, "save_pretrained"):
+                raise HfxError(f"nothing to save: {type(obj).__name__} has no plugin applied and no save_pretrained")
+            obj.save_pretrained(tmp)
+        elif len(savers) == 1:
+            savers[0][0].save(obj, tmp)  # type: ignore[misc]
+        else:
+            for p, _ in savers:
+                p.save(obj, tmp / p.name)  # type: ignore[misc]
+            atomic_write_json(tmp / MANIFEST, {"plugins": [p.name for p, _ in savers]})
+    return path
+
+
+def load(model: nn.Module, path: str | Path) -> nn.Module:
+    """Restore onto ``model`` what :func:`save` wrote at ``path``; the format is detected."""
+    path = Path(path)
+    if not path.exists():
+        raise HfxError(f"path {str(path)!r} does not exist; give the folder written by hfx.save")
+    if (path / MANIFEST).is_file():
+        names = json.loads((path / MANIFEST).read_text())["plugins"]
+        for name in names:
+            model = _load_one(registry.get(name), model, path / name)
+        return model
+    for p in registry.iter_plugins():
+        if p.load is not None and p.can_load is not None and p.can_load(path):
+            return _load_one(p, model, path)
+    raise HfxError(
+        f"no installed plugin recognises the files in {str(path)!r}; "
+        f"expected a folder written by hfx.save (plugins: {', '.join(registry.available())})"
+    )
+
+
+def _load_one(p: registry.Plugin, model: nn.Module, path: Path) -> nn.Module:
+    out, cfg = p.load(model, path)  # type: ignore[misc]
+    _record(out, p.name, cfg)
+    return out

@@ -1,0 +1,172 @@
+"""Compose the config of one ``hfx run`` from defaults, presets, a file and command-line overrides.
+
+Layers, each overriding the one before:
+
+1. the typed defaults: :class:`hfx.config.run.RunConfig` plus one section per plugin (``lora: LoraConfig``);
+2. each plugin's preset, in plugin order: ``<plugin>/configs/<preset>.yaml`` (``preset=default``);
+3. ``--config FILE`` (a YAML file with the same shape);
+4. the overrides, in Hydra's grammar, parsed by Hydra's own parser: ``key=value``, ``a.b=[1,2]``,
+   ``+key=value`` (add a key that does not exist, e.g. an entry of a dict field), ``++key=value`` (add or
+   change), ``~key`` (reset a field to its default, or remove a dict entry).
+
+Every layer is type-checked against the dataclasses; an unknown key gets the nearest existing one.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Any
+
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.core.override_parser.types import Override, OverrideType
+from hydra.errors import HydraException
+from omegaconf import DictConfig, OmegaConf, open_dict
+from omegaconf.errors import OmegaConfBaseException
+
+from hfx import registry
+from hfx.config.run import RunConfig
+from hfx.config.schema import omegaconf_error, to_dataclass
+from hfx.errors import HfxError
+
+__all__ = ["compose", "parse_overrides", "plugin_names", "typed"]
+
+
+def parse_overrides(args: list[str]) -> list[Override]:
+    """Parse ``key=value`` arguments with Hydra's grammar; a malformed one is a one-line error."""
+    parser = OverridesParser.create()
+    parsed: list[Override] = []
+    for arg in args:
+        if "=" not in arg and not arg.startswith("~"):
+            raise HfxError(f"argument {arg!r} is not key=value; write e.g. `model={arg}` or `plugin={arg}`")
+        try:
+            (ov,) = parser.parse_overrides([arg])
+        except HydraException as err:
+            first = str(err).splitlines()
+            raise HfxError(f"cannot parse override {arg!r}: {first[1] if len(first) > 1 else first[0]}") from err
+        if ov.is_sweep_override() or ov.package is not None:
+            raise HfxError(f"override {arg!r}: sweeps and @package are not supported by hfx run; give one value")
+        parsed.append(ov)
+    return parsed
+
+
+def plugin_names(overrides: list[Override], file_cfg: DictConfig | None = None) -> list[str]:
+    """The plugin list, from ``plugin=`` on the command line, else from the config file."""
+    value: Any = None
+    if file_cfg is not None and "plugin" in file_cfg:
+        value = OmegaConf.to_container(file_cfg)["plugin"]  # type: ignore[index]
+    for ov in overrides:
+        if ov.key_or_group == "plugin" and ov.type != OverrideType.DEL:
+            value = ov.value()
+    if value is None or value == []:
+        raise HfxError(f"no plugin given; add plugin=NAME (installed: {', '.join(registry.available())})")
+    names = [value] if isinstance(value, str) else list(value)
+    for name in names:
+        if not isinstance(name, str):
+            raise HfxError(f"plugin must be a name or a list of names, got {value!r}")
+    if len(set(names)) != len(names):
+        raise HfxError(f"plugin list {names} names a plugin twice; each may appear once")
+    return names
+
+
+def _schema(plugins: list[registry.Plugin]) -> DictConfig:
+    cfg = OmegaConf.structured(RunConfig)
+    with open_dict(cfg):
+        for plugin in plugins:
+            cfg[plugin.name] = OmegaConf.structured(plugin.config_cls)
+    OmegaConf.set_struct(cfg, True)
+    return cfg
+
+
+def _merge(cfg: DictConfig, layer: Any, where: str) -> DictConfig:
+    try:
+        return OmegaConf.merge(cfg, layer)  # type: ignore[return-value]
+    except OmegaConfBaseException as err:
+        raise omegaconf_error(err, cfg, where) from err
+
+
+def _load_yaml(path: Path) -> DictConfig:
+    if not path.is_file():
+        raise HfxError(f"config file {str(path)!r} does not exist; give the path of a YAML file")
+    try:
+        loaded = OmegaConf.load(path)
+    except Exception as err:  # yaml.YAMLError and friends: report them as one line
+        raise HfxError(f"cannot read config file {str(path)!r}: {str(err).splitlines()[0]}") from err
+    if not isinstance(loaded, DictConfig):
+        raise HfxError(f"config file {str(path)!r} must hold a mapping of keys to values")
+    return loaded
+
+
+def _apply_override(cfg: DictConfig, ov: Override, defaults: DictConfig) -> None:
+    key, arg = ov.key_or_group, ov.input_line
+    try:
+        if ov.type == OverrideType.DEL:
+            parent_key, _, leaf = key.rpartition(".")
+            parent = OmegaConf.select(cfg, parent_key) if parent_key else cfg
+            if parent is None or leaf not in parent:
+                raise HfxError(f"cannot remove {key!r} ({arg}): no such key")
+            default = OmegaConf.select(defaults, key, default="__missing__")
+            if default != "__missing__":  # a typed field: back to its default
+                OmegaConf.update(cfg, key, default, merge=False)
+            else:  # an entry of a dict field
+                with open_dict(parent):
+                    del parent[leaf]
+            return
+        exists = OmegaConf.select(cfg, key, default="__missing__") != "__missing__"
+        if ov.type == OverrideType.ADD and exists:
+            raise HfxError(f"{arg}: {key!r} already exists; use {key}=... to change it or ++{key}=... to force")
+        if ov.type == OverrideType.CHANGE and not exists:
+            OmegaConf.update(cfg, key, ov.value(), merge=False)  # raises ConfigKeyError -> nearest key
+        elif ov.type in (OverrideType.ADD, OverrideType.FORCE_ADD):
+            parent_key = key.rpartition(".")[0]
+            parent = OmegaConf.select(cfg, parent_key) if parent_key else cfg
+            if parent is None:
+                raise HfxError(f"{arg}: {parent_key!r} does not exist")
+            if dataclasses.is_dataclass(OmegaConf.get_type(parent)) and key.rpartition(".")[2] not in parent:
+                where = parent_key or "the top level"
+                raise HfxError(f"{arg}: {where} is a typed section with fixed keys; only dict fields take new keys "
+                               "(`hfx config` lists the keys)")
+            with open_dict(parent):
+                OmegaConf.update(cfg, key, ov.value(), merge=False, force_add=True)
+        else:
+            OmegaConf.update(cfg, key, ov.value(), merge=False)
+    except OmegaConfBaseException as err:
+        raise omegaconf_error(err, cfg, f"override {arg!r}") from err
+
+
+def compose(args: list[str], config_file: str | None = None) -> tuple[DictConfig, list[registry.Plugin]]:
+    """Build the resolved, validated run config; return it with the plugins it names."""
+    overrides = parse_overrides(args)
+    file_cfg = _load_yaml(Path(config_file)) if config_file else None
+    plugins = [registry.get(n) for n in plugin_names(overrides, file_cfg)]
+    cfg = _schema(plugins)
+    defaults = cfg.copy()
+    preset = next((str(ov.value()) for ov in overrides if ov.key_or_group == "preset"), None)
+    if preset is None and file_cfg is not None and "preset" in file_cfg:
+        preset = str(file_cfg.preset)
+    preset = preset or "default"
+    found_preset = preset == "default"
+    for plugin in plugins:
+        path = plugin.presets_dir / f"{preset}.yaml" if plugin.presets_dir else None
+        if path is not None and path.is_file():
+            cfg = _merge(cfg, _load_yaml(path), f"preset {path}")
+            found_preset = True
+    if not found_preset:
+        names = sorted({p.stem for pl in plugins if pl.presets_dir for p in pl.presets_dir.glob("*.yaml")})
+        raise HfxError(f"no plugin of {[p.name for p in plugins]} has a preset {preset!r}; presets: {', '.join(names)}")
+    if file_cfg is not None:
+        cfg = _merge(cfg, file_cfg, f"config file {config_file}")
+    for ov in overrides:
+        if ov.key_or_group != "plugin":  # already resolved above (a name or a list of names)
+            _apply_override(cfg, ov, defaults)
+    cfg.plugin = [p.name for p in plugins]
+    typed(cfg, plugins)  # every __post_init__ check runs now, before any model or run folder exists
+    return cfg, plugins
+
+
+def typed(cfg: DictConfig, plugins: list[registry.Plugin]) -> tuple[RunConfig, dict[str, Any]]:
+    """The run config as dataclasses: ``(RunConfig, {plugin name: plugin config})``."""
+    names = {p.name for p in plugins}
+    run_node = OmegaConf.masked_copy(cfg, [k for k in cfg.keys() if k not in names])
+    run_node = _merge(OmegaConf.structured(RunConfig), run_node, "run config")
+    return to_dataclass(run_node), {p.name: to_dataclass(cfg[p.name]) for p in plugins}

@@ -1,0 +1,115 @@
+"""Training checkpoints in safe formats only (safetensors and JSON), written atomically.
+
+A checkpoint folder ``checkpoints/step-000050/`` holds:
+
+- ``model.safetensors``: the trainable parameters and the buffers (frozen weights are rebuilt by setup);
+- ``optimizer.safetensors`` + ``optimizer.json``: the optimizer's tensors and its other state;
+- ``scheduler.json``: the learning-rate scheduler's state;
+- ``rng-<rank>.safetensors`` + ``rng-<rank>.json``: every random generator of each process;
+- ``state.json``: the optimizer step it was taken at.
+
+No pickle is written or read, so a checkpoint from elsewhere cannot run code when loaded.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import shutil
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from hfx.io import atomic_dir, atomic_write_json
+
+__all__ = ["latest_checkpoint", "load_checkpoint", "save_checkpoint"]
+
+
+def _trainable_state(model: nn.Module) -> dict[str, torch.Tensor]:
+    frozen = {n for n, p in model.named_parameters() if not p.requires_grad}
+    # clone(): tied weights share storage, which safetensors refuses to write twice.
+    return {k: v.detach().cpu().clone().contiguous() for k, v in model.state_dict().items() if k not in frozen}
+
+
+def _optimizer_split(state: dict[str, Any]) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    tensors: dict[str, torch.Tensor] = {}
+    rest: dict[str, Any] = {"param_groups": state["param_groups"], "state": {}}
+    for idx, slots in state["state"].items():
+        rest["state"][str(idx)] = {}
+        for name, value in slots.items():
+            if torch.is_tensor(value):
+                tensors[f"{idx}.{name}"] = value.detach().cpu().contiguous()
+            else:
+                rest["state"][str(idx)][name] = value
+    return tensors, rest
+
+
+def _optimizer_join(tensors: dict[str, torch.Tensor], rest: dict[str, Any]) -> dict[str, Any]:
+    state: dict[int, dict[str, Any]] = {int(i): dict(v) for i, v in rest["state"].items()}
+    for key, value in tensors.items():
+        idx, name = key.split(".", 1)
+        state.setdefault(int(idx), {})[name] = value
+    return {"state": state, "param_groups": rest["param_groups"]}
+
+
+def _rng_state() -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    np_state = np.random.get_state()
+    return {"torch": torch.get_rng_state()}, {
+        "python": [random.getstate()[0], list(random.getstate()[1]), random.getstate()[2]],
+        "numpy": [np_state[0], np_state[1].tolist(), *np_state[2:]],
+    }
+
+
+def _set_rng_state(tensors: dict[str, torch.Tensor], rest: dict[str, Any]) -> None:
+    torch.set_rng_state(tensors["torch"])
+    py = rest["python"]
+    random.setstate((py[0], tuple(py[1]), py[2]))
+    npy = rest["numpy"]
+    np.random.set_state((npy[0], np.array(npy[1], dtype=np.uint32), *npy[2:]))
+
+
+def save_checkpoint(
+    folder: Path, step: int, model: nn.Module, optimizer: torch.optim.Optimizer, scheduler: Any,
+    rank: int = 0, world_size: int = 1, keep: int = 2,
+) -> Path:
+    """Write the checkpoint of ``step`` under ``folder/step-XXXXXX`` atomically; keep the newest ``keep``."""
+    path = folder / f"step-{step:06d}"
+    with atomic_dir(path) as tmp:
+        save_file(_trainable_state(model), str(tmp / "model.safetensors"), metadata={"format": "pt"})
+        tensors, rest = _optimizer_split(optimizer.state_dict())
+        save_file(tensors, str(tmp / "optimizer.safetensors"))
+        atomic_write_json(tmp / "optimizer.json", rest)
+        atomic_write_json(tmp / "scheduler.json", scheduler.state_dict())
+        rng_t, rng_rest = _rng_state()
+        save_file(rng_t, str(tmp / f"rng-{rank}.safetensors"))
+        atomic_write_json(tmp / f"rng-{rank}.json", rng_rest)
+        atomic_write_json(tmp / "state.json", {"step": step, "world_size": world_size})
+    for old in sorted(folder.glob("step-*"))[:-keep] if keep > 0 else []:
+        shutil.rmtree(old, ignore_errors=True)
+    return path
+
+
+def latest_checkpoint(folder: Path) -> Path | None:
+    """The newest complete checkpoint under ``folder`` (temporary folders are ignored)."""
+    done = [p for p in sorted(folder.glob("step-*")) if (p / "state.json").is_file()]
+    return done[-1] if done else None
+
+
+def load_checkpoint(path: Path, model: nn.Module, optimizer: torch.optim.Optimizer, scheduler: Any, rank: int = 0) -> int:
+    """Restore a checkpoint written by :func:`save_checkpoint`; return its step."""
+    missing, unexpected = model.load_state_dict(load_file(str(path / "model.safetensors")), strict=False)
+    frozen = {n for n, p in model.named_parameters() if not p.requires_grad}
+    if unexpected or set(missing) - frozen:
+        raise RuntimeError(f"checkpoint {path} does not fit the model: missing {sorted(set(missing) - frozen)[:5]}, unexpected {unexpected[:5]}")
+    optimizer.load_state_dict(
+        _optimizer_join(load_file(str(path / "optimizer.safetensors")), json.loads((path / "optimizer.json").read_text()))
+    )
+    scheduler.load_state_dict(json.loads((path / "scheduler.json").read_text()))
+    # Only the main process writes checkpoints; other ranks of a DDP run start from its generators.
+    who = rank if (path / f"rng-{rank}.safetensors").is_file() else 0
+    _set_rng_state(load_file(str(path / f"rng-{who}.safetensors")), json.loads((path / f"rng-{who}.json").read_text()))
+    return int(json.loads((path / "state.json").read_text())["step"])

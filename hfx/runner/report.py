@@ -1,0 +1,67 @@
+"""End-of-run outputs: the curves plot and the results table."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+__all__ = ["plot_curves", "print_results"]
+
+
+def plot_curves(records: list[dict[str, Any]], path: Path, title: str) -> Path | None:
+    """Plot every logged series against the step (training loss on the left, evaluation on the right)."""
+    import matplotlib
+
+    matplotlib.use("Agg")  # no screen on these machines
+    import matplotlib.pyplot as plt
+
+    train = [(r["step"], r["train_loss"]) for r in records if "train_loss" in r]
+    evals: dict[str, list[tuple[int, float]]] = {}
+    for r in records:
+        for k, v in r.items():
+            if k.startswith("eval_") and isinstance(v, (int, float)):
+                evals.setdefault(k[5:], []).append((r["step"], float(v)))
+    if not train and not evals:
+        return None
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+    if train:
+        axes[0].plot(*zip(*train, strict=True), label="train loss")
+    axes[0].set(xlabel="optimizer step", ylabel="loss", title="training")
+    for name, pts in evals.items():
+        axes[1].plot(*zip(*pts, strict=True), marker="o", label=name)
+    axes[1].set(xlabel="optimizer step", title="evaluation")
+    for ax in axes:
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend()
+        ax.grid(alpha=0.3)
+    fig.suptitle(title)
+    fig.tight_layout()
+    tmp = path.with_name(f".{path.name}.tmp.png")
+    fig.savefig(tmp, dpi=100)
+    plt.close(fig)
+    tmp.replace(path)
+    return path
+
+
+def print_results(title: str, before: dict[str, float], after: dict[str, float], extra: dict[str, Any]) -> None:
+    """Print metrics before and after training side by side, then any extra rows."""
+    from rich.console import Console
+    from rich.markup import escape
+    from rich.table import Table
+
+    table = Table(title=title)
+    table.add_column("metric")
+    table.add_column("before", justify="right")
+    table.add_column("after", justify="right")
+    for key in dict.fromkeys([*before, *after]):
+        b, a = before.get(key), after.get(key)
+        table.add_row(escape(key), _fmt(b), _fmt(a))
+    for key, value in extra.items():
+        table.add_row(escape(key), "", escape(_fmt(value)))
+    Console(stderr=False).print(table)
+
+
+def _fmt(v: Any) -> str:
+    if v is None:
+        return ""
+    return f"{v:.4f}" if isinstance(v, float) else str(v)

@@ -1,0 +1,83 @@
+"""``hfx run``: compose the config, drive the last plugin's recipe, and leave a complete run folder."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from accelerate import Accelerator
+from accelerate.utils import GradientAccumulationPlugin, broadcast_object_list, set_seed
+
+from hfx.config.compose import compose, typed
+from hfx.errors import HfxError
+from hfx.runner.context import RunContext
+from hfx.runner.report import plot_curves, print_results
+from hfx.runner.run_dir import RunDir
+
+__all__ = ["RunResult", "run"]
+
+
+@dataclass
+class RunResult:
+    run_dir: Path
+    before: dict[str, float]
+    after: dict[str, float]
+    summary: dict[str, Any]
+
+
+def _accelerator(mixed_precision: str, accumulation: int) -> Accelerator:
+    plugin = GradientAccumulationPlugin(num_steps=accumulation, sync_with_dataloader=False)
+    return Accelerator(mixed_precision=mixed_precision, gradient_accumulation_plugin=plugin)
+
+
+def run(args: list[str], config_file: str | None = None) -> RunResult:
+    """Run ``hfx run`` with command-line ``args`` (overrides) and an optional YAML ``config_file``."""
+    cfg, plugins = compose(args, config_file)
+    run_cfg, plugin_cfgs = typed(cfg, plugins)
+    driver = plugins[-1]
+    if driver.recipe is None:
+        raise HfxError(f"plugin {driver.name!r} has no recipe for hfx run; put a plugin with one last in plugin=[...]")
+    acc = _accelerator(run_cfg.train.mixed_precision, run_cfg.train.gradient_accumulation_steps)
+    # Every process must agree on the folder name, which contains the time.
+    stamp = broadcast_object_list([RunDir.stamp()])[0] if acc.num_processes > 1 else RunDir.stamp()
+    run_dir = RunDir.plan(run_cfg.output_dir, run_cfg.run_dir, run_cfg.resume, cfg.plugin, stamp)
+    run_dir.is_main = acc.is_main_process
+    set_seed(run_cfg.seed)
+    ctx = RunContext(cfg, run_cfg, plugin_cfgs, plugins, acc, run_dir)
+    recipe = driver.recipe(ctx)
+    recipe.setup()  # loads model and data: input errors surface here, before any folder exists
+    run_dir.create(cfg)
+    started = time.time()
+    try:
+        before = run_dir.read_json("before.json") if run_dir.resumed else None
+        if before is None:
+            before = recipe.evaluate()
+            run_dir.write_json("before.json", before)
+            ctx.log({"step": 0, **{f"eval_{k}": v for k, v in before.items()}})
+        train_metrics = recipe.train()
+        after = recipe.evaluate()
+        ctx.log({"step": run_cfg.train.max_steps, **{f"eval_{k}": v for k, v in after.items()}})
+        artifacts = recipe.save(run_dir.artifacts) if acc.is_main_process else []
+        acc.wait_for_everyone()
+    except BaseException:
+        run_dir.discard_if_empty()
+        raise
+    summary = {
+        "plugins": cfg.plugin,
+        "model": run_cfg.model,
+        "before": before,
+        "after": after,
+        "train": train_metrics,
+        "artifacts": [str(Path(a).relative_to(run_dir.path)) if Path(a).is_relative_to(run_dir.path) else str(a)
+                      for a in artifacts],
+        "seconds": round(time.time() - started, 1),
+        "processes": acc.num_processes,
+    }
+    if acc.is_main_process:
+        plot_curves(run_dir.metrics(), run_dir.path / "curves.png", f"hfx run {'+'.join(cfg.plugin)} on {run_cfg.model}")
+        run_dir.write_json("summary.json", summary)  # last: its presence marks the run complete
+        print_results(f"{'+'.join(cfg.plugin)} on {run_cfg.model}", before, after,
+                      {**train_metrics, "run folder": str(run_dir.path)})
+    return RunResult(run_dir.path, before, after, summary)

@@ -1,0 +1,109 @@
+"""The run folder: ``runs/<time>-<plugins>/`` with everything a run leaves behind.
+
+::
+
+    config.yaml      the resolved config (every default filled in)
+    metrics.jsonl    one JSON object per logged step: {"step": 10, "train_loss": ...}
+    before.json      evaluation before training (reused when a run is resumed)
+    checkpoints/     step-XXXXXX/ folders, written atomically
+    artifacts/       what the recipe saved, in Hugging Face formats
+    curves.png       training and evaluation curves
+    summary.json     final metrics; written last, so its presence means the run completed
+
+A run that fails before its first checkpoint removes its folder; one that fails later keeps it (without
+``summary.json``) so that ``resume=true`` can continue it.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+
+from hfx.errors import HfxError
+from hfx.io import atomic_write_json, atomic_write_text
+
+__all__ = ["RunDir"]
+
+
+@dataclass
+class RunDir:
+    path: Path
+    resumed: bool = False
+    is_main: bool = True
+
+    @classmethod
+    def plan(cls, output_dir: str, run_dir: str, resume: bool, plugins: list[str], stamp: str) -> RunDir:
+        """Choose the folder (nothing is created yet, so bad input never leaves a folder behind)."""
+        tag = "+".join(plugins)
+        if run_dir:
+            path = Path(run_dir)
+            if resume and not (path / "checkpoints").is_dir():
+                raise HfxError(f"run_dir={run_dir} has no checkpoints to resume; drop resume=true or pick another run")
+            if not resume and (path / "summary.json").exists():
+                raise HfxError(f"run_dir={run_dir} holds a finished run; choose a new folder")
+            return cls(path, resumed=resume)
+        if resume:
+            found = [
+                p for p in sorted(Path(output_dir).glob(f"*-{tag}"))
+                if not (p / "summary.json").exists() and (p / "checkpoints").is_dir()
+            ]
+            if not found:
+                raise HfxError(
+                    f"resume=true but no unfinished run of {tag!r} with a checkpoint is in {output_dir}/; "
+                    "set train.save_every=N so runs leave checkpoints, or drop resume=true"
+                )
+            return cls(found[-1], resumed=True)
+        return cls(Path(output_dir) / f"{stamp}-{tag}")
+
+    @staticmethod
+    def stamp() -> str:
+        return time.strftime("%Y%m%d-%H%M%S")
+
+    @property
+    def checkpoints(self) -> Path:
+        return self.path / "checkpoints"
+
+    @property
+    def artifacts(self) -> Path:
+        return self.path / "artifacts"
+
+    def create(self, cfg: DictConfig) -> None:
+        if not self.is_main:
+            return
+        self.path.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(self.path / "config.yaml", OmegaConf.to_yaml(cfg))
+
+    def log(self, record: dict[str, Any]) -> None:
+        """Append one JSON line to metrics.jsonl (main process only)."""
+        if self.is_main:
+            with (self.path / "metrics.jsonl").open("a") as fh:
+                fh.write(json.dumps(record) + "\n")
+
+    def metrics(self) -> list[dict[str, Any]]:
+        path = self.path / "metrics.jsonl"
+        return [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.exists() else []
+
+    def truncate_metrics(self, step: int) -> None:
+        """Drop records after ``step`` (a resumed run logs them again, exactly as an uninterrupted one)."""
+        if self.is_main:
+            kept = [r for r in self.metrics() if r.get("step", 0) <= step]
+            atomic_write_text(self.path / "metrics.jsonl", "".join(json.dumps(r) + "\n" for r in kept))
+
+    def write_json(self, name: str, obj: Any) -> None:
+        if self.is_main:
+            atomic_write_json(self.path / name, obj)
+
+    def read_json(self, name: str) -> Any:
+        path = self.path / name
+        return json.loads(path.read_text()) if path.exists() else None
+
+    def discard_if_empty(self) -> None:
+        """After a failure: remove the folder unless it holds a checkpoint worth resuming."""
+        if self.is_main and self.path.exists() and not any(self.checkpoints.glob("step-*")):
+            shutil.rmtree(self.path, ignore_errors=True)

@@ -1,0 +1,86 @@
+"""``hfx validate``: compare each plugin with the reference library that does the same job.
+
+A plugin's ``checks()`` returns :class:`Check` objects. Each runs a small computation in hfx and in the
+reference library (transformers, peft, bitsandbytes, sentence-transformers, trl) on the same inputs and
+returns the largest difference; the check passes when it is within ``tolerance``.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import math
+import traceback
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from hfx import registry
+
+__all__ = ["Check", "CheckResult", "print_results", "run_checks"]
+
+
+@dataclass(frozen=True)
+class Check:
+    """One comparison against a reference library."""
+
+    name: str
+    """What is compared, e.g. "classification logits vs BertForSequenceClassification"."""
+    reference: str
+    """Distribution name of the reference library (its installed version is reported)."""
+    tolerance: float
+    """Largest allowed difference."""
+    run: Callable[[], float]
+    """Computes and returns the largest absolute difference (0.0 for an exact match)."""
+
+
+@dataclass(frozen=True)
+class CheckResult:
+    plugin: str
+    name: str
+    reference: str
+    version: str
+    max_diff: float
+    tolerance: float
+    passed: bool
+    error: str = ""
+
+
+def _version(dist: str) -> str:
+    try:
+        return importlib.metadata.version(dist)
+    except importlib.metadata.PackageNotFoundError:
+        return "not installed"
+
+
+def run_checks(plugins: Sequence[str] | None = None) -> list[CheckResult]:
+    """Run the checks of ``plugins`` (default: every installed plugin that has checks)."""
+    results: list[CheckResult] = []
+    for p in [registry.get(n) for n in plugins] if plugins else registry.iter_plugins():
+        for check in p.checks() if p.checks else []:
+            version = _version(check.reference)
+            try:
+                diff = float(check.run())
+                ok = math.isfinite(diff) and diff <= check.tolerance
+                results.append(CheckResult(p.name, check.name, check.reference, version, diff, check.tolerance, ok))
+            except Exception as err:  # a crashing check is a failed check, reported in the table
+                line = f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}"
+                tb = traceback.format_exc(limit=-1).strip().splitlines()[-3:]
+                results.append(
+                    CheckResult(p.name, check.name, check.reference, version, math.nan, check.tolerance, False,
+                                line + " | " + " ".join(s.strip() for s in tb[:-1]))
+                )
+    return results
+
+
+def print_results(results: Sequence[CheckResult]) -> None:
+    """Print one table: check, reference library and version, max difference, tolerance, pass/fail."""
+    from rich.console import Console
+    from rich.markup import escape
+    from rich.table import Table
+
+    table = Table(title="hfx validate")
+    for col in ("plugin", "check", "reference", "max diff", "tolerance", "result"):
+        table.add_column(col, justify="right" if col in ("max diff", "tolerance") else "left")
+    for r in results:
+        verdict = "[green]pass[/green]" if r.passed else f"[red]FAIL[/red] {escape(r.error)}".rstrip()
+        table.add_row(escape(r.plugin), escape(r.name), f"{r.reference} {r.version}", f"{r.max_diff:.3g}", f"{r.tolerance:.3g}", verdict)
+    Console(width=max(150, Console().width)).print(table)

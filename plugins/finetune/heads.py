@@ -1,0 +1,87 @@
+"""An in-house sequence-classification head that saves in transformers' own layout.
+
+``SequenceClassifier`` puts a head on a bare transformers backbone (``AutoModel``):
+
+- encoders with a pooler (BERT family): pooler output (tanh(W h_CLS)) -> dropout -> ``classifier``;
+- encoders without one: the first token's hidden state -> dropout -> ``classifier``;
+- decoders: the hidden state of the last non-padding token -> ``score`` (no bias), since a causal model
+  has seen the whole text only at its last position.
+
+The backbone is stored under its ``base_model_prefix`` (``bert``, ``model``, ``transformer``) and the head
+under the name transformers uses, so the state dict has the keys of ``AutoModelForSequenceClassification``
+and :func:`hfx_plugins.finetune.io.save` writes a folder transformers loads directly.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+from transformers import PreTrainedModel
+from transformers.modeling_outputs import SequenceClassifierOutput
+
+from hfx_plugins.finetune.losses import classification_loss, infer_problem_type
+
+__all__ = ["SequenceClassifier", "last_token_index"]
+
+
+def last_token_index(input_ids: torch.Tensor, pad_token_id: int | None) -> torch.Tensor:
+    """Index of the rightmost non-padding token of each row, for left or right padding. (B, T) -> (B,)"""
+    if pad_token_id is None:
+        return torch.full((input_ids.shape[0],), input_ids.shape[1] - 1, device=input_ids.device)
+    positions = torch.arange(input_ids.shape[1], device=input_ids.device)  # (T,)
+    return (positions * (input_ids != pad_token_id)).argmax(-1)  # (B,)
+
+
+class SequenceClassifier(nn.Module):
+    """A backbone plus a pooled linear head and the matching loss.
+
+    Args:
+        backbone: A bare transformers model (``AutoModel``) returning ``last_hidden_state``.
+        num_labels: Outputs of the head (1 = regression).
+        family: "encoder" or "decoder" (decides the pooling, see the module docstring).
+        dropout: Dropout before the head (encoders, as in BERT; decoders use none, as in transformers).
+        problem_type: "", "regression", "single_label_classification" or "multi_label_classification"; empty
+            means inferred from the labels by transformers' rule.
+    """
+
+    def __init__(self, backbone: PreTrainedModel, num_labels: int, family: str, dropout: float = 0.1,
+                 problem_type: str = "") -> None:
+        super().__init__()
+        self.prefix = backbone.base_model_prefix
+        self.family = family
+        self.config = backbone.config
+        self.config.num_labels = num_labels
+        self.config.problem_type = problem_type or None
+        setattr(self, self.prefix, backbone)
+        hidden = backbone.config.hidden_size
+        self.uses_pooler = family == "encoder" and getattr(backbone, "pooler", None) is not None
+        if family == "encoder":
+            self.dropout = nn.Dropout(dropout)
+            self.classifier = nn.Linear(hidden, num_labels)
+        else:
+            self.score = nn.Linear(hidden, num_labels, bias=False)
+
+    @property
+    def backbone(self) -> PreTrainedModel:
+        return getattr(self, self.prefix)
+
+    @property
+    def head(self) -> nn.Linear:
+        return self.classifier if self.family == "encoder" else self.score
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
+                labels: torch.Tensor | None = None, **kwargs: torch.Tensor) -> SequenceClassifierOutput:
+        out = self.backbone(input_ids=input_ids, attention_mask=attention_mask, **kwargs)
+        if self.family == "encoder":
+            pooled = out.pooler_output if self.uses_pooler else out.last_hidden_state[:, 0]  # (B, H)
+            logits = self.classifier(self.dropout(pooled))  # (B, C)
+        else:
+            h = out.last_hidden_state  # (B, T, H)
+            idx = last_token_index(input_ids, self.config.pad_token_id)  # (B,)
+            pooled = h[torch.arange(h.shape[0], device=h.device), idx]  # (B, H)
+            logits = self.score(pooled)  # (B, C)
+        loss = None
+        if labels is not None:
+            problem = self.config.problem_type or infer_problem_type(logits.shape[-1], labels)
+            loss = classification_loss(logits, labels, problem)
+        return SequenceClassifierOutput(loss=loss, logits=logits, hidden_states=out.hidden_states)

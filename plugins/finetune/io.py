@@ -1,0 +1,80 @@
+"""Save and load what ``finetune`` produces, in transformers' own format.
+
+The folder is what ``save_pretrained`` writes (``config.json`` + ``model.safetensors``), so
+``AutoModelForSequenceClassification`` / ``AutoModelForCausalLM`` / ``AutoModelForSeq2SeqLM`` load it
+without hfx; ``hfx_finetune.json`` beside it records the plugin config so :func:`load` can rebuild the head.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+
+
+from safetensors.torch import load_file
+from torch import nn
+from transformers import AutoModelForSequenceClassification
+
+from hfx.errors import HfxError
+from hfx.io import atomic_write_json
+from hfx_plugins.finetune.apply import apply
+from hfx_plugins.finetune.config import FinetuneConfig
+from hfx_plugins.finetune.heads import SequenceClassifier
+
+__all__ = ["MARKER", "can_load", "load", "save", "to_transformers"]
+
+MARKER = "hfx_finetune.json"
+
+
+def to_transformers(model: SequenceClassifier) -> nn.Module:
+    """The equivalent ``AutoModelForSequenceClassification`` with the same weights (checked strictly)."""
+    hf = AutoModelForSequenceClassification.from_config(model.config)
+    result = hf.load_state_dict(model.state_dict(), strict=False)
+    if result.missing_keys or result.unexpected_keys:
+        raise HfxError(
+            f"{type(hf).__name__} does not have the layout of hfx's head (missing {result.missing_keys[:4]}, "
+            f"unexpected {result.unexpected_keys[:4]}); this architecture is not supported by finetune's save"
+        )
+    return hf.eval()
+
+
+def save(model: nn.Module, path: Path, cfg: FinetuneConfig | None = None) -> None:
+    """Write ``model`` with ``save_pretrained`` (safetensors) plus the plugin config."""
+    path.mkdir(parents=True, exist_ok=True)
+    hf = to_transformers(model) if isinstance(model, SequenceClassifier) else model
+    hf.save_pretrained(path)  # type: ignore[operator]
+    from hfx.api import applied
+
+    cfg = cfg or next((c for name, c in applied(model) if name == "finetune"), None) or FinetuneConfig()
+    atomic_write_json(path / MARKER, dataclasses.asdict(cfg))
+
+
+def can_load(path: Path) -> bool:
+    return (Path(path) / MARKER).is_file()
+
+
+def load(model: nn.Module, path: Path) -> tuple[nn.Module, FinetuneConfig]:
+    """Rebuild the head on ``model`` and load every weight from ``path`` strictly."""
+    cfg = FinetuneConfig(**json.loads((Path(path) / MARKER).read_text()))
+    model = apply(model, cfg)
+    weights = load_file(str(Path(path) / "model.safetensors"))
+    own = model.state_dict()
+    for k, t in weights.items():
+        if k in own and own[k].shape != t.shape:
+            raise HfxError(
+                f"{k}: saved shape {tuple(t.shape)} does not fit the model's {tuple(own[k].shape)}; "
+                "load onto the base model the weights were trained from"
+            )
+    result = model.load_state_dict(weights, strict=False)
+    # save_pretrained drops weights tied to another (e.g. lm_head = embeddings); those are not missing.
+    present = {t.data_ptr() for k, t in model.state_dict().items() if k in weights}
+    missing = [k for k in result.missing_keys if model.state_dict()[k].data_ptr() not in present]
+    if missing or result.unexpected_keys:
+        raise HfxError(
+            f"weights in {path} do not fit {type(model).__name__}: missing {missing[:4]}, "
+            f"unexpected {result.unexpected_keys[:4]}; load them onto the base model they were trained from"
+        )
+    return model, cfg
+
+
