@@ -32,8 +32,18 @@ def _accelerator(mixed_precision: str, accumulation: int) -> Accelerator:
     return Accelerator(mixed_precision=mixed_precision, gradient_accumulation_plugin=plugin)
 
 
+def _quiet_libraries() -> None:
+    """hfx shows its own progress bars; the per-file bars of transformers and datasets are noise here."""
+    import datasets
+    import transformers
+
+    datasets.disable_progress_bars()
+    transformers.utils.logging.disable_progress_bar()
+
+
 def run(args: list[str], config_file: str | None = None) -> RunResult:
     """Run ``hfx run`` with command-line ``args`` (overrides) and an optional YAML ``config_file``."""
+    _quiet_libraries()
     cfg, plugins = compose(args, config_file)
     run_cfg, plugin_cfgs = typed(cfg, plugins)
     driver = plugins[-1]

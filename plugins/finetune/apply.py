@@ -14,8 +14,12 @@ __all__ = ["apply"]
 
 
 def _is_bare(model: nn.Module) -> bool:
-    """A backbone without a task head (what ``AutoModel`` returns): its own base model is itself."""
-    return isinstance(model, PreTrainedModel) and getattr(model, "base_model", None) is model
+    """A backbone without a task head (what ``AutoModel`` returns): no output layer, no classifier."""
+    return (
+        isinstance(model, PreTrainedModel)
+        and model.get_output_embeddings() is None
+        and not any(isinstance(getattr(model, n, None), nn.Module) for n in ("classifier", "score", "lm_head"))
+    )
 
 
 def apply(model: nn.Module, cfg: FinetuneConfig) -> nn.Module:
