@@ -1,0 +1,212 @@
+"""The user-facing operations on a model carrying LoRA adapters.
+
+The model stays the transformers model it was (``hfx.apply`` swaps layers in place, nothing wraps it), so
+these are functions taking the model, the counterparts of peft's ``PeftModel`` methods::
+
+    add_adapter(model, cfg)                      set_adapter(model, "b")
+    with disable_adapters(model): ...            # the frozen base, e.g. PPO's reference model, no copy
+    merge_adapter(model); unmerge_adapter(model) base = merge_and_unload(model)   # a plain model again
+
+The configs of the adapters are kept on the model as ``model.hfx_lora`` (a plain attribute: not a module,
+not in the state_dict).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+from torch import nn
+
+from hfx.errors import HfxError
+from hfx_plugins.lora.config import LoraConfig
+from hfx_plugins.lora.inject import inject, wrap_modules_to_save
+from hfx_plugins.lora.layer import LoraLayer
+from hfx_plugins.lora.trainable import ModulesToSave, lora_layers, mark_trainable, saved_modules
+
+__all__ = [
+    "LoraState", "add_adapter", "delete_adapter", "disable_adapters", "get_state", "merge_adapter",
+    "merge_and_unload", "set_adapter", "unload", "unmerge_adapter",
+]
+
+_ATTR = "hfx_lora"
+_HEADS = ("classifier", "score")  # the head names peft adds to modules_to_save for SEQ_CLS
+
+
+@dataclass
+class LoraState:
+    """The adapters on one model: their configs (in the order added) and which are active."""
+
+    configs: dict[str, LoraConfig] = field(default_factory=dict)
+    active: list[str] = field(default_factory=list)
+
+
+def get_state(model: nn.Module) -> LoraState:
+    """The LoRA state of ``model``; an HfxError when it has no adapter."""
+    state = getattr(model, _ATTR, None)
+    if state is None or not state.configs:
+        raise HfxError(f"{type(model).__name__} has no LoRA adapter; apply one first with hfx.apply(model, 'lora', ...)")
+    return state
+
+
+def _check_name(state: LoraState, names: list[str]) -> None:
+    for name in names:
+        if name not in state.configs:
+            raise HfxError(f"no adapter named {name!r} on this model; adapters: {', '.join(state.configs)}")
+
+
+def _auto_modules_to_save(model: nn.Module, cfg: LoraConfig) -> list[str] | None:
+    """A sequence classifier's new head must train in full: add it to modules_to_save, as peft does for SEQ_CLS."""
+    is_classifier = type(model).__name__.endswith("ForSequenceClassification") or cfg.task_type == "SEQ_CLS"
+    heads = [h for h in _HEADS if isinstance(getattr(model, h, None), nn.Module)] if is_classifier else []
+    extra = [h for h in heads if h not in (cfg.modules_to_save or [])]
+    return [*(cfg.modules_to_save or []), *extra] or None
+
+
+def add_adapter(model: nn.Module, cfg: LoraConfig, *, activate: bool = True) -> nn.Module:
+    """Inject adapter ``cfg.adapter_name`` and (by default) make it the one active, trainable adapter."""
+    state = getattr(model, _ATTR, None) or LoraState()
+    name = cfg.adapter_name
+    if name in state.configs:
+        raise HfxError(f"adapter name {name!r} is already in use on this model (adapters: {', '.join(state.configs)}); "
+                       "pass another adapter_name, or delete_adapter first")
+    cfg = dataclasses.replace(cfg, modules_to_save=_auto_modules_to_save(model, cfg))
+    targets = inject(model, cfg, name)
+    if cfg.modules_to_save:
+        wrap_modules_to_save(model, cfg.modules_to_save, name)
+    # A Conv1D target means the (in, out) layout; peft records that as fan_in_fan_out=True in the config.
+    fan_in = any(isinstance(m, LoraLayer) and getattr(m, "fan_in_fan_out", False) for m in
+                 (model.get_submodule(k) for k in targets))
+    state.configs[name] = dataclasses.replace(cfg, fan_in_fan_out=fan_in)
+    object.__setattr__(model, _ATTR, state)
+    if activate or not state.active:
+        set_adapter(model, name)
+    else:
+        set_adapter(model, state.active)
+    if getattr(model, "is_gradient_checkpointing", False) and hasattr(model, "enable_input_require_grads"):
+        model.enable_input_require_grads()  # the frozen embeddings would otherwise cut the checkpointed graph
+    return model
+
+
+def set_adapter(model: nn.Module, names: str | list[str]) -> None:
+    """Make ``names`` the active adapters (used in forward, and the only trainable ones)."""
+    state = get_state(model)
+    names = [names] if isinstance(names, str) else list(names)
+    _check_name(state, names)
+    state.active = names
+    for wrapper in [*lora_layers(model), *saved_modules(model)]:
+        wrapper.active_adapters = [n for n in names if n in wrapper.adapters]
+    mark_trainable(model, state.configs[names[0]].bias if names else "none")
+
+
+@contextlib.contextmanager
+def disable_adapters(model: nn.Module) -> Iterator[nn.Module]:
+    """Within the block the model computes as its base: adapters and modules_to_save copies are bypassed.
+
+    Merged adapters are taken out of the weights on entry and merged back on exit, so the block really
+    sees the base weights (peft unmerges silently and leaves the adapter unmerged).
+    """
+    get_state(model)
+    merged = {layer: list(layer.merged_adapters) for layer in lora_layers(model) if layer.merged_adapters}
+    wrappers: list[LoraLayer | ModulesToSave] = [*lora_layers(model), *saved_modules(model)]
+    for layer in merged:
+        layer.unmerge()
+    for w in wrappers:
+        w.disabled = True
+    try:
+        yield model
+    finally:
+        for w in wrappers:
+            w.disabled = False
+        for layer, names in merged.items():
+            layer.merge(names)
+
+
+def merge_adapter(model: nn.Module, adapter_names: list[str] | None = None, safe_merge: bool = False) -> None:
+    """Add the adapters (default: the active ones) into the base weights; forward is then the plain model's cost.
+
+    ``safe_merge`` checks the merged weights for NaN/inf first. Merging an adapter twice is an error.
+    """
+    state = get_state(model)
+    names = state.active if adapter_names is None else list(adapter_names)
+    _check_name(state, names)
+    for layer in lora_layers(model):
+        twice = [n for n in names if n in layer.merged_adapters]
+        if twice:
+            raise HfxError(f"adapter {twice[0]!r} is already merged (merge_adapter was called twice); "
+                           "call unmerge_adapter(model) first")
+    for layer in lora_layers(model):
+        layer.merge([n for n in names if n in layer.adapters], safe=safe_merge)
+
+
+def unmerge_adapter(model: nn.Module) -> None:
+    """Take every merged adapter back out of the base weights."""
+    for layer in lora_layers(model):
+        layer.unmerge()
+
+
+def _strip(model: nn.Module, merge: bool, adapter_names: list[str] | None, safe_merge: bool) -> nn.Module:
+    state = get_state(model)
+    if merge:
+        unmerge_adapter(model)
+        merge_adapter(model, adapter_names, safe_merge)
+    else:
+        unmerge_adapter(model)
+    for key, module in list(model.named_modules()):
+        if isinstance(module, LoraLayer):
+            new = module.base_layer
+        elif isinstance(module, ModulesToSave):
+            # merged: keep the trained copy of the active adapter; unloaded: the original
+            new = module.current() if merge else module.original_module
+        else:
+            continue
+        parent, _, child = key.rpartition(".")
+        setattr(model.get_submodule(parent) if parent else model, child, new)
+    for p in model.parameters():
+        p.requires_grad_(True)  # a plain transformers model again, as from_pretrained gives it
+    state.configs.clear()
+    object.__delattr__(model, _ATTR)
+    from hfx.api import applied  # forget the plugin: hfx.save now writes the whole model
+
+    object.__setattr__(model, "hfx_plugins", [(n, c) for n, c in applied(model) if n != "lora"])
+    return model
+
+
+def merge_and_unload(model: nn.Module, adapter_names: list[str] | None = None, safe_merge: bool = False) -> nn.Module:
+    """Merge the adapters (default: the active ones) and remove every LoRA layer: a plain transformers model."""
+    return _strip(model, True, adapter_names, safe_merge)
+
+
+def unload(model: nn.Module) -> nn.Module:
+    """Remove every LoRA layer without merging: the base model back."""
+    return _strip(model, False, None, False)
+
+
+def delete_adapter(model: nn.Module, name: str) -> None:
+    """Remove adapter ``name`` (which must not be merged) from every layer."""
+    state = get_state(model)
+    _check_name(state, [name])
+    if list(state.configs) == [name]:
+        unload(model)
+        return
+    for wrapper in [*lora_layers(model), *saved_modules(model)]:
+        wrapper.delete_adapter(name)
+    del state.configs[name]
+    _unwrap_empty(model)
+    remaining = [n for n in state.active if n != name]
+    set_adapter(model, remaining or [next(iter(state.configs))])
+
+
+def _unwrap_empty(model: nn.Module) -> None:
+    """Put back the original layer wherever no adapter is left."""
+    for key, module in list(model.named_modules()):
+        if isinstance(module, LoraLayer) and not module.adapters:
+            new = module.base_layer
+        elif isinstance(module, ModulesToSave) and not module.adapters:
+            new = module.original_module
+        else:
+            continue
+        parent, _, child = key.rpartition(".")
+        setattr(model.get_submodule(parent) if parent else model, child, new)

@@ -1,0 +1,4 @@
+"""placeholder"""
+from hfx.registry import Recipe
+class LoraRecipe(Recipe):
+    pass
