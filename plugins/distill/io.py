@@ -1,0 +1,50 @@
+"""Save and load a distilled student: a complete transformers model folder, plus what made it.
+
+The student is the teacher's class with fewer layers (its config says how many), so ``save_pretrained``
+writes a folder that ``AutoModel*.from_pretrained`` loads without hfx; ``hfx_distill.json`` beside it
+records the distillation config.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+
+from torch import nn
+
+from hfx.errors import HfxError
+from hfx.io import atomic_write_json
+from hfx_plugins.distill.config import DistillConfig
+
+__all__ = ["MARKER", "can_load", "load", "save"]
+
+MARKER = "hfx_distill.json"
+
+
+def save(model: nn.Module, path: Path, cfg: DistillConfig | None = None) -> None:
+    """Write the student with ``save_pretrained`` (safetensors) and the distillation config."""
+    from hfx.api import applied
+
+    if not hasattr(model, "save_pretrained"):
+        raise HfxError(f"cannot save {type(model).__name__}: the student must be a transformers model")
+    path.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(path)
+    cfg = cfg or next((c for name, c in applied(model) if name == "distill"), None) or DistillConfig()
+    atomic_write_json(path / MARKER, dataclasses.asdict(cfg))
+
+
+def can_load(path: Path) -> bool:
+    return (Path(path) / MARKER).is_file()
+
+
+def load(model: nn.Module, path: Path) -> tuple[nn.Module, DistillConfig]:
+    """Load the student saved at ``path`` as ``model``'s class; ``model`` (the teacher) supplies class and vocabulary."""
+    path = Path(path)
+    cfg = DistillConfig(**json.loads((path / MARKER).read_text()))
+    student = type(model).from_pretrained(path, use_safetensors=True)
+    ours, theirs = student.get_input_embeddings().num_embeddings, model.get_input_embeddings().num_embeddings
+    if ours != theirs:
+        raise HfxError(f"the student in {path} has a vocabulary of {ours} tokens, the given base model {theirs}; "
+                       "load it onto the teacher it was distilled from")
+    return student, cfg

@@ -1,0 +1,102 @@
+"""How much of the teacher a student keeps: embedding agreement, a downstream score, perplexity, speed.
+
+- ``pairwise_spearman``: Spearman correlation between the student's and the teacher's cosine similarities
+  over every pair of held-out sentences (1.0 = the student ranks all pairs exactly as the teacher does);
+  the quality measure of sentence-transformers' distillation examples, with the teacher as the reference.
+- ``probe_accuracy``: a logistic-regression probe on frozen embeddings, trained on the train split of a
+  labelled set and scored on its test split (the bundled ``sentiment`` set).
+- ``perplexity``: exp of the token-weighted mean next-token loss on held-out text.
+- ``throughput``: items per second of a forward pass over pre-tokenised batches, models timed in turn,
+  fastest of ``repeats`` passes (on a shared CPU the fastest pass is the least disturbed one).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import torch
+from torch import nn
+
+from hfx_plugins.distill.objective import DistillationObjective
+
+__all__ = ["encode", "pairwise_spearman", "perplexity", "probe_accuracy", "throughput"]
+
+
+@torch.no_grad()
+def encode(model: nn.Module, tokenizer: Any, texts: Sequence[str], objective: DistillationObjective,
+           batch_size: int = 64, max_length: int = 128) -> torch.Tensor:
+    """Sentence embeddings of ``texts`` in eval mode. -> (N, H)"""
+    was_training = model.training
+    model.eval()
+    device = next(model.parameters()).device
+    out = []
+    for i in range(0, len(texts), batch_size):
+        enc = tokenizer(list(texts[i:i + batch_size]), padding=True, truncation=True, max_length=max_length,
+                        return_tensors="pt").to(device)
+        out.append(objective.embed(model, dict(enc)).cpu())  # (b, H)
+    model.train(was_training)
+    return torch.cat(out)  # (N, H)
+
+
+def pairwise_spearman(student_emb: torch.Tensor, teacher_emb: torch.Tensor) -> float:
+    """Spearman correlation of the two models' cosine similarities over all N(N-1)/2 pairs. (N, H), (N, H')"""
+    from scipy.stats import spearmanr
+
+    def sims(e: torch.Tensor) -> torch.Tensor:
+        e = torch.nn.functional.normalize(e.double(), dim=-1)
+        iu = torch.triu_indices(e.shape[0], e.shape[0], offset=1)  # (2, N(N-1)/2) upper triangle, no diagonal
+        return (e @ e.T)[iu[0], iu[1]]  # (N(N-1)/2,)
+
+    return float(spearmanr(sims(student_emb).numpy(), sims(teacher_emb).numpy()).statistic)
+
+
+def probe_accuracy(train_emb: torch.Tensor, train_labels: Sequence[int],
+                   test_emb: torch.Tensor, test_labels: Sequence[int]) -> float:
+    """Accuracy of a logistic-regression probe (scikit-learn, L2, C=1) trained on frozen embeddings."""
+    from sklearn.linear_model import LogisticRegression
+
+    probe = LogisticRegression(max_iter=2000)
+    probe.fit(train_emb.numpy(), list(train_labels))
+    return float(probe.score(test_emb.numpy(), list(test_labels)))
+
+
+@torch.no_grad()
+def perplexity(model: nn.Module, batches: Sequence[dict[str, torch.Tensor]]) -> float:
+    """exp(mean next-token loss), weighting every predicted token equally (not every batch)."""
+    was_training = model.training
+    model.eval()
+    device = next(model.parameters()).device
+    total, count = 0.0, 0
+    for batch in batches:
+        labels = batch["labels"].to(device)  # (B, T), -100 at padding
+        logits = model(input_ids=batch["input_ids"].to(device), attention_mask=batch["attention_mask"].to(device)).logits
+        target = labels[:, 1:]  # (B, T-1): token t+1 is predicted at position t
+        nll = torch.nn.functional.cross_entropy(logits[:, :-1].float().reshape(-1, logits.shape[-1]),
+                                                target.reshape(-1), ignore_index=-100, reduction="sum")
+        total += nll.item()
+        count += int((target != -100).sum())
+    model.train(was_training)
+    return math.exp(total / max(count, 1))
+
+
+@torch.no_grad()
+def throughput(forwards: dict[str, Callable[[dict[str, torch.Tensor]], Any]], batches: Sequence[dict[str, torch.Tensor]],
+               count: Callable[[dict[str, torch.Tensor]], int], repeats: int = 3) -> dict[str, float]:
+    """Items per second of each forward function over ``batches`` (fastest of ``repeats`` passes).
+
+    ``forwards`` maps a name to ``f(batch)`` (a model in eval mode, e.g. ``lambda b: model(**b)``).
+    """
+    best = {name: math.inf for name in forwards}
+    items = sum(count(b) for b in batches)
+    for f in forwards.values():
+        f(batches[0])  # warm-up: first-call allocations are not the model's speed
+    for _ in range(repeats):
+        for name, f in forwards.items():  # interleaved, so a burst of load hits every model alike
+            start = time.perf_counter()
+            for b in batches:
+                f(b)
+            best[name] = min(best[name], time.perf_counter() - start)
+    return {name: items / seconds for name, seconds in best.items()}
