@@ -1,0 +1,122 @@
+"""Affine quantization of a weight matrix: x_q = round(x / s + Z), dequantized as (x_q - Z) * s.
+
+Granularity follows ``group_size`` (torchao calls this the block size):
+
+- ``-1``: one (s, Z) for the whole tensor;
+- ``0``: one per output channel (row of the (out, in) weight);
+- ``N > 0``: one per group of N consecutive input features of a row.
+
+When N does not divide ``in_features`` (smollm2's 576 with N = 128) the last group of each row is simply
+shorter (576 = 4 x 128 + 64): its scale and zero point are computed from its real values only, and only
+real values are stored, so nothing is padded on disk. A group size above ``in_features`` is one group per row.
+
+Codes are unsigned, in [0, 2^b - 1]:
+
+- asymmetric: s = (hi - lo) / (2^b - 1), Z = round(-lo / s). The range [lo, hi] is widened to contain 0
+  so that Z is a valid code and 0.0 is represented exactly (PyTorch's observers do the same);
+- symmetric: s = absmax / (2^(b-1) - 1) and Z = 2^(b-1) fixed, so codes span [1, 2^b - 1] and one code is
+  unused. This "restricted" range is what bitsandbytes' int8 uses (round(x * 127 / absmax)); it keeps the
+  grid symmetric around 0.
+
+Scales are stored in fp16 (2 bytes; what the bits-per-parameter figures count) and clamped to fp16's
+smallest normal number 2^-14, so an all-zero or constant group gets a finite scale and no NaN.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from hfx.errors import HfxError
+
+__all__ = [
+    "MIN_SCALE",
+    "SCALE_DTYPE",
+    "SUPPORTED_BITS",
+    "check_bits",
+    "choose_qparams",
+    "dequantize",
+    "fake_quantize",
+    "group_ranges",
+    "n_groups",
+    "quantize",
+    "to_groups",
+    "ungroup",
+]
+
+SUPPORTED_BITS = (2, 3, 4, 8)
+SCALE_DTYPE = torch.float16
+MIN_SCALE = 2.0**-14  # fp16's smallest normal number
+
+
+def check_bits(bits: int) -> None:
+    if bits not in SUPPORTED_BITS:
+        raise HfxError(f"unsupported bit width {bits}; choose one of {', '.join(map(str, SUPPORTED_BITS))}")
+
+
+def n_groups(in_features: int, group_size: int) -> int:
+    """Groups per row: 1 for per-tensor and per-channel, ceil(in / N) for groups of N."""
+    if group_size < -1:
+        raise HfxError(f"group_size must be -1 (per tensor), 0 (per channel) or a positive size, got {group_size}")
+    return 1 if group_size <= 0 else math.ceil(in_features / group_size)
+
+
+def to_groups(w: torch.Tensor, group_size: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Reshape an (out, in) weight into groups: returns ``(values, mask)``, both (rows, G, g).
+
+    A short last group is padded by repeating the row's last value (which changes neither its min nor
+    its max); ``mask`` is 1 on real values and 0 on padding, so errors are counted on real values only.
+    Per tensor gives (1, 1, out * in); per channel (out, 1, in).
+    """
+    out, inp = w.shape
+    if group_size == -1:
+        return w.reshape(1, 1, -1), torch.ones(1, 1, w.numel(), dtype=w.dtype, device=w.device)
+    g = inp if group_size == 0 else min(group_size, inp)
+    G = n_groups(inp, g)
+    pad = G * g - inp
+    mask = torch.ones(out, G * g, dtype=w.dtype, device=w.device)
+    if pad:
+        w = torch.cat([w, w[:, -1:].expand(out, pad)], dim=1)  # (out, G * g)
+        mask[:, inp:] = 0
+    return w.reshape(out, G, g), mask.reshape(out, G, g)
+
+
+def group_ranges(groups: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-group (min, max), each (rows, G, 1); padding repeats a real value so it does not matter."""
+    return groups.amin(-1, keepdim=True), groups.amax(-1, keepdim=True)
+
+
+def choose_qparams(lo: torch.Tensor, hi: torch.Tensor, bits: int, symmetric: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """Scale and zero point (as floats holding integers) for the range [lo, hi]; shapes follow ``lo``."""
+    qmax = 2**bits - 1
+    if symmetric:
+        half = 2 ** (bits - 1)
+        absmax = torch.maximum(lo.abs(), hi.abs())
+        scale = (absmax / (half - 1)).clamp(min=MIN_SCALE).to(SCALE_DTYPE).float()
+        return scale, torch.full_like(scale, float(half))
+    lo, hi = lo.clamp(max=0.0), hi.clamp(min=0.0)  # contain 0 so that Z is a code (see module docstring)
+    scale = ((hi - lo) / qmax).clamp(min=MIN_SCALE).to(SCALE_DTYPE).float()
+    zero = torch.round(-lo / scale).clamp(0, qmax)
+    return scale, zero
+
+
+def quantize(groups: torch.Tensor, scale: torch.Tensor, zero: torch.Tensor, bits: int) -> torch.Tensor:
+    """Codes round(x / s + Z) clamped to [0, 2^b - 1]; (rows, G, g) -> same shape, uint8."""
+    return torch.clamp(torch.round(groups / scale + zero), 0, 2**bits - 1).to(torch.uint8)
+
+
+def dequantize(codes: torch.Tensor, scale: torch.Tensor, zero: torch.Tensor) -> torch.Tensor:
+    """(x_q - Z) * s, in fp32; codes (rows, G, g), scale and zero (rows, G, 1)."""
+    return (codes.float() - zero) * scale
+
+
+def fake_quantize(groups: torch.Tensor, scale: torch.Tensor, zero: torch.Tensor, bits: int) -> torch.Tensor:
+    """Quantize then dequantize without leaving floating point: (rows, G, g) -> same shape."""
+    return (torch.clamp(torch.round(groups / scale + zero), 0, 2**bits - 1) - zero) * scale
+
+
+def ungroup(groups: torch.Tensor, shape: tuple[int, int]) -> torch.Tensor:
+    """(rows, G, g) -> (out, in): undo :func:`to_groups`, dropping the padding of a short last group."""
+    out, inp = shape
+    return groups.reshape(out, -1)[:, :inp] if groups.shape[0] == out else groups.reshape(out, inp)

@@ -1,0 +1,89 @@
+"""``hfx.apply(model, "quant", bits=4, group_size=128)``: replace linear layers with :class:`QuantLinear`."""
+
+from __future__ import annotations
+
+from torch import nn
+from transformers.pytorch_utils import Conv1D
+
+from hfx.errors import HfxError
+from hfx_plugins.quant.config import QuantConfig
+from hfx_plugins.quant.layer import QuantLinear
+
+__all__ = ["apply", "check_not_quantized", "quantized_layers", "select_linear", "set_module", "storage_summary"]
+
+_BNB_CLASSES = ("Linear4bit", "Linear8bitLt", "LinearNF4", "LinearFP4")
+
+
+def check_not_quantized(model: nn.Module) -> None:
+    """Raise when ``model`` already carries quantized weights (hfx's, bitsandbytes', or a transformers quantizer)."""
+    for name, m in model.named_modules():
+        if isinstance(m, QuantLinear) or type(m).__name__ in _BNB_CLASSES:
+            raise HfxError(f"the model is already quantized ({name}: {type(m).__name__}); "
+                           "quantize the full-precision model instead of quantizing twice")
+        if type(m).__name__ == "FakeQuantLinear":
+            raise HfxError(f"the model has QAT fake-quantized layers ({name}); "
+                           "use hfx_plugins.qat.convert(model) to turn them into packed layers")
+    if getattr(model, "hf_quantizer", None) is not None or getattr(getattr(model, "config", None),
+                                                                    "quantization_config", None):
+        raise HfxError("the model was loaded already quantized by transformers (quantization_config is set); "
+                       "load it in full precision to quantize it with hfx")
+
+
+def _matches(name: str, suffixes: list[str]) -> bool:
+    return any(name == s or name.endswith("." + s) for s in suffixes)
+
+
+def select_linear(model: nn.Module, target_modules: object, exclude_modules: list[str]) -> list[str]:
+    """Names of the linear layers (``nn.Linear`` / ``Conv1D``) to quantize, in model order."""
+    out_layer = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
+    names = []
+    linears = [(n, m) for n, m in model.named_modules() if isinstance(m, (nn.Linear, Conv1D))]
+    for name, m in linears:
+        if "lora_" in name:  # adapters stay in full precision (QLoRA quantizes the base only)
+            continue
+        if target_modules == "all-linear":
+            if m is out_layer:  # as peft's "all-linear": the output layer (often tied to embeddings) stays
+                continue
+        elif not _matches(name, list(target_modules)):  # type: ignore[arg-type]
+            continue
+        if exclude_modules and _matches(name, exclude_modules):
+            continue
+        names.append(name)
+    if not names:
+        sample = ", ".join(n for n, _ in linears[:6]) or "none"
+        raise HfxError(f"quant.target_modules={target_modules!r} matches no linear layer; the model has: {sample}, ...")
+    return names
+
+
+def set_module(model: nn.Module, name: str, new: nn.Module) -> None:
+    parent_name, _, child = name.rpartition(".")
+    setattr(model.get_submodule(parent_name) if parent_name else model, child, new)
+
+
+def apply(model: nn.Module, cfg: QuantConfig) -> nn.Module:
+    """Quantize the selected linear layers of ``model`` in place and return it (frozen: weights are integers)."""
+    check_not_quantized(model)
+    for name in select_linear(model, cfg.target_modules, cfg.exclude_modules):
+        old = model.get_submodule(name)
+        new = QuantLinear.from_float(old, cfg.bits, cfg.group_size, cfg.symmetric, cfg.clip_steps,
+                                     cfg.activations, name=name)
+        set_module(model, name, new)
+    return model
+
+
+def quantized_layers(model: nn.Module) -> dict[str, QuantLinear]:
+    return {n: m for n, m in model.named_modules() if isinstance(m, QuantLinear)}
+
+
+def storage_summary(model: nn.Module) -> dict[str, float]:
+    """Quantized parameters, their storage in bits per parameter (codes + scales + zeros), and the model's bytes."""
+    layers = quantized_layers(model)
+    n_q = sum(m.in_features * m.out_features for m in layers.values())
+    bits_q = sum(m.storage_bits() for m in layers.values())
+    seen: set[int] = set()
+    total = 0
+    for t in [*model.parameters(), *model.buffers()]:
+        if t.data_ptr() not in seen:  # tied weights count once
+            seen.add(t.data_ptr())
+            total += t.numel() * t.element_size()
+    return {"quantized_params": float(n_q), "bits_per_param": bits_q / max(n_q, 1), "model_bytes": float(total)}

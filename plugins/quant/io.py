@@ -1,0 +1,131 @@
+"""Saving and loading a quantized model: safetensors only, packed codes as they are in memory.
+
+A folder written by :func:`save` holds
+
+- ``model.safetensors``: the whole state dict (packed uint8 codes, fp16 scales, uint8 zero points of the
+  quantized layers, and every other weight), each tied tensor stored once (metadata ``{"format": "pt"}``);
+- ``hfx_quant.json``: the plugin config, every quantized layer's shape and layout, and the tied names;
+- ``config.json``: the transformers config, so :func:`load_quantized` rebuilds the model from the folder alone.
+
+:func:`load` restores onto a base model: it swaps the recorded layers for empty :class:`QuantLinear` and
+loads the tensors with ``assign=True``, so a base built on the meta device (``accelerate.init_empty_weights``)
+never holds the fp32 weights: that is what makes loading a 4-bit model take less memory than fp32.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from hfx.errors import HfxError
+from hfx.io import atomic_write_json
+from hfx_plugins.quant.apply import check_not_quantized, quantized_layers, set_module
+from hfx_plugins.quant.config import QuantConfig
+from hfx_plugins.quant.layer import QuantLinear
+
+__all__ = ["MARKER", "WEIGHTS", "can_load", "load", "load_quantized", "save"]
+
+MARKER = "hfx_quant.json"
+WEIGHTS = "model.safetensors"
+
+
+def _dedup(state: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """Drop every tensor that shares storage with an earlier one; return ``(kept, {dropped: kept name})``."""
+    kept: dict[str, torch.Tensor] = {}
+    owner: dict[tuple[int, int, tuple[int, ...]], str] = {}
+    tied: dict[str, str] = {}
+    for k, t in state.items():
+        key = (t.untyped_storage().data_ptr(), t.storage_offset(), tuple(t.shape))
+        if key in owner and t.device.type != "meta":
+            tied[k] = owner[key]
+        else:
+            owner[key] = k
+            kept[k] = t.contiguous()
+    return kept, tied
+
+
+def save(model: nn.Module, path: Path, cfg: QuantConfig | None = None) -> None:
+    """Write the quantized ``model`` to ``path`` (see the module docstring)."""
+    from hfx.api import applied
+
+    path = Path(path)
+    path.mkdir(parents=True, exist_ok=True)
+    layers = quantized_layers(model)
+    if not layers:
+        raise HfxError("the model has no quantized layer to save; apply the quant plugin first")
+    cfg = cfg or next((c for name, c in applied(model) if name == "quant"), None) or QuantConfig()
+    kept, tied = _dedup(model.state_dict())
+    save_file(kept, str(path / WEIGHTS), metadata={"format": "pt"})
+    spec = {n: {"in_features": m.in_features, "out_features": m.out_features, "bits": m.bits,
+                "group_size": m.group_size, "symmetric": m.symmetric, "bias": m.bias is not None,
+                "act_mode": m.act_mode} for n, m in layers.items()}
+    if hasattr(model, "config") and hasattr(model.config, "to_json_file"):
+        model.config.to_json_file(str(path / "config.json"))
+    atomic_write_json(path / MARKER, {"config": dataclasses.asdict(cfg), "layers": spec, "tied": tied})
+
+
+def can_load(path: Path) -> bool:
+    return (Path(path) / MARKER).is_file()
+
+
+def load(model: nn.Module, path: Path) -> tuple[nn.Module, QuantConfig]:
+    """Swap in the recorded quantized layers on ``model`` and load every tensor from ``path``."""
+    path = Path(path)
+    meta = json.loads((path / MARKER).read_text())
+    check_not_quantized(model)
+    for name, spec in meta["layers"].items():
+        try:
+            model.get_submodule(name)
+        except AttributeError:
+            raise HfxError(f"{path} holds a quantized layer {name!r} that the model lacks; "
+                           "load onto the same architecture it was saved from") from None
+        set_module(model, name, QuantLinear(**spec))
+    weights = load_file(str(path / WEIGHTS))
+    own = model.state_dict()
+    for k, t in weights.items():
+        if k in own and own[k].shape != t.shape:
+            raise HfxError(f"{k}: saved shape {tuple(t.shape)} does not fit the model's {tuple(own[k].shape)}; "
+                           "load onto the base model the quantized model was made from")
+    result = model.load_state_dict(weights, strict=False, assign=True)
+    for k, src in meta["tied"].items():  # re-point each tied name at the tensor it shares
+        mod, _, attr = k.rpartition(".")
+        smod, _, sattr = src.rpartition(".")
+        setattr(model.get_submodule(mod), attr, getattr(model.get_submodule(smod), sattr))
+    missing = [k for k in result.missing_keys if k not in meta["tied"]]
+    if missing or result.unexpected_keys:
+        raise HfxError(f"{path} does not fit {type(model).__name__}: missing {missing[:4]}, "
+                       f"unexpected {result.unexpected_keys[:4]}; load onto the base model it was made from")
+    model.eval()
+    return model, QuantConfig(**meta["config"])
+
+
+def load_quantized(path: str | Path, **model_kwargs: Any) -> nn.Module:
+    """Build the model from ``path/config.json`` on the meta device and load the quantized weights into it.
+
+    No full-precision copy of the weights is ever made. Remote code is never run.
+    """
+    import transformers
+    from accelerate import init_empty_weights
+    from transformers import AutoConfig
+
+    path = Path(path)
+    if not can_load(path) or not (path / "config.json").is_file():
+        raise HfxError(f"{path} is not a folder written by hfx.save for a quantized transformers model")
+    config = AutoConfig.from_pretrained(path)
+    arch = (config.architectures or [None])[0]
+    cls = getattr(transformers, arch, None) if arch else None
+    if cls is None:
+        raise HfxError(f"config.json in {path} names no transformers architecture ({arch!r}); use hfx.load on a base model")
+    with init_empty_weights():  # parameters on the meta device, buffers (e.g. rotary tables) real
+        model = cls(config, **model_kwargs)
+    model, cfg = load(model, path)
+    from hfx.api import _record
+
+    _record(model, "quant", cfg)
+    return model

@@ -1,0 +1,160 @@
+"""``QuantLinear``: a linear layer that stores packed b-bit weight codes, fp16 scales and uint8 zero points.
+
+Weight-only by default: the forward dequantizes the weight, W = (q - Z) * s, and runs an fp32 matmul.
+Nothing is cached, so the memory saving holds during inference too; the cost is the dequantization on
+every call (the benchmark measures it). Activations can also be quantized:
+
+- ``act_mode="dynamic"``: each token's activation vector is quantized to int8 on the fly with its own
+  absmax scale, x = s_x * x_q (LLM.int8's vector-wise quantization, without the outlier split). With 8-bit
+  per-channel or per-tensor weights the product runs in integers with ``torch._int_mm`` (int8 x int8 ->
+  int32), using (q - Z) = (q - 128) + (128 - Z) so the codes fit int8:
+  y = s_x s_w [x_q (q - 128)^T + (128 - Z) sum_k x_q]. Other weight layouts are simulated in fp32.
+- ``act_mode="static"``: one (scale, zero) for all activations, fixed beforehand by an observer (QAT's
+  ``convert`` fills it); simulated in fp32.
+
+GPT-2's ``Conv1D`` (weight stored (in, out), y = x W + b) is converted by transposing its weight, so the
+layer is a plain (out, in) linear from then on.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from transformers.pytorch_utils import Conv1D
+
+from hfx.errors import HfxError
+from hfx_plugins.quant.affine import SCALE_DTYPE, check_bits, n_groups, quantize, to_groups, ungroup
+from hfx_plugins.quant.clip import search_qparams
+from hfx_plugins.quant.packing import pack, packed_nbytes, unpack
+
+__all__ = ["ACT_MODES", "QuantLinear", "dynamic_int8", "linear_weight"]
+
+ACT_MODES = ("none", "dynamic", "static")
+
+
+def dynamic_int8(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-token symmetric int8: (..., K) -> codes (..., K) in [-127, 127] as floats, scales (..., 1)."""
+    scale = (x.abs().amax(-1, keepdim=True) / 127.0).clamp(min=1e-12)  # an all-zero token stays zero
+    return torch.clamp(torch.round(x / scale), -127, 127), scale
+
+
+def linear_weight(module: nn.Module) -> torch.Tensor:
+    """The (out, in) weight of an ``nn.Linear`` or a transformers ``Conv1D`` (whose weight is (in, out))."""
+    return module.weight.t() if isinstance(module, Conv1D) else module.weight
+
+
+class QuantLinear(nn.Module):
+    """y = x W^T + b with W stored as packed ``bits``-bit codes (see the module docstring).
+
+    Args:
+        in_features, out_features: Shape of the layer.
+        bits: 8, 4, 3 or 2.
+        group_size: -1 per tensor, 0 per output channel, N > 0 groups of N inputs (a short last group is allowed).
+        symmetric: Zero point fixed at 2^(bits-1) (no zeros stored) instead of one per group.
+        bias: Whether the layer has a (full-precision) bias.
+        act_mode: "none", "dynamic" or "static" activation quantization to int8.
+    """
+
+    def __init__(self, in_features: int, out_features: int, bits: int = 4, group_size: int = 128,
+                 symmetric: bool = False, bias: bool = True, act_mode: str = "none") -> None:
+        super().__init__()
+        check_bits(bits)
+        if act_mode not in ACT_MODES:
+            raise HfxError(f"act_mode must be one of {', '.join(ACT_MODES)}, got {act_mode!r}")
+        self.in_features, self.out_features = in_features, out_features
+        self.bits, self.group_size, self.symmetric, self.act_mode = bits, group_size, symmetric, act_mode
+        rows = 1 if group_size == -1 else out_features
+        groups = n_groups(in_features, group_size)
+        self.register_buffer("qweight", torch.zeros(packed_nbytes(out_features * in_features, bits), dtype=torch.uint8))
+        self.register_buffer("scales", torch.ones(rows, groups, dtype=SCALE_DTYPE))
+        if not symmetric:
+            self.register_buffer("zeros", torch.zeros(rows, groups, dtype=torch.uint8))
+        self.bias = nn.Parameter(torch.zeros(out_features), requires_grad=False) if bias else None
+        if act_mode == "static":
+            self.register_buffer("act_scale", torch.tensor(1.0))
+            self.register_buffer("act_zero", torch.tensor(0.0))
+
+    @classmethod
+    @torch.no_grad()
+    def from_float(cls, module: nn.Module, bits: int, group_size: int, symmetric: bool, clip_steps: int = 20,
+                   act_mode: str = "none", name: str = "") -> QuantLinear:
+        """Quantize an ``nn.Linear`` or ``Conv1D``, choosing each group's range by :func:`search_qparams`."""
+        w = linear_weight(module).detach().float()  # (out, in)
+        if not torch.isfinite(w).all():
+            bad = int((~torch.isfinite(w)).sum())
+            raise HfxError(f"layer {name or type(module).__name__}: weight has {bad} NaN/inf values; "
+                           "fix or exclude the layer (quant.exclude_modules) before quantizing")
+        groups, mask = to_groups(w, group_size)  # (rows, G, g) each
+        scale, zero = search_qparams(groups, mask, bits, symmetric, steps=clip_steps)  # (rows, G, 1) each
+        return cls.from_qparams(module, bits, group_size, symmetric, scale, zero, act_mode)
+
+    @classmethod
+    @torch.no_grad()
+    def from_qparams(cls, module: nn.Module, bits: int, group_size: int, symmetric: bool, scale: torch.Tensor,
+                     zero: torch.Tensor, act_mode: str = "none") -> QuantLinear:
+        """Quantize ``module``'s weight with given per-group (scale, zero), each (rows, G, 1)."""
+        w = linear_weight(module).detach().float()  # (out, in)
+        out, inp = w.shape
+        layer = cls(inp, out, bits, group_size, symmetric, module.bias is not None, act_mode)
+        groups, _ = to_groups(w, group_size)  # (rows, G, g)
+        codes = ungroup(quantize(groups, scale, zero, bits), (out, inp))  # (out, in) uint8
+        layer.qweight = pack(codes, bits).to(w.device)
+        layer.scales = scale.squeeze(-1).to(SCALE_DTYPE)  # (rows, G)
+        if not symmetric:
+            layer.zeros = zero.squeeze(-1).to(torch.uint8)  # (rows, G)
+        if module.bias is not None:
+            layer.bias.data = module.bias.detach().float().clone()
+        return layer.to(w.device)
+
+    def zero_points(self) -> torch.Tensor:
+        """Zero points as floats, (rows, G)."""
+        if self.symmetric:
+            return torch.full(self.scales.shape, float(2 ** (self.bits - 1)), device=self.scales.device)
+        return self.zeros.float()
+
+    def codes(self) -> torch.Tensor:
+        """The unpacked codes, (out, in) uint8."""
+        n = self.out_features * self.in_features
+        return unpack(self.qweight, self.bits, n).view(self.out_features, self.in_features)
+
+    def dequantize(self) -> torch.Tensor:
+        """The weight the layer computes with, W = (q - Z) * s, (out, in) fp32."""
+        groups, _ = to_groups(self.codes().float(), self.group_size)  # (rows, G, g)
+        w = (groups - self.zero_points()[..., None]) * self.scales.float()[..., None]  # (rows, G, g)
+        return ungroup(w, (self.out_features, self.in_features))
+
+    def _int8_matmul(self, x: torch.Tensor) -> torch.Tensor:
+        """Dynamic int8 activations x 8-bit per-channel/tensor weights, in integers. x (M, K) -> (M, N)."""
+        xq, sx = dynamic_int8(x)  # (M, K), (M, 1)
+        xq = xq.to(torch.int8)
+        w8 = (self.codes().to(torch.int16) - 128).to(torch.int8)  # (N, K): q - 128 fits int8
+        acc = torch._int_mm(xq, w8.t().contiguous()).float()  # (M, N), exact int32 sums
+        shift = 128.0 - self.zero_points().t()  # (1, N): (128 - Z) per output channel
+        acc = acc + shift * xq.float().sum(-1, keepdim=True)  # (M, N)
+        return acc * sx * self.scales.float().t()  # (M, N) * (M, 1) * (1, N)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        shape = x.shape  # (..., K)
+        if self.act_mode == "dynamic" and self.bits == 8 and self.group_size <= 0:
+            y = self._int8_matmul(x.reshape(-1, shape[-1]).float()).view(*shape[:-1], self.out_features)
+            y = y if self.bias is None else y + self.bias
+            return y.to(x.dtype)
+        if self.act_mode == "dynamic":
+            xq, sx = dynamic_int8(x.float())
+            x = (xq * sx).to(x.dtype)  # simulated: the values an int8 kernel would see
+        elif self.act_mode == "static":
+            xq = torch.clamp(torch.round(x.float() / self.act_scale + self.act_zero), 0, 255)
+            x = ((xq - self.act_zero) * self.act_scale).to(x.dtype)
+        w = self.dequantize().to(x.dtype)
+        return F.linear(x, w, None if self.bias is None else self.bias.to(x.dtype))
+
+    def storage_bits(self) -> int:
+        """Bits the weight takes in memory and on disk: packed codes + scales + zero points (bias excluded)."""
+        zeros = 0 if self.symmetric else self.zeros.numel() * 8
+        return self.qweight.numel() * 8 + self.scales.numel() * 16 + zeros
+
+    def extra_repr(self) -> str:
+        g = {-1: "per-tensor", 0: "per-channel"}.get(self.group_size, f"group={self.group_size}")
+        return (f"in_features={self.in_features}, out_features={self.out_features}, bits={self.bits}, {g}, "
+                f"{'symmetric' if self.symmetric else 'asymmetric'}, act={self.act_mode}")
