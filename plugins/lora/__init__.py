@@ -60,8 +60,16 @@ __all__ = [
 
 
 def _apply(model: nn.Module, cfg: LoraConfig) -> nn.Module:
-    """``hfx.apply(model, "lora", ...)``: add adapter ``cfg.adapter_name`` and make it the active one."""
-    return add_adapter(model, cfg)
+    """``hfx.apply(model, "lora", ...)``: add adapter ``cfg.adapter_name`` and make it the active one.
+
+    hfx.apply records each call on the model; a second adapter must not make ``hfx.save`` run lora's saver
+    twice (it writes every adapter at once), so the earlier record is dropped and hfx.apply adds this one.
+    """
+    from hfx.api import applied
+
+    model = add_adapter(model, cfg)
+    object.__setattr__(model, "hfx_plugins", [(n, c) for n, c in applied(model) if n != "lora"])
+    return model
 
 
 plugin = Plugin(

@@ -7,6 +7,9 @@ For token ids x (...)::
 Unlike a Linear layer, A starts at zero and B is Gaussian (Microsoft's loralib, and peft): the lookup A.T[x]
 is then zero and the update starts at zero, while gradients still reach A. peft keeps A and B as bare
 parameters, so their keys have no ``.weight``: ``lora_embedding_A.<adapter>``.
+
+DoRA on an embedding follows peft: the norm is taken over the vocabulary for each embedding dimension,
+n = ||E + s (B A).T||_col (dim,), and y = m / n * (E[x] + s A.T[x] B.T) with n detached.
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from hfx_plugins.lora.layer import LoraLayer
+from hfx_plugins.lora.layer import DoraMagnitude, LoraLayer
 
 __all__ = ["LoraEmbedding"]
 
@@ -25,16 +28,18 @@ __all__ = ["LoraEmbedding"]
 class LoraEmbedding(LoraLayer):
     """LoRA on a token embedding table (no dropout: peft applies none to embeddings either)."""
 
-    adapter_param_names = ("lora_embedding_A", "lora_embedding_B")
+    adapter_param_names = ("lora_embedding_A", "lora_embedding_B", "lora_magnitude_vector")
 
     def __init__(self, base_layer: nn.Embedding) -> None:
         super().__init__(base_layer, base_layer.num_embeddings, base_layer.embedding_dim)
         self.lora_embedding_A = nn.ParameterDict()
         self.lora_embedding_B = nn.ParameterDict()
+        self.lora_magnitude_vector = nn.ModuleDict()
+        self._dora_norms: dict[str, torch.Tensor] = {}  # column norms used when merging, needed to unmerge
 
     def add_adapter(self, name: str, r: int, lora_alpha: float, scaling: float, dropout: float,
                     init: bool | str, use_dora: bool) -> None:
-        del dropout, use_dora  # not used by embeddings (use_dora is refused at injection)
+        del dropout  # peft applies no dropout to embeddings
         self._register(name, r, lora_alpha, scaling)
         base = self.base_layer.weight
         dtype = base.dtype if base.dtype in (torch.float32, torch.float64) else torch.float32
@@ -46,10 +51,33 @@ class LoraEmbedding(LoraLayer):
             nn.init.normal_(B)
         self.lora_embedding_A[name] = nn.Parameter(A.to(base.device, dtype))
         self.lora_embedding_B[name] = nn.Parameter(B.to(base.device, dtype))
+        if use_dora:
+            with torch.no_grad():
+                self.lora_magnitude_vector[name] = DoraMagnitude(self._col_norm(base.to(dtype), name))
+
+    def _col_norm(self, table: torch.Tensor, name: str) -> torch.Tensor:
+        """||E + s (B A).T|| over the vocabulary, for each embedding dimension: (dim,)."""
+        return torch.linalg.norm(table + self.delta_weight(name), dim=0)
 
     def delta_weight(self, name: str) -> torch.Tensor:
         """s * (B @ A).T: (vocab, dim), the layout of the embedding table."""
         return (self.lora_embedding_B[name] @ self.lora_embedding_A[name]).t() * self.scaling[name]
+
+    def _merge_one(self, name: str, weight: torch.Tensor) -> torch.Tensor:
+        if name not in self.lora_magnitude_vector:
+            return super()._merge_one(name, weight)
+        w0 = weight  # DoRA: the norm of the weight without merged adapters, as forward takes it
+        for done in reversed(self.merged_adapters):
+            w0 = self._unmerge_one(done, w0)
+        self._dora_norms[name] = self._col_norm(w0, name)
+        factor = self.lora_magnitude_vector[name].weight / self._dora_norms[name]  # (dim,)
+        return factor.view(1, -1) * (weight + self.delta_weight(name).to(weight.dtype))
+
+    def _unmerge_one(self, name: str, weight: torch.Tensor) -> torch.Tensor:
+        if name not in self.lora_magnitude_vector:
+            return super()._unmerge_one(name, weight)
+        factor = self.lora_magnitude_vector[name].weight / self._dora_norms[name]  # (dim,)
+        return weight / factor.view(1, -1) - self.delta_weight(name).to(weight.dtype)
 
     def forward(self, x: torch.Tensor, *args: Any, **kwargs: Any) -> torch.Tensor:
         result = self.base_layer(x, *args, **kwargs)  # (..., dim)
@@ -67,6 +95,11 @@ class LoraEmbedding(LoraLayer):
                                   norm_type=base.norm_type, scale_grad_by_freq=base.scale_grad_by_freq,
                                   sparse=base.sparse)  # (..., r)
             update = (after_a @ B.t()) * self.scaling[name]  # (..., dim)
+            if name in self.lora_magnitude_vector:
+                with torch.no_grad():  # detached, as for Linear layers (DoRA section 4.3)
+                    norm = self._col_norm(base.weight.to(A.dtype), name)  # (dim,)
+                scale = self.lora_magnitude_vector[name].weight / norm  # (dim,)
+                result, update = result * scale.to(result.dtype), update * scale
             if embed_scale is not None:
                 update = update * (embed_scale.to(update.dtype) if torch.is_tensor(embed_scale) else embed_scale)
             result = result + update.to(result.dtype)

@@ -28,7 +28,8 @@ from hfx_plugins.lora.embedding import LoraEmbedding
 from hfx_plugins.lora.layer import LoraLayer, LoraLinear
 from hfx_plugins.lora.trainable import ModulesToSave
 
-__all__ = ["DEFAULT_TARGETS", "candidate_names", "inject", "resolve_targets", "wrap_modules_to_save"]
+__all__ = ["DEFAULT_TARGETS", "candidate_names", "inject", "modules_to_save_paths", "resolve_targets",
+           "wrap_modules_to_save"]
 
 # model_type -> the usual attention projections (the same choice as peft's default table for these types)
 DEFAULT_TARGETS: dict[str, list[str]] = {
@@ -127,9 +128,6 @@ def _check(model: nn.Module, key: str, cfg: LoraConfig, r: int) -> None:
     if r > layer.max_rank():
         raise HfxError(f"lora.r={r} is larger than layer {key!r} allows ({layer.in_features} in, {layer.out_features} "
                        f"out: B @ A has rank at most {layer.max_rank()}); lower lora.r or set lora.rank_pattern for it")
-    if cfg.use_dora and isinstance(layer, LoraEmbedding):
-        raise HfxError(f"lora.use_dora is implemented for Linear and Conv1D layers, not for the embedding {key!r}; "
-                       "add it to lora.exclude_modules or set lora.use_dora=false")
 
 
 def _wrap(module: nn.Module) -> LoraLayer:
@@ -162,15 +160,21 @@ def inject(model: nn.Module, cfg: LoraConfig, adapter_name: str) -> list[str]:
     return keys
 
 
-def wrap_modules_to_save(model: nn.Module, names: list[str], adapter_name: str) -> list[str]:
-    """Give each module named in ``names`` a trainable copy for ``adapter_name``; return their paths."""
-    inside = tuple(f"{k}." for k, m in model.named_modules() if isinstance(m, (LoraLayer, ModulesToSave)) and k)
+def modules_to_save_paths(model: nn.Module, names: list[str]) -> list[str]:
+    """Paths of the modules named in ``names``; an HfxError for a name that matches nothing."""
+    inside = _internal(model)
     keys = [k for k, _ in model.named_modules() if k and not k.startswith(inside) and _name_match(names, k)]
     for name in names:
         if not any(k == name or k.endswith(f".{name}") for k in keys):
             options = [k.rsplit(".", 1)[-1] for k, _ in model.named_modules() if k]
             raise HfxError(f"lora.modules_to_save names {name!r}, but {type(model).__name__} has no such module"
                            f"{did_you_mean(name, options)}; give the name of a module to train in full")
+    return keys
+
+
+def wrap_modules_to_save(model: nn.Module, names: list[str], adapter_name: str) -> list[str]:
+    """Give each module named in ``names`` a trainable copy for ``adapter_name``; return their paths."""
+    keys = modules_to_save_paths(model, names)
     for key in keys:
         module = model.get_submodule(key)
         if not isinstance(module, ModulesToSave):

@@ -57,6 +57,8 @@ def adapter_state_dict(model: nn.Module, name: str) -> dict[str, torch.Tensor]:
         elif isinstance(module, LoraEmbedding) and name in module.r:
             out[f"{at}.lora_embedding_A"] = module.lora_embedding_A[name]  # (r, vocab)
             out[f"{at}.lora_embedding_B"] = module.lora_embedding_B[name]  # (dim, r)
+            if name in module.lora_magnitude_vector:
+                out[f"{at}.lora_magnitude_vector"] = module.lora_magnitude_vector[name].weight  # (dim,)
         elif isinstance(module, ModulesToSave) and name in module.modules_to_save:
             for k, v in module.modules_to_save[name].state_dict().items():
                 out[f"{at}.{k}"] = v

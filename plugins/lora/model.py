@@ -22,7 +22,7 @@ from torch import nn
 
 from hfx.errors import HfxError
 from hfx_plugins.lora.config import LoraConfig
-from hfx_plugins.lora.inject import inject, wrap_modules_to_save
+from hfx_plugins.lora.inject import inject, modules_to_save_paths, wrap_modules_to_save
 from hfx_plugins.lora.layer import LoraLayer
 from hfx_plugins.lora.trainable import ModulesToSave, lora_layers, mark_trainable, saved_modules
 
@@ -73,6 +73,8 @@ def add_adapter(model: nn.Module, cfg: LoraConfig, *, activate: bool = True) -> 
         raise HfxError(f"adapter name {name!r} is already in use on this model (adapters: {', '.join(state.configs)}); "
                        "pass another adapter_name, or delete_adapter first")
     cfg = dataclasses.replace(cfg, modules_to_save=_auto_modules_to_save(model, cfg))
+    if cfg.modules_to_save:
+        modules_to_save_paths(model, cfg.modules_to_save)  # checked before the first layer is replaced
     targets = inject(model, cfg, name)
     if cfg.modules_to_save:
         wrap_modules_to_save(model, cfg.modules_to_save, name)

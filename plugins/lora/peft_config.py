@@ -47,7 +47,7 @@ def _number(x: float) -> float | int:
 def task_type_of(model: nn.Module) -> str | None:
     """peft's task type for a transformers model class (it picks the PeftModel subclass on loading)."""
     name = type(model).__name__
-    if name.endswith("ForCausalLM"):
+    if name.endswith(("ForCausalLM", "LMHeadModel")):  # GPT2LMHeadModel is a causal LM too
         return "CAUSAL_LM"
     if name == "EncoderDecoderModel" or (name.endswith(("ForConditionalGeneration", "ForSeq2SeqLM"))
                                          and getattr(getattr(model, "config", None), "is_encoder_decoder", False)):
