@@ -124,6 +124,12 @@ class QuantLinear(nn.Module):
         w = (groups - self.zero_points()[..., None]) * self.scales.float()[..., None]  # (rows, G, g)
         return ungroup(w, (self.out_features, self.in_features))
 
+    @property
+    def weight(self) -> torch.Tensor:
+        """A computed, not stored, fp32 view of the weight for code that inspects ``.weight`` (T5 checks its
+        dtype, peft its shape). Each access dequantizes, so the forward never uses it."""
+        return self.dequantize()
+
     def _int8_matmul(self, x: torch.Tensor) -> torch.Tensor:
         """Dynamic int8 activations x 8-bit per-channel/tensor weights, in integers. x (M, K) -> (M, N)."""
         xq, sx = dynamic_int8(x)  # (M, K), (M, 1)

@@ -1,0 +1,105 @@
+"""Fake quantization with a straight-through estimator, and ``convert`` to packed :class:`QuantLinear` layers.
+
+In the forward pass the weight (and optionally the input) is quantized and immediately dequantized, so the
+network computes with exactly the values the packed model will hold, while the master weights stay fp32
+and receive fp32 gradients. round() has zero gradient almost everywhere, so the backward pass uses the
+straight-through estimator (Bengio et al. 2013, https://arxiv.org/abs/1308.3432): d fq(x) / dx = 1 where x
+fell inside the quantization range and 0 where it was clamped (as torch.ao's FakeQuantize; with min/max
+weight ranges nothing is clamped, so weights get the plain identity).
+
+The weight's scales and zero points come from the current weights by min/max (absmax when symmetric) at
+every step, torchao's "dynamic" weight fake quantization; the range search of PTQ is too slow to run at
+every step. :func:`convert` computes the same scales once more from the trained weights, so the packed
+model computes the very same numbers as the fake-quantized forward in eval mode.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from hfx_plugins.quant.affine import choose_qparams, group_ranges, to_groups, ungroup
+from hfx_plugins.quant.apply import set_module
+from hfx_plugins.quant.layer import QuantLinear, dynamic_int8, linear_weight
+from hfx_plugins.quant.observers import Observer, make_observer
+
+__all__ = ["FakeQuantLinear", "convert", "fake_quant_ste"]
+
+
+class _FakeQuantSTE(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, scale: torch.Tensor, zero: torch.Tensor, qmin: float, qmax: float) -> torch.Tensor:  # type: ignore[override]
+        q = torch.round(x / scale + zero)
+        ctx.save_for_backward((q >= qmin) & (q <= qmax))  # inside the range: gradient passes
+        return (torch.clamp(q, qmin, qmax) - zero) * scale
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor | None, ...]:  # type: ignore[override]
+        (inside,) = ctx.saved_tensors
+        return grad * inside, None, None, None, None
+
+
+def fake_quant_ste(x: torch.Tensor, scale: torch.Tensor, zero: torch.Tensor, qmin: float, qmax: float) -> torch.Tensor:
+    """(clamp(round(x / s + Z), qmin, qmax) - Z) * s with the straight-through gradient; s, Z broadcast to x."""
+    return _FakeQuantSTE.apply(x, scale, zero, qmin, qmax)
+
+
+class FakeQuantLinear(nn.Module):
+    """A linear layer whose forward uses fake-quantized weights (and inputs); weight (out, in) stays fp32."""
+
+    def __init__(self, module: nn.Module, bits: int, group_size: int, symmetric: bool, act_bits: int = 0,
+                 act_observer: str = "dynamic") -> None:
+        super().__init__()
+        w = linear_weight(module).detach()  # (out, in); Conv1D's (in, out) is transposed once here
+        self.out_features, self.in_features = w.shape
+        self.weight = nn.Parameter(w.clone().contiguous(), requires_grad=module.weight.requires_grad)
+        self.bias = None if module.bias is None else nn.Parameter(module.bias.detach().clone())
+        self.bits, self.group_size, self.symmetric = bits, group_size, symmetric
+        self.act_bits, self.act_observer = act_bits, act_observer
+        self.observer: Observer | None = make_observer(act_observer) if act_bits and act_observer != "dynamic" else None
+
+    @torch.no_grad()
+    def weight_qparams(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """(scale, zero), each (rows, G, 1), from the current weights' group min/max."""
+        groups, _ = to_groups(self.weight.detach().float(), self.group_size)
+        lo, hi = group_ranges(groups)
+        return choose_qparams(lo, hi, self.bits, self.symmetric)
+
+    def fake_weight(self) -> torch.Tensor:
+        """The weight as the packed model will hold it, (out, in), differentiable by STE."""
+        scale, zero = self.weight_qparams()
+        groups, _ = to_groups(self.weight, self.group_size)  # (rows, G, g); padding repeats a real value
+        return ungroup(fake_quant_ste(groups, scale, zero, 0, 2**self.bits - 1), (self.out_features, self.in_features))
+
+    def fake_input(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.act_bits:
+            return x
+        if self.observer is None:  # dynamic per-token int8, as QuantLinear(act_mode="dynamic")
+            with torch.no_grad():
+                _, sx = dynamic_int8(x)  # (..., 1)
+            return fake_quant_ste(x, sx, torch.zeros_like(sx), -127, 127)
+        if self.training:
+            self.observer(x)  # the range follows training data; frozen in eval mode
+        scale, zero = self.observer.qparams(8, symmetric=False)
+        return fake_quant_ste(x, scale, zero, 0, 255)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.linear(self.fake_input(x), self.fake_weight(), self.bias)
+
+    def extra_repr(self) -> str:
+        return (f"in_features={self.in_features}, out_features={self.out_features}, bits={self.bits}, "
+                f"group_size={self.group_size}, act_bits={self.act_bits}")
+
+
+@torch.no_grad()
+def convert(model: nn.Module) -> nn.Module:
+    """Replace every :class:`FakeQuantLinear` by the packed :class:`QuantLinear` computing the same outputs."""
+    for name, m in [(n, m) for n, m in model.named_modules() if isinstance(m, FakeQuantLinear)]:
+        scale, zero = m.weight_qparams()
+        act_mode = "none" if not m.act_bits else ("dynamic" if m.observer is None else "static")
+        q = QuantLinear.from_qparams(m, m.bits, m.group_size, m.symmetric, scale, zero, act_mode)
+        if act_mode == "static":
+            q.act_scale, q.act_zero = m.observer.qparams(8, symmetric=False)  # type: ignore[union-attr]
+        set_module(model, name, q)
+    return model.eval()
