@@ -69,6 +69,15 @@ BUNDLED: dict[str, BundledDataset] = {
         files={"train": "sentiment/train.jsonl", "test": "sentiment/test.jsonl"},
         label_names=("negative", "positive"),
     ),
+    "instructions": BundledDataset(
+        name="instructions",
+        description="short instructions with one checkable answer each (arithmetic, strings, lists, Python "
+        "expressions, capitals, antonyms, plurals); 1001 train / 152 test, test items held out",
+        source="written for hfx by scripts/make_instruction_data.py: answers computed, or from small hand-written "
+        "tables of well-known facts; words from pydoc_data.topics (PSF licence)",
+        columns=("instruction", "response", "task"),
+        files={"train": "instructions/train.jsonl", "test": "instructions/test.jsonl"},
+    ),
     "pydoc": BundledDataset(
         name="pydoc",
         description="English prose paragraphs of the Python reference manual for language modelling; "
