@@ -22,13 +22,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from torch.utils.data import DataLoader
-
-from hfx.data.collate import collator_for_task, tokenize_for_task
-from hfx.errors import HfxError
-from hfx.io import atomic_dir, atomic_write_json, atomic_write_text
-from hfx.registry import Recipe
-from hfx.runner.loop import TrainLoop
 from hfx_plugins.finetune.apply import apply as add_head
 from hfx_plugins.finetune.config import FinetuneConfig
 from hfx_plugins.qat.apply import apply as apply_qat
@@ -36,7 +29,14 @@ from hfx_plugins.qat.fake import convert
 from hfx_plugins.qat.io import _as_quant
 from hfx_plugins.quant.apply import apply as apply_ptq
 from hfx_plugins.quant.io import save as save_quantized
-from hfx_plugins.quant.recipe import markdown_table, print_table
+from hfx_plugins.quant.tables import markdown_table, print_table
+from torch.utils.data import DataLoader
+
+from hfx.data.collate import collator_for_task, tokenize_for_task
+from hfx.errors import HfxError
+from hfx.io import atomic_dir, atomic_write_json, atomic_write_text
+from hfx.registry import Recipe
+from hfx.runner.loop import TrainLoop
 
 __all__ = ["QatRecipe"]
 
@@ -113,8 +113,9 @@ class QatRecipe(Recipe):
         control = copy.deepcopy(self.model)  # 3. the same extra steps in fp32
         self._train(control, cfg.qat_steps, cfg.qat_learning_rate)
         self._row(f"fp32 + {cfg.qat_steps} more steps (control)", 32, control, fp32)
-        print_table(ctx, f"QAT vs PTQ on {ctx.run.model}, {ctx.run.data.path} (accuracy on {len(self.eval_set)} eval examples)",
-                    self.rows)
+        if ctx.is_main:
+            print_table(f"QAT vs PTQ on {ctx.run.model}, {ctx.run.data.path} (accuracy on {len(self.eval_set)} eval examples)",
+                        self.rows)
         if own is None:  # qat.bits not among compare_bits: train it too
             own = apply_qat(copy.deepcopy(self.model), cfg)
             self._train(own, cfg.qat_steps, cfg.qat_learning_rate)

@@ -5,8 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from hfx.errors import HfxError
 from hfx_plugins.quant.affine import SUPPORTED_BITS
+
+from hfx.errors import HfxError
 
 __all__ = ["QuantConfig"]
 

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 
 import torch
 
-__all__ = ["BF16", "E4M3", "E5M2", "FORMATS", "FP16", "FP8_COURSE", "FloatFormat", "cast", "cast_error"]
+__all__ = ["BF16", "E4M3", "E5M2", "FORMATS", "FP8_COURSE", "FP16", "FloatFormat", "cast", "cast_error"]
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,189 @@
+"""hfx ``quant`` vs bitsandbytes, side by side in one run: error, perplexity, size, load memory, layer speed.
+
+    python benchmarks/quant_vs_bnb.py            # full run (smollm2-135m and minilm); ~30 min on 2 busy cores
+    python benchmarks/quant_vs_bnb.py --quick    # 2 windows, no embedding table: a smoke test
+
+Writes ``benchmarks/results/quant_vs_bnb.json`` and ``.md``. Targets (issue 4):
+
+- int8 per channel: perplexity within 1% of fp32;
+- int4 group 128: perplexity increase no larger than bitsandbytes nf4's on the same text;
+- int4 group 128: at most 4.5 bits per parameter counting scales and zero points;
+- peak process memory loading the int4 model vs the fp32 one (fresh subprocesses; no target);
+- quantized linear layer speed vs fp32 and vs bitsandbytes (no target: memory is the win on this CPU).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+HERE = Path(__file__).parent
+OUT = HERE / "results"
+
+
+def _rss_mb() -> float:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def child_load(kind: str, path: str) -> None:
+    """Run in a fresh process: load one model, print its RSS before and the peak RSS after (MB)."""
+    import transformers  # noqa: F401  (the same imports for both kinds, before the baseline)
+
+    import hfx_plugins.quant  # noqa: F401
+
+    base = _rss_mb()
+    t = time.perf_counter()
+    if kind == "fp32":
+        from transformers import AutoModelForCausalLM
+
+        model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)
+    else:
+        from hfx_plugins.quant import load_quantized
+
+        model = load_quantized(path)
+    secs = time.perf_counter() - t
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KB on Linux
+    print(json.dumps({"baseline_mb": base, "peak_mb": peak, "after_mb": _rss_mb(), "load_s": secs,
+                      "params": sum(p.numel() for p in model.parameters())}))
+
+
+def load_memory(fp32_path: Path, q_path: Path) -> dict[str, dict[str, float]]:
+    out = {}
+    for kind, path in (("fp32", fp32_path), ("hfx int4 g128", q_path)):
+        res = subprocess.run([sys.executable, __file__, "--child", "fp32" if kind == "fp32" else "int4", str(path)],
+                             capture_output=True, text=True, check=True)
+        out[kind] = json.loads(res.stdout.strip().splitlines()[-1])
+        out[kind]["peak_minus_baseline_mb"] = out[kind]["peak_mb"] - out[kind]["baseline_mb"]
+    return out
+
+
+def layer_speed(rounds: int = 15) -> list[dict[str, float | str]]:
+    """Median ms per call of one smollm2-shaped layer, every method timed in the same interleaved rounds."""
+    from hfx_plugins.quant.layer import QuantLinear
+    from hfx_plugins.quant.measure import bnb_quantize
+
+    rows = []
+    for inp, outp in ((576, 1536), (1536, 576)):
+        lin = torch.nn.Linear(inp, outp, bias=False).eval()
+        holder = torch.nn.Sequential(torch.nn.Linear(inp, outp, bias=False))
+        holder[0].weight.data = lin.weight.data.clone()
+        methods = {
+            "fp32 nn.Linear": lin,
+            "hfx int8 per channel (weight-only)": QuantLinear.from_float(lin, 8, 0, True, 0),
+            "hfx int8 per channel, int8 activations (torch._int_mm)": QuantLinear.from_float(lin, 8, 0, True, 0, "dynamic"),
+            "hfx int4 g128 (weight-only)": QuantLinear.from_float(lin, 4, 128, False, 0),
+        }
+        for kind in ("int8", "nf4"):
+            import copy
+
+            methods[f"bnb {kind}"] = bnb_quantize(copy.deepcopy(holder), kind, ["0"])[0]
+        for tokens in (1, 512):
+            x = torch.randn(tokens, inp)
+            times: dict[str, list[float]] = {k: [] for k in methods}
+            with torch.no_grad():
+                for m in methods.values():
+                    m(x)  # warm-up
+                for _ in range(rounds):
+                    for k, m in methods.items():
+                        t = time.perf_counter()
+                        m(x)
+                        times[k].append((time.perf_counter() - t) * 1e3)
+            fp = statistics.median(times["fp32 nn.Linear"])
+            for k, v in times.items():
+                rows.append({"layer": f"{inp}->{outp}", "tokens": tokens, "method": k, "ms": statistics.median(v),
+                             "vs fp32": statistics.median(v) / fp})
+    return rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--child", nargs=2)
+    args = parser.parse_args()
+    if args.child:
+        return child_load(*args.child)
+    from hfx.data.text import pydoc_token_windows
+    from hfx.models.loading import load_model
+    from hfx.models.zoo import resolve_model
+    from hfx_plugins.quant.apply import apply
+    from hfx_plugins.quant.checks import error_table
+    from hfx_plugins.quant.config import QuantConfig
+    from hfx_plugins.quant.io import save
+    from hfx_plugins.quant.tables import CAVEAT, embedding_rows, markdown_table, ppl_rows, print_table
+
+    started = time.time()
+    result: dict = {"command": "python benchmarks/quant_vs_bnb.py" + (" --quick" if args.quick else ""),
+                    "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs shared with other "
+                               f"developers (load average {os.getloadavg()[0]:.1f} at start)",
+                    "torch": torch.__version__, "bitsandbytes": __import__("bitsandbytes").__version__}
+    result["error_randn_1024"] = error_table(torch.randn(1024, 1024, generator=torch.Generator().manual_seed(0)))
+    print_table("randn(1024, 1024): int4 g64 vs bnb 4-bit bs64", result["error_randn_1024"])
+
+    windows_n = 2 if args.quick else 12
+    path = resolve_model("smollm2-135m")
+    _, tok = load_model("smollm2-135m", "causal-lm")
+    windows = pydoc_token_windows(tok, 512, windows_n)
+    cfg = QuantConfig(table=["8:0", "4:128", "3:64", "2:32"])
+    fresh = lambda: load_model("smollm2-135m", "causal-lm")[0].eval()  # noqa: E731
+    rows, _ = ppl_rows(fresh, windows, cfg)
+    result["perplexity"] = rows
+    print_table(f"smollm2-135m, {windows_n} x 512 tokens of pydoc_data.topics", rows)
+    if not args.quick:
+        result["embeddings_minilm"] = embedding_rows("minilm", cfg)
+        print_table("minilm, 600 pydoc sentences vs fp32", result["embeddings_minilm"])
+
+    by = {(r["method"], r["groups"].split(" ")[0]): r for r in rows}
+    fp32, int8 = by[("fp32", "")], by[("hfx int8", "per")]
+    int4 = next(r for r in rows if r["method"] == "hfx int4" and r["groups"].startswith("g128"))
+    nf4 = by[("bnb nf4", "bs64")]
+    result["targets"] = {
+        "int8 perplexity within 1% of fp32": {"value_pct": int8["change %"], "pass": int8["change %"] <= 1.0},
+        "int4 g128 increase <= bnb nf4 increase": {"hfx_pct": int4["change %"], "nf4_pct": nf4["change %"],
+                                                   "pass": int4["change %"] <= nf4["change %"]},
+        "int4 g128 <= 4.5 bits/param": {"value": int4["bits/param"], "pass": int4["bits/param"] <= 4.5},
+    }
+    with tempfile.TemporaryDirectory() as tmp:
+        q = apply(fresh(), QuantConfig(bits=4, group_size=128))
+        save(q, Path(tmp) / "int4")
+        del q
+        result["load_memory_mb"] = load_memory(Path(path), Path(tmp) / "int4")
+    mem = result["load_memory_mb"]
+    result["targets"]["load memory int4 / fp32 (peak minus baseline)"] = {
+        "ratio": mem["hfx int4 g128"]["peak_minus_baseline_mb"] / mem["fp32"]["peak_minus_baseline_mb"]}
+    result["layer_speed"] = layer_speed()
+    print_table("layer speed (median ms per call)", result["layer_speed"])
+    result["seconds"] = round(time.time() - started)
+    OUT.mkdir(exist_ok=True)
+    (OUT / "quant_vs_bnb.json").write_text(json.dumps(result, indent=2) + "\n")
+    md = [f"# quant vs bitsandbytes\n\nCommand: `{result['command']}` ({result['seconds']} s). Machine: {result['machine']}; "
+          f"torch {result['torch']}, bitsandbytes {result['bitsandbytes']}. Timings are noisy on a shared CPU; "
+          "ratios within one run are what count.\n",
+          "## Targets\n\n" + "\n".join(f"- {k}: {v}" for k, v in result["targets"].items()) + "\n",
+          "## 4-bit error on randn(1024, 1024)\n\n" + markdown_table(result["error_randn_1024"]),
+          f"## smollm2-135m perplexity ({windows_n} x 512 tokens of pydoc_data.topics)\n\n" + markdown_table(rows)
+          + f"\nCaveat: {CAVEAT}\n"]
+    if "embeddings_minilm" in result:
+        md.append("## minilm embeddings vs fp32 (600 pydoc sentences)\n\n" + markdown_table(result["embeddings_minilm"]))
+    md.append("## Peak memory loading (fresh subprocesses, MB)\n\n" + markdown_table(
+        [{"model": k, **{kk: round(vv, 1) for kk, vv in v.items()}} for k, v in mem.items()]))
+    md.append("## Layer speed (median ms per call)\n\n" + markdown_table(result["layer_speed"]))
+    (OUT / "quant_vs_bnb.md").write_text("\n".join(md))
+    print(json.dumps(result["targets"], indent=2))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,146 @@
+"""The comparison tables of ``hfx run plugin=quant`` and ``benchmarks/quant_vs_bnb.py`` (same code for both).
+
+- :func:`ppl_rows`: perplexity, bits per parameter and bytes, for fp32, each hfx setting, and bitsandbytes
+  int8 / nf4 / fp4 on the same layers and the same token windows;
+- :func:`embedding_rows`: sentence-embedding agreement with fp32 on an encoder (minilm: original fp32
+  weights, the honest second measurement, see :data:`CAVEAT`);
+- :func:`format_rows`: each float format's range and precision, and the error of casting a model's weights.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from typing import Any
+
+import torch
+from hfx_plugins.quant.apply import apply, select_linear, storage_summary
+from hfx_plugins.quant.config import QuantConfig
+from hfx_plugins.quant.formats import FORMATS, cast_error
+from hfx_plugins.quant.io import save as save_quantized
+from hfx_plugins.quant.layer import linear_weight
+from hfx_plugins.quant.measure import (
+    bnb_bits_per_param,
+    bnb_quantize,
+    disk_bytes,
+    embed,
+    embedding_agreement,
+    perplexity,
+)
+from torch import nn
+
+from hfx.data.text import pydoc_sentences
+
+__all__ = ["CAVEAT", "embedding_rows", "format_rows", "groups_note", "markdown_table", "ppl_rows", "print_table"]
+
+CAVEAT = ("smollm2-135m's weights come from a Q4_1 GGUF (4-bit grid per 32 inputs): its 4-bit perplexity "
+          "losses flatter every 4-bit scheme; see the minilm embedding rows (original fp32 weights).")
+Row = dict[str, Any]
+
+
+def _fmt(v: Any) -> str:
+    return f"{v:.4g}" if isinstance(v, float) else str(v)
+
+
+def print_table(title: str, rows: list[Row]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    if not rows:
+        return
+    table = Table(title=title)
+    for k in rows[0]:
+        table.add_column(k, justify="left" if k in ("method", "format", "groups") else "right")
+    for r in rows:
+        table.add_row(*[_fmt(v) for v in r.values()])
+    Console().print(table)
+
+
+def markdown_table(rows: list[Row]) -> str:
+    if not rows:
+        return ""
+    head = "| " + " | ".join(rows[0]) + " |\n|" + "---|" * len(rows[0]) + "\n"
+    return head + "".join("| " + " | ".join(_fmt(v) for v in r.values()) + " |\n" for r in rows)
+
+
+def groups_note(group: int, in_features: set[int]) -> str:
+    if group <= 0:
+        return "per channel" if group == 0 else "per tensor"
+    short = sorted(i for i in in_features if i % group)
+    return f"g{group}" + (f" (short last group for in={short})" if short else "")
+
+
+def _entries(cfg: QuantConfig) -> list[tuple[str, int, int]]:
+    return [(e, *(int(x) for x in e.split(":"))) for e in cfg.table]  # type: ignore[misc]
+
+
+def ppl_rows(fresh: Callable[[], nn.Module], windows: torch.Tensor, cfg: QuantConfig, fp32_ppl: float | None = None,
+             log: Callable[[str], None] = print) -> tuple[list[Row], dict[str, float]]:
+    """Rows for fp32, every ``cfg.table`` entry and (``cfg.reference_rows``) bitsandbytes; ``fresh()`` loads fp32."""
+    base = fresh()
+    names = select_linear(base, cfg.target_modules, cfg.exclude_modules)
+    ins = {linear_weight(base.get_submodule(n)).shape[1] for n in names}
+    fp32 = fp32_ppl if fp32_ppl is not None else perplexity(base, windows)
+    rows = [{"method": "fp32", "groups": "", "bits/param": 32.0, "MB (memory)": storage_summary(base)["model_bytes"] / 1e6,
+             "MB (disk)": disk_bytes(lambda m, p: m.save_pretrained(p), base) / 1e6, "perplexity": fp32, "change %": 0.0}]
+    del base
+    by_entry: dict[str, float] = {}
+    for entry, bits, group in _entries(cfg):
+        row_cfg = dataclasses.replace(cfg, bits=bits, group_size=group)
+        model = apply(fresh(), row_cfg)
+        s = storage_summary(model)
+        by_entry[entry] = ppl = perplexity(model, windows)
+        rows.append({"method": f"hfx int{bits}", "groups": groups_note(group, ins), "bits/param": s["bits_per_param"],
+                     "MB (memory)": s["model_bytes"] / 1e6,
+                     "MB (disk)": disk_bytes(lambda m, p, c=row_cfg: save_quantized(m, p, c), model) / 1e6,
+                     "perplexity": ppl, "change %": 100 * (ppl / fp32 - 1)})
+        log(f"  hfx int{bits} {groups_note(group, ins)}: perplexity {ppl:.3f}")
+    if cfg.reference_rows:
+        for kind in ("int8", "nf4", "fp4"):
+            model = bnb_quantize(fresh(), kind, names)
+            ppl = perplexity(model, windows)
+            mem = sum(t.numel() * t.element_size() for t in {id(t): t for t in [*model.parameters(), *model.buffers()]}.values())
+            rows.append({"method": f"bnb {kind}", "groups": "per channel" if kind == "int8" else "bs64",
+                         "bits/param": bnb_bits_per_param(kind), "MB (memory)": mem / 1e6, "MB (disk)": "-",
+                         "perplexity": ppl, "change %": 100 * (ppl / fp32 - 1)})
+            log(f"  bnb {kind}: perplexity {ppl:.3f}")
+    return rows, by_entry
+
+
+def embedding_rows(name: str, cfg: QuantConfig, n_sentences: int = 600, log: Callable[[str], None] = print) -> list[Row]:
+    """Embedding agreement with fp32 on ``n_sentences`` pydoc sentences, every linear layer of ``name`` quantized."""
+    from hfx.models.loading import load_model
+
+    sentences = pydoc_sentences(40, 300)[:n_sentences]
+    base, tok = load_model(name, "base")
+    ref = embed(base, tok, sentences)
+    names = select_linear(base, "all-linear", [])
+    rows = []
+    for _, bits, group in _entries(cfg):
+        for steps in dict.fromkeys((0, cfg.clip_steps)):  # min/max, then the configured search
+            row_cfg = dataclasses.replace(cfg, bits=bits, group_size=group, clip_steps=steps,
+                                          target_modules="all-linear", exclude_modules=[])
+            model = apply(load_model(name, "base")[0], row_cfg)
+            rows.append({"method": f"hfx int{bits} {'min/max' if steps == 0 else 'clip search'}",
+                         "groups": groups_note(group, set()), **embedding_agreement(ref, embed(model, tok, sentences))})
+            log(f"  {rows[-1]['method']} {rows[-1]['groups']}: cosine {rows[-1]['cosine']:.4f}")
+    if cfg.reference_rows:
+        for kind in ("int8", "nf4", "fp4"):
+            model = bnb_quantize(load_model(name, "base")[0], kind, names)
+            rows.append({"method": f"bnb {kind}", "groups": "per channel" if kind == "int8" else "bs64",
+                         **embedding_agreement(ref, embed(model, tok, sentences))})
+            log(f"  bnb {kind}: cosine {rows[-1]['cosine']:.4f}")
+    return rows
+
+
+def format_rows(model: nn.Module) -> list[Row]:
+    """Every float format, and the error of casting ``model``'s linear weights to it (raw and per-tensor scaled)."""
+    weights = [linear_weight(model.get_submodule(n)) for n in select_linear(model, "all-linear", [])]
+    rows = []
+    for fmt in FORMATS:
+        d = fmt.describe()
+        raw, scaled = cast_error(weights, fmt), cast_error(weights, fmt, scaled=True)
+        rows.append({"format": d["format"], "e/m bits": f"{d['exponent']}/{d['mantissa']}", "max": d["max"],
+                     "min normal": d["min_normal"], "epsilon": d["epsilon"], "weight rel. error": raw["rel_error"],
+                     "underflow %": 100 * raw["underflow"], "rel. error (scaled)": scaled["rel_error"]})
+    return rows
