@@ -79,8 +79,8 @@ class LoraConfig:
     """LoRA+: learning rate of the embedding adapters' A and B (peft's default)."""
     merge: bool = False
     """hfx run: also save the model with the adapter merged into its weights (a plain transformers model)."""
-    eval_generations: int = 6
-    """hfx run (decoders, encoder-decoders): held-out prompts generated before and after training and shown side by side."""
+    eval_generations: int = 48
+    """hfx run (instruction tuning, seq2seq): held-out prompts answered greedily before and after training for the exact-match score; the first 6 are shown side by side."""
     max_new_tokens: int = 24
     """hfx run: tokens generated per prompt for that comparison and the exact-match score."""
 

@@ -87,7 +87,10 @@ def add_adapter(model: nn.Module, cfg: LoraConfig, *, activate: bool = True) -> 
         set_adapter(model, name)
     else:
         set_adapter(model, state.active)
-    if getattr(model, "is_gradient_checkpointing", False) and hasattr(model, "enable_input_require_grads"):
+    checkpointing = getattr(model, "is_activation_checkpointing", None)  # transformers >= 5.x; older name below
+    if checkpointing is None:
+        checkpointing = getattr(model, "is_gradient_checkpointing", False)
+    if checkpointing and hasattr(model, "enable_input_require_grads"):
         model.enable_input_require_grads()  # the frozen embeddings would otherwise cut the checkpointed graph
     return model
 
