@@ -149,7 +149,13 @@ def get(name: str) -> Plugin:
         raise HfxError(
             f"unknown plugin {name!r}{did_you_mean(name, eps)}; installed plugins: {', '.join(sorted(eps))}"
         )
-    obj = eps[name].load()
+    try:
+        obj = eps[name].load()
+    except Exception as err:  # a broken third-party package: one line, not a traceback (HFX_DEBUG=1 shows it)
+        raise HfxError(
+            f"cannot load plugin {name!r} from entry point {eps[name].value!r}: {type(err).__name__}: "
+            f"{str(err).splitlines()[0] if str(err) else ''}; reinstall or uninstall the package that provides it"
+        ) from err
     plugin = obj() if callable(obj) and not isinstance(obj, Plugin) else obj
     if not isinstance(plugin, Plugin):
         raise HfxError(

@@ -43,7 +43,8 @@ def parse_overrides(args: list[str]) -> list[Override]:
             (ov,) = parser.parse_overrides([arg])
         except HydraException as err:
             first = str(err).splitlines()
-            raise HfxError(f"cannot parse override {arg!r}: {first[1] if len(first) > 1 else first[0]}") from err
+            # Hydra's first line is the reason ("mismatched input '=' expecting <EOF>"); the last is a link.
+            raise HfxError(f"cannot parse override {arg!r}: {first[0]}") from err
         if ov.is_sweep_override() or ov.package is not None:
             raise HfxError(f"override {arg!r}: sweeps and @package are not supported by hfx run; give one value")
         parsed.append(ov)
@@ -60,7 +61,7 @@ def plugin_names(overrides: list[Override], file_cfg: DictConfig | None = None) 
             value = ov.value()
     if value is None or value == []:
         raise HfxError(f"no plugin given; add plugin=NAME (installed: {', '.join(registry.available())})")
-    names = [value] if isinstance(value, str) else list(value)
+    names = list(value) if isinstance(value, (list, tuple)) else [value]
     for name in names:
         if not isinstance(name, str):
             raise HfxError(f"plugin must be a name or a list of names, got {value!r}")
@@ -70,10 +71,19 @@ def plugin_names(overrides: list[Override], file_cfg: DictConfig | None = None) 
 
 
 def _schema(plugins: list[registry.Plugin]) -> DictConfig:
-    cfg = OmegaConf.structured(RunConfig)
-    with open_dict(cfg):
-        for plugin in plugins:
-            cfg[plugin.name] = OmegaConf.structured(plugin.config_cls)
+    run_keys = [f.name for f in dataclasses.fields(RunConfig)]
+    for plugin in plugins:
+        if plugin.name in run_keys:
+            raise HfxError(f"plugin {plugin.name!r} has the name of a run setting ({plugin.name}=...); "
+                           "rename the plugin's entry point")
+    # One dataclass for the whole run, so each plugin section is typed like `data` and `train`: replacing it
+    # wholesale (`finetune={...}`, `finetune=null`) is checked instead of silently dropping its schema.
+    schema = dataclasses.make_dataclass(
+        "HfxRunConfig",
+        [(p.name, p.config_cls, dataclasses.field(default_factory=p.config_cls)) for p in plugins],
+        bases=(RunConfig,),
+    )
+    cfg = OmegaConf.structured(schema)
     OmegaConf.set_struct(cfg, True)
     return cfg
 
@@ -155,6 +165,9 @@ def compose(args: list[str], config_file: str | None = None) -> tuple[DictConfig
         names = sorted({p.stem for pl in plugins if pl.presets_dir for p in pl.presets_dir.glob("*.yaml")})
         raise HfxError(f"no plugin of {[p.name for p in plugins]} has a preset {preset!r}; presets: {', '.join(names)}")
     if file_cfg is not None:
+        if "plugin" in file_cfg:  # `plugin: name` or a list, already resolved above
+            file_cfg = file_cfg.copy()
+            file_cfg.pop("plugin")
         cfg = _merge(cfg, file_cfg, f"config file {config_file}")
     for ov in overrides:
         if ov.key_or_group != "plugin":  # already resolved above (a name or a list of names)

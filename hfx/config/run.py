@@ -85,4 +85,6 @@ class RunConfig:
     trust_remote_code: bool = False
     """Allow model repositories to run their own Python code (off unless you trust the source)."""
     data: DataConfig = field(default_factory=DataConfig)
+    """Where the examples come from and which columns to use (the data.* keys)."""
     train: TrainConfig = field(default_factory=TrainConfig)
+    """Optimisation settings shared by every recipe (the train.* keys)."""
