@@ -9,14 +9,17 @@ The drop-in API is three functions (see :mod:`hfx.api`)::
 
 from typing import Any
 
-from hfx.api import apply, load, save
 from hfx.errors import HfxError
 
 __all__ = ["DistillationTrainer", "HfxError", "apply", "load", "make_student", "save"]
 __version__ = "0.1.0"
 
-# Names imported on first use: they pull in transformers.Trainer, which would slow `import hfx` for everyone.
+# Names imported on first use: they pull in torch and transformers, which would make every `hfx` command
+# (even `hfx plugins` or a one-line input error) pay seconds of imports before it starts.
 _LAZY = {
+    "apply": "hfx.api",
+    "load": "hfx.api",
+    "save": "hfx.api",
     "DistillationTrainer": "hfx_plugins.distill.trainer",
     "make_student": "hfx_plugins.distill.student",
 }
