@@ -41,9 +41,8 @@ def _rss_mb() -> float:
 
 def child_load(kind: str, path: str) -> None:
     """Run in a fresh process: load one model, print its RSS before and the peak RSS after (MB)."""
-    import transformers  # noqa: F401  (the same imports for both kinds, before the baseline)
-
     import hfx_plugins.quant  # noqa: F401
+    import transformers  # noqa: F401  (the same imports for both kinds, before the baseline)
 
     base = _rss_mb()
     t = time.perf_counter()
@@ -116,14 +115,15 @@ def main() -> None:
     args = parser.parse_args()
     if args.child:
         return child_load(*args.child)
-    from hfx.data.text import pydoc_token_windows
-    from hfx.models.loading import load_model
-    from hfx.models.zoo import resolve_model
     from hfx_plugins.quant.apply import apply
     from hfx_plugins.quant.checks import error_table
     from hfx_plugins.quant.config import QuantConfig
     from hfx_plugins.quant.io import save
-    from hfx_plugins.quant.tables import CAVEAT, embedding_rows, markdown_table, ppl_rows, print_table
+    from hfx_plugins.quant.tables import embedding_rows, ppl_rows, print_table
+
+    from hfx.data.text import pydoc_token_windows
+    from hfx.models.loading import load_model
+    from hfx.models.zoo import resolve_model
 
     started = time.time()
     result: dict = {"command": "python benchmarks/quant_vs_bnb.py" + (" --quick" if args.quick else ""),
@@ -133,56 +133,71 @@ def main() -> None:
     result["error_randn_1024"] = error_table(torch.randn(1024, 1024, generator=torch.Generator().manual_seed(0)))
     print_table("randn(1024, 1024): int4 g64 vs bnb 4-bit bs64", result["error_randn_1024"])
 
-    windows_n = 2 if args.quick else 12
     path = resolve_model("smollm2-135m")
+    fresh = lambda: load_model("smollm2-135m", "causal-lm")[0].eval()  # noqa: E731
+    with tempfile.TemporaryDirectory() as tmp:  # cheap sections first, results written after each
+        q = apply(fresh(), QuantConfig(bits=4, group_size=128))
+        save(q, Path(tmp) / "int4")
+        del q
+        result["load_memory_mb"] = load_memory(Path(path), Path(tmp) / "int4")
+    _write(result, started)
+    result["layer_speed"] = layer_speed()
+    print_table("layer speed (median ms per call)", result["layer_speed"])
+    _write(result, started)
+
+    windows_n = 2 if args.quick else 12
     _, tok = load_model("smollm2-135m", "causal-lm")
     windows = pydoc_token_windows(tok, 512, windows_n)
+    result["windows"] = windows_n
     cfg = QuantConfig(table=["8:0", "4:128", "3:64", "2:32"])
-    fresh = lambda: load_model("smollm2-135m", "causal-lm")[0].eval()  # noqa: E731
     rows, _ = ppl_rows(fresh, windows, cfg)
     result["perplexity"] = rows
     print_table(f"smollm2-135m, {windows_n} x 512 tokens of pydoc_data.topics", rows)
-    if not args.quick:
-        result["embeddings_minilm"] = embedding_rows("minilm", cfg)
-        print_table("minilm, 600 pydoc sentences vs fp32", result["embeddings_minilm"])
-
     by = {(r["method"], r["groups"].split(" ")[0]): r for r in rows}
-    fp32, int8 = by[("fp32", "")], by[("hfx int8", "per")]
+    int8 = by[("hfx int8", "per")]
     int4 = next(r for r in rows if r["method"] == "hfx int4" and r["groups"].startswith("g128"))
     nf4 = by[("bnb nf4", "bs64")]
+    mem = result["load_memory_mb"]
     result["targets"] = {
         "int8 perplexity within 1% of fp32": {"value_pct": int8["change %"], "pass": int8["change %"] <= 1.0},
         "int4 g128 increase <= bnb nf4 increase": {"hfx_pct": int4["change %"], "nf4_pct": nf4["change %"],
                                                    "pass": int4["change %"] <= nf4["change %"]},
         "int4 g128 <= 4.5 bits/param": {"value": int4["bits/param"], "pass": int4["bits/param"] <= 4.5},
+        "load memory int4 / fp32 (peak minus baseline)": {
+            "ratio": mem["hfx int4 g128"]["peak_minus_baseline_mb"] / mem["fp32"]["peak_minus_baseline_mb"]},
     }
-    with tempfile.TemporaryDirectory() as tmp:
-        q = apply(fresh(), QuantConfig(bits=4, group_size=128))
-        save(q, Path(tmp) / "int4")
-        del q
-        result["load_memory_mb"] = load_memory(Path(path), Path(tmp) / "int4")
-    mem = result["load_memory_mb"]
-    result["targets"]["load memory int4 / fp32 (peak minus baseline)"] = {
-        "ratio": mem["hfx int4 g128"]["peak_minus_baseline_mb"] / mem["fp32"]["peak_minus_baseline_mb"]}
-    result["layer_speed"] = layer_speed()
-    print_table("layer speed (median ms per call)", result["layer_speed"])
+    _write(result, started)
+    if not args.quick:
+        result["embeddings_minilm"] = embedding_rows("minilm", cfg)
+        print_table("minilm, 600 pydoc sentences vs fp32", result["embeddings_minilm"])
+        _write(result, started)
+    print(json.dumps(result["targets"], indent=2))
+
+
+def _write(result: dict, started: float) -> None:
+    """Write the JSON and Markdown results with whatever sections are done (a long run is never lost)."""
+    from hfx_plugins.quant.tables import CAVEAT, markdown_table
+
     result["seconds"] = round(time.time() - started)
     OUT.mkdir(exist_ok=True)
     (OUT / "quant_vs_bnb.json").write_text(json.dumps(result, indent=2) + "\n")
     md = [f"# quant vs bitsandbytes\n\nCommand: `{result['command']}` ({result['seconds']} s). Machine: {result['machine']}; "
           f"torch {result['torch']}, bitsandbytes {result['bitsandbytes']}. Timings are noisy on a shared CPU; "
-          "ratios within one run are what count.\n",
-          "## Targets\n\n" + "\n".join(f"- {k}: {v}" for k, v in result["targets"].items()) + "\n",
-          "## 4-bit error on randn(1024, 1024)\n\n" + markdown_table(result["error_randn_1024"]),
-          f"## smollm2-135m perplexity ({windows_n} x 512 tokens of pydoc_data.topics)\n\n" + markdown_table(rows)
-          + f"\nCaveat: {CAVEAT}\n"]
+          "ratios within one run are what count.\n"]
+    if "targets" in result:
+        md.append("## Targets\n\n" + "\n".join(f"- {k}: {v}" for k, v in result["targets"].items()) + "\n")
+    md.append("## 4-bit error on randn(1024, 1024)\n\n" + markdown_table(result["error_randn_1024"]))
+    if "perplexity" in result:
+        md.append(f"## smollm2-135m perplexity ({result['windows']} x 512 tokens of pydoc_data.topics)\n\n"
+                  + markdown_table(result["perplexity"]) + f"\nCaveat: {CAVEAT}\n")
     if "embeddings_minilm" in result:
         md.append("## minilm embeddings vs fp32 (600 pydoc sentences)\n\n" + markdown_table(result["embeddings_minilm"]))
-    md.append("## Peak memory loading (fresh subprocesses, MB)\n\n" + markdown_table(
-        [{"model": k, **{kk: round(vv, 1) for kk, vv in v.items()}} for k, v in mem.items()]))
-    md.append("## Layer speed (median ms per call)\n\n" + markdown_table(result["layer_speed"]))
+    if "load_memory_mb" in result:
+        md.append("## Peak memory loading (fresh subprocesses, MB)\n\n" + markdown_table(
+            [{"model": k, **{kk: round(vv, 2) for kk, vv in v.items()}} for k, v in result["load_memory_mb"].items()]))
+    if "layer_speed" in result:
+        md.append("## Layer speed (median ms per call)\n\n" + markdown_table(result["layer_speed"]))
     (OUT / "quant_vs_bnb.md").write_text("\n".join(md))
-    print(json.dumps(result["targets"], indent=2))
 
 
 if __name__ == "__main__":

@@ -14,6 +14,11 @@ every call (the benchmark measures it). Activations can also be quantized:
 
 GPT-2's ``Conv1D`` (weight stored (in, out), y = x W + b) is converted by transposing its weight, so the
 layer is a plain (out, in) linear from then on.
+
+``QuantLinear`` subclasses ``nn.Linear`` (as bitsandbytes' ``Linear4bit`` / ``Linear8bitLt`` do) so that code
+which looks for linear layers, LoRA injection in particular, finds it and wraps it: that is how
+``plugin=[quant,lora]`` trains adapters on a frozen quantized base (QLoRA). ``nn.Linear.__init__`` is not run:
+there is no float weight parameter, and ``.weight`` is a read-only dequantized view (see :attr:`weight`).
 """
 
 from __future__ import annotations
@@ -28,9 +33,30 @@ from transformers.pytorch_utils import Conv1D
 
 from hfx.errors import HfxError
 
-__all__ = ["ACT_MODES", "QuantLinear", "dynamic_int8", "linear_weight"]
+__all__ = ["ACT_MODES", "DequantizedWeight", "QuantLinear", "dynamic_int8", "linear_weight"]
 
 ACT_MODES = ("none", "dynamic", "static")
+
+
+_DATA_GET = torch._C.TensorBase.data.__get__
+
+
+class DequantizedWeight(torch.Tensor):
+    """What ``QuantLinear.weight`` returns: an ordinary tensor for reading, in-place writes raise HfxError.
+
+    Results of operations on it are plain tensors; ``.data`` keeps the type so ``w.data.copy_(...)`` is caught.
+    """
+
+    @classmethod
+    def __torch_function__(cls, func, types, args=(), kwargs=None):  # type: ignore[no-untyped-def]
+        name = getattr(func, "__name__", "")
+        if name.endswith("_") and not name.startswith("__"):
+            raise HfxError(f"QuantLinear.weight is a dequantized copy and {name} on it would be lost; merge "
+                           "adapters with hfx_plugins.quant.qlora.merge_lora (dequantize, add, requantize)")
+        if func == _DATA_GET:
+            return args[0]
+        with torch._C.DisableTorchFunctionSubclass():
+            return func(*args, **(kwargs or {}))
 
 
 def dynamic_int8(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -44,7 +70,7 @@ def linear_weight(module: nn.Module) -> torch.Tensor:
     return module.weight.t() if isinstance(module, Conv1D) else module.weight
 
 
-class QuantLinear(nn.Module):
+class QuantLinear(nn.Linear):
     """y = x W^T + b with W stored as packed ``bits``-bit codes (see the module docstring).
 
     Args:
@@ -58,7 +84,7 @@ class QuantLinear(nn.Module):
 
     def __init__(self, in_features: int, out_features: int, bits: int = 4, group_size: int = 128,
                  symmetric: bool = False, bias: bool = True, act_mode: str = "none") -> None:
-        super().__init__()
+        nn.Module.__init__(self)  # not nn.Linear's: it would allocate an fp32 weight
         check_bits(bits)
         if act_mode not in ACT_MODES:
             raise HfxError(f"act_mode must be one of {', '.join(ACT_MODES)}, got {act_mode!r}")
@@ -125,10 +151,17 @@ class QuantLinear(nn.Module):
         return ungroup(w, (self.out_features, self.in_features))
 
     @property
-    def weight(self) -> torch.Tensor:
-        """A computed, not stored, fp32 view of the weight for code that inspects ``.weight`` (T5 checks its
-        dtype, peft its shape). Each access dequantizes, so the forward never uses it."""
-        return self.dequantize()
+    def weight(self) -> torch.Tensor:  # type: ignore[override]
+        """A computed, not stored, fp32 copy of the weight for code that inspects ``.weight`` (T5 checks its
+        dtype, LoRA its shape). Writing into it (e.g. a LoRA merge doing ``weight.data.copy_(...)``) raises
+        instead of being silently lost; merge adapters into a quantized base with
+        :func:`hfx_plugins.quant.qlora.merge_lora`, which requantizes and reports the error it adds."""
+        return self.dequantize().detach().as_subclass(DequantizedWeight)
+
+    @weight.setter
+    def weight(self, value: torch.Tensor) -> None:
+        raise HfxError("a QuantLinear's weight is stored as packed integers and cannot be assigned; "
+                       "quantize a new layer with QuantLinear.from_float instead")
 
     def _int8_matmul(self, x: torch.Tensor) -> torch.Tensor:
         """Dynamic int8 activations x 8-bit per-channel/tensor weights, in integers. x (M, K) -> (M, N)."""

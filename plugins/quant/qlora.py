@@ -1,0 +1,61 @@
+"""QLoRA: LoRA adapters trained on a frozen quantized base (``plugin=[quant,lora]``), and merging them back.
+
+Composition needs nothing special: :class:`QuantLinear` is an ``nn.Linear`` subclass, so the ``lora`` plugin
+wraps it like any linear layer, y = QuantLinear(x) + s B A x, and only A and B train (the base holds integer
+buffers, nothing with a gradient). Dettmers et al., "QLoRA", https://arxiv.org/abs/2305.14314.
+
+Merging is where quantized bases go wrong elsewhere (peft warns "may get different generations due to rounding
+errors"; users ask for merges that do not hide this). :func:`merge_lora` does the only thing possible,
+W' = Q(deq(W) + s B A), requantized with the base layer's own bits and grouping, and returns, per layer, how
+large the rounding error it adds is compared with the update it merges, so the cost is a number, not a warning.
+"""
+
+from __future__ import annotations
+
+import torch
+from hfx_plugins.quant.apply import set_module
+from hfx_plugins.quant.layer import QuantLinear
+from torch import nn
+
+from hfx.errors import HfxError
+
+__all__ = ["merge_lora"]
+
+
+class _Dense(nn.Module):
+    """A stand-in with ``weight`` (out, in) and ``bias``, the interface :meth:`QuantLinear.from_float` reads."""
+
+    def __init__(self, weight: torch.Tensor, bias: torch.Tensor | None) -> None:
+        super().__init__()
+        self.weight, self.bias = nn.Parameter(weight), None if bias is None else nn.Parameter(bias)
+
+
+@torch.no_grad()
+def merge_lora(model: nn.Module, clip_steps: int = 20) -> tuple[nn.Module, list[dict[str, float | str]]]:
+    """Merge the active LoRA adapters of every LoRA layer whose base is a :class:`QuantLinear`, in place.
+
+    Returns the model (those LoRA wrappers replaced by new QuantLinear layers) and one report row per layer:
+    ``update_norm`` ||s B A||, ``merge_error`` ||Q(W + s B A) - (W + s B A)|| (Frobenius norms, W the
+    dequantized base), and ``error_vs_update`` = merge_error / update_norm.
+    """
+    rows: list[dict[str, float | str]] = []
+    wrappers = [(n, m) for n, m in model.named_modules() if isinstance(getattr(m, "base_layer", None), QuantLinear)]
+    if not wrappers:
+        raise HfxError("no LoRA layer on a quantized base found; apply plugin=[quant,lora] first")
+    for name, layer in wrappers:
+        base: QuantLinear = layer.base_layer
+        if any(a in getattr(layer, "lora_magnitude_vector", {}) for a in layer.active_adapters):
+            raise HfxError(f"{name}: DoRA adapters cannot be merged into a quantized base; keep them unmerged")
+        w = base.dequantize()  # (out, in)
+        delta = torch.zeros_like(w)
+        for a in layer.active_adapters:
+            delta += layer.delta_weight(a).float()  # (out, in): s B A
+        merged = w + delta
+        new = QuantLinear.from_float(_Dense(merged, base.bias), base.bits, base.group_size, base.symmetric,
+                                     clip_steps, base.act_mode, name=name)
+        err = (new.dequantize() - merged).norm().item()
+        upd = delta.norm().item()
+        rows.append({"layer": name, "update_norm": upd, "merge_error": err,
+                     "error_vs_update": err / upd if upd > 0 else float("inf") if err > 0 else 0.0})
+        set_module(model, name, new)
+    return model, rows
