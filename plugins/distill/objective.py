@@ -148,6 +148,7 @@ class DistillationObjective:
         if cached is not None and self.hidden_weight > 0:
             raise HfxError("cached teacher outputs hold no hidden states; set hidden_weight=0 or pass the teacher model")
         t_logits, t_out = (cached, None) if cached is not None else self.teacher_outputs(teacher, batch)  # type: ignore[arg-type]
+        t_logits = t_logits.detach()  # a constant target, even if a teacher hands back a leaf tensor
         terms: dict[str, torch.Tensor] = {}
         if self.task == "embedding":
             s_out = None
