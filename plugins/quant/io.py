@@ -50,6 +50,10 @@ def _dedup(state: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], dic
     return kept, tied
 
 
+def _plain(name: str) -> str:
+    return name[: -len(".base_layer")] if name.endswith(".base_layer") else name
+
+
 def save(model: nn.Module, path: Path, cfg: QuantConfig | None = None) -> None:
     """Write the quantized ``model`` to ``path`` (see the module docstring)."""
     from hfx.api import applied
@@ -60,11 +64,14 @@ def save(model: nn.Module, path: Path, cfg: QuantConfig | None = None) -> None:
     if not layers:
         raise HfxError("the model has no quantized layer to save; apply the quant plugin first")
     cfg = cfg or next((c for name, c in applied(model) if name == "quant"), None) or QuantConfig()
-    kept, tied = _dedup(model.state_dict())
+    # Under LoRA (plugin=[quant,lora]) the base layers sit at "<name>.base_layer": the quantized base is saved
+    # under the plain names and without the adapters, which lora's own saver writes in peft's format.
+    state = {k.replace(".base_layer.", "."): v for k, v in model.state_dict().items() if "lora_" not in k}
+    kept, tied = _dedup(state)
     save_file(kept, str(path / WEIGHTS), metadata={"format": "pt"})
     spec = {n: {"in_features": m.in_features, "out_features": m.out_features, "bits": m.bits,
                 "group_size": m.group_size, "symmetric": m.symmetric, "bias": m.bias is not None,
-                "act_mode": m.act_mode} for n, m in layers.items()}
+                "act_mode": m.act_mode} for n, m in ((_plain(n), m) for n, m in layers.items())}
     if hasattr(model, "config") and hasattr(model.config, "to_json_file"):
         model.config.to_json_file(str(path / "config.json"))
     atomic_write_json(path / MARKER, {"config": dataclasses.asdict(cfg), "layers": spec, "tied": tied})

@@ -45,3 +45,20 @@ def test_lora_on_quantized_base_trains_and_merges_with_reported_error() -> None:
     # Requantizing adds error of the order of half a quantization step per weight; it is reported, and the
     # merged model stays close to the adapter model (not equal: that is the point of the report).
     assert 0 < (after - before).abs().max() < 0.5 * before.abs().max()
+
+
+def test_qlora_save_and_load_round_trip(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    model, tok = tiny_model("llama", "causal-lm", seed=0)
+    model = hfx.apply(model, "quant", bits=4, group_size=16)
+    model = hfx.apply(model, "lora", r=4, target_modules=["q_proj", "v_proj"], init_lora_weights="gaussian")
+    with torch.no_grad():
+        for n, p in model.named_parameters():
+            if "lora_B" in n:
+                p.normal_()  # a non-zero update, so a lost adapter would show
+        enc = tok(["the function returns a new list"], return_tensors="pt")
+        ref = model.eval()(input_ids=enc["input_ids"]).logits
+    hfx.save(model, tmp_path / "qlora")  # quant/ (packed base) and lora/ (peft format) sub-folders
+    assert sorted(p.name for p in (tmp_path / "qlora").iterdir()) == ["hfx_plugins.json", "lora", "quant"]
+    loaded = hfx.load(tiny_model("llama", "causal-lm", seed=5)[0], tmp_path / "qlora")
+    with torch.no_grad():
+        assert torch.equal(loaded.eval()(input_ids=enc["input_ids"]).logits, ref)
