@@ -150,10 +150,20 @@ def _config(family: str, tok: PreTrainedTokenizerFast, num_labels: int) -> Pretr
     )
 
 
+def _set_dropout(config: PretrainedConfig, p: float) -> None:
+    """Set every dropout probability of ``config`` (``hidden_dropout_prob``, ``attn_pdrop``, ``dropout_rate``, ...)."""
+    for key, value in config.to_dict().items():
+        if ("dropout" in key or key.endswith("pdrop")) and (value is None or isinstance(value, float)):
+            setattr(config, key, p)
+
+
 def tiny_model(
-    family: str, task: str = "auto", seed: int = 0, *, num_labels: int = 2
+    family: str, task: str = "auto", seed: int = 0, *, num_labels: int = 2, dropout: float | None = None
 ) -> tuple[PreTrainedModel, PreTrainedTokenizerFast]:
-    """Build ``(model, tokenizer)`` for family bert/llama/gpt2/t5 and a task ("auto" = the family's main one)."""
+    """Build ``(model, tokenizer)`` for family bert/llama/gpt2/t5 and a task ("auto" = the family's main one).
+
+    ``dropout`` (e.g. 0.0) replaces every dropout probability of the config; None keeps the family's defaults.
+    """
     if family not in _FAMILY_TASKS:
         raise HfxError(f"unknown tiny model family '{family}'{did_you_mean(family, _FAMILY_TASKS)}; choose one of: {', '.join(_FAMILY_TASKS)}")
     tasks = _FAMILY_TASKS[family]
@@ -162,6 +172,8 @@ def tiny_model(
         raise HfxError(f"tiny {family} has no task '{task}'{did_you_mean(task, tasks)}; choose one of: {', '.join(tasks)}")
     tokenizer = tiny_tokenizer(_FAMILY_KIND[family])
     config = _config(family, tokenizer, num_labels)
+    if dropout is not None:
+        _set_dropout(config, dropout)
     with torch.random.fork_rng(devices=[]):  # same seed -> same weights; the caller's RNG is untouched
         torch.manual_seed(seed)
         model = _TASK_CLASSES[task].from_config(config)
@@ -195,11 +207,14 @@ def tiny_t5(task: str = "seq2seq-lm", num_labels: int = 2, seed: int = 0) -> Pre
 
 def save_tiny_model(
     path: str | Path, family: str = "bert", task: str = "sequence-classification", seed: int = 0,
-    *, num_labels: int = 2,
+    *, num_labels: int = 2, dropout: float | None = None,
 ) -> Path:
-    """Write a tiny model (safetensors) and its tokenizer into ``path`` so ``load_model(path, task)`` loads it."""
+    """Write a tiny model (safetensors) and its tokenizer into ``path`` so ``load_model(path, task)`` loads it.
+
+    ``dropout=0.0`` makes training deterministic whatever the batch split (for equivalence tests).
+    """
     path = Path(path)
-    model, tokenizer = tiny_model(family, task, seed, num_labels=num_labels)
+    model, tokenizer = tiny_model(family, task, seed, num_labels=num_labels, dropout=dropout)
     model.save_pretrained(path, safe_serialization=True)
     tokenizer.save_pretrained(path)
     return path

@@ -90,6 +90,10 @@ def save_checkpoint(
         atomic_write_json(tmp / "state.json", {"step": step, "world_size": world_size})
     for old in sorted(folder.glob("step-*"))[:-keep] if keep > 0 else []:
         shutil.rmtree(old, ignore_errors=True)
+    # A run killed while writing a checkpoint leaves its temporary folder (never read: it has no step-* name);
+    # only the main process writes here, so any other one is stale.
+    for stale in folder.glob(".step-*.tmp-*"):
+        shutil.rmtree(stale, ignore_errors=True)
     return path
 
 

@@ -94,8 +94,12 @@ class TrainLoop:
         self.scheduler = get_scheduler(t.lr_scheduler, self.optimizer, t.warmup_steps, t.max_steps)
         self.sampler = EpochSampler(len(train_dataset), ctx.run.seed)  # type: ignore[arg-type]
         drop_last = len(train_dataset) >= t.batch_size * acc.num_processes  # type: ignore[arg-type]
+        # A generator of its own: every new iterator of a DataLoader draws a base seed from ``generator``,
+        # which defaults to the *global* torch RNG. A resumed run opens one iterator more than an
+        # uninterrupted one (mid-epoch), so that draw would shift every later dropout mask.
         loader = DataLoader(train_dataset, batch_size=t.batch_size, sampler=self.sampler,
-                            collate_fn=collate_fn, drop_last=drop_last)
+                            collate_fn=collate_fn, drop_last=drop_last,
+                            generator=torch.Generator().manual_seed(ctx.run.seed))
         self.raw_model = model
         self.model, self.prepared_optimizer, self.loader = acc.prepare(model, self.optimizer, loader)
 
@@ -120,45 +124,50 @@ class TrainLoop:
         last_loss = math.nan
         self.model.train()
         bar = self.ctx.progress(total=t.max_steps, initial=step, desc="train")
-        while step < t.max_steps:
-            epoch, offset = divmod(micro, per_epoch)
-            self.sampler.use_epoch(epoch)
-            batches = acc.skip_first_batches(self.loader, offset) if offset else self.loader
-            for batch in batches:
-                with acc.accumulate(self.model):
-                    loss = self.loss_fn(self.model, batch)
-                    if not torch.isfinite(loss):
-                        raise HfxError(
-                            f"training loss is {loss.item()} at step {step + 1}; lower train.learning_rate "
-                            "or check the data (empty texts, all labels ignored)"
-                        )
-                    acc.backward(loss)
-                    if acc.sync_gradients and t.max_grad_norm > 0:
-                        acc.clip_grad_norm_(self.model.parameters(), t.max_grad_norm)
-                    self.prepared_optimizer.step()
-                    self.prepared_optimizer.zero_grad()
-                micro += 1
-                window.append(loss.detach())
-                if not acc.sync_gradients:
-                    continue
-                self.scheduler.step()
-                step += 1
-                bar.update(1)
-                if step % t.log_every == 0 or step == t.max_steps:
-                    # Mean over this window's micro-batches, then over processes.
-                    last_loss = acc.reduce(torch.stack(window).mean(), reduction="mean").item()
-                    window.clear()
-                    bar.set_postfix(loss=f"{last_loss:.4f}")
-                    self.ctx.log({"step": step, "train_loss": last_loss, "lr": self.scheduler.get_last_lr()[0]})
-                if self.evaluate is not None and t.eval_every and step % t.eval_every == 0 and step < t.max_steps:
-                    self.model.eval()
-                    self.ctx.log({"step": step, **{f"eval_{k}": v for k, v in self.evaluate().items()}})
-                    self.model.train()
-                if t.save_every and step % t.save_every == 0:
-                    self._checkpoint(step)
-                if step >= t.max_steps:
-                    break
-        bar.close()
+        try:  # closed on errors too, so an error line never lands on the bar's line
+            while step < t.max_steps:
+                epoch, offset = divmod(micro, per_epoch)
+                self.sampler.use_epoch(epoch)
+                batches = acc.skip_first_batches(self.loader, offset) if offset else self.loader
+                for batch in batches:
+                    with acc.accumulate(self.model):
+                        loss = self.loss_fn(self.model, batch)
+                        if not torch.isfinite(loss):
+                            raise HfxError(
+                                f"training loss is {loss.item()} at step {step + 1}; lower train.learning_rate "
+                                "or check the data (empty texts, all labels ignored)"
+                            )
+                        acc.backward(loss)
+                        if acc.sync_gradients and t.max_grad_norm > 0:
+                            acc.clip_grad_norm_(self.model.parameters(), t.max_grad_norm)
+                        self.prepared_optimizer.step()
+                        self.prepared_optimizer.zero_grad()
+                    micro += 1
+                    window.append(loss.detach())
+                    if not acc.sync_gradients:
+                        continue
+                    self.scheduler.step()
+                    step += 1
+                    bar.update(1)
+                    checkpoint_due = bool(t.save_every) and step % t.save_every == 0
+                    # Also log at every checkpoint: a resumed run starts with an empty window, so windows must
+                    # end at checkpoints for it to log exactly what the uninterrupted run logs.
+                    if step % t.log_every == 0 or step == t.max_steps or checkpoint_due:
+                        # Mean over this window's micro-batches, then over processes.
+                        last_loss = acc.reduce(torch.stack(window).mean(), reduction="mean").item()
+                        window.clear()
+                        bar.set_postfix(loss=f"{last_loss:.4f}")
+                        self.ctx.log({"step": step, "train_loss": last_loss, "lr": self.scheduler.get_last_lr()[0]})
+                    if self.evaluate is not None and t.eval_every and step % t.eval_every == 0 and step < t.max_steps:
+                        self.model.eval()
+                        self.ctx.log({"step": step, **{f"eval_{k}": v for k, v in self.evaluate().items()}})
+                        self.model.train()
+                    if checkpoint_due:
+                        self._checkpoint(step)
+                    if step >= t.max_steps:
+                        break
+        finally:
+            bar.close()
         self.model.eval()
         return {"train_loss": last_loss}
 

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import os
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from accelerate import Accelerator
-from accelerate.utils import GradientAccumulationPlugin, broadcast_object_list, set_seed
+from accelerate.utils import GradientAccumulationPlugin, broadcast_object_list, set_seed, str_to_bool
 
 from hfx.config.compose import compose, typed
 from hfx.errors import HfxError
@@ -32,6 +34,22 @@ def _accelerator(mixed_precision: str, accumulation: int) -> Accelerator:
     return Accelerator(mixed_precision=mixed_precision, gradient_accumulation_plugin=plugin)
 
 
+def _warn_single_cpu_launch(acc: Accelerator) -> None:
+    """Say so when ``accelerate launch --cpu --num_processes N`` (N > 1) started a single process.
+
+    accelerate's multi-CPU mode runs through mpirun: without ``--mpirun_hostfile`` its ``--cpu`` launcher
+    starts *one* process (it only sets MASTER_ADDR/MASTER_PORT, which it does only for N > 1), so the run
+    would silently train on one process. Several CPU processes (gloo) come from the torchrun launcher:
+    ``ACCELERATE_USE_CPU=1 accelerate launch --multi_gpu --num_processes N -m hfx run ...``.
+    """
+    env = os.environ
+    if (acc.num_processes == 1 and str_to_bool(env.get("ACCELERATE_USE_CPU", "0"))
+            and "MASTER_ADDR" in env and "WORLD_SIZE" not in env and acc.is_main_process):
+        print("hfx: warning: accelerate launch --cpu started a single process (its multi-CPU mode needs mpirun); "
+              "for N processes on CPU run ACCELERATE_USE_CPU=1 accelerate launch --multi_gpu --num_processes N "
+              "-m hfx run ...", file=sys.stderr)
+
+
 def _quiet_libraries() -> None:
     """hfx shows its own progress bars; the per-file bars of transformers and datasets are noise here."""
     import datasets
@@ -50,6 +68,7 @@ def run(args: list[str], config_file: str | None = None) -> RunResult:
     if driver.recipe is None:
         raise HfxError(f"plugin {driver.name!r} has no recipe for hfx run; put a plugin with one last in plugin=[...]")
     acc = _accelerator(run_cfg.train.mixed_precision, run_cfg.train.gradient_accumulation_steps)
+    _warn_single_cpu_launch(acc)
     # Every process must agree on the folder name, which contains the time.
     stamp = broadcast_object_list([RunDir.stamp()])[0] if acc.num_processes > 1 else RunDir.stamp()
     run_dir = RunDir.plan(run_cfg.output_dir, run_cfg.run_dir, run_cfg.resume, cfg.plugin, stamp)
