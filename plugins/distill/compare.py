@@ -70,7 +70,7 @@ def print_comparison(title: str, rows: list[dict[str, Any]]) -> None:
         table.add_column(escape(k), justify="left" if k == "model" else "right")
     for row in rows:
         table.add_row(*(escape(_fmt(row[k])) for k in keys))
-    Console().print(table)
+    Console(width=max(140, Console().width)).print(table)  # wide enough for every column, even in a pipe
 
 
 def _fmt(v: Any) -> str:

@@ -181,8 +181,10 @@ class DistillRecipe(Recipe):
         for row in rows:
             row[unit] = speed["teacher"] if row["model"] == "teacher" else speed["student"]
             row["speed-up"] = row[unit] / speed["teacher"]
-        out.update({f"teacher_{k}": v for k, v in rows[0].items() if isinstance(v, float) and k != "speed-up"})
-        out["speedup"] = speed["student"] / speed["teacher"]
+        out.update({f"teacher_{k}": v for k, v in self._teacher_scores.items()})
+        rate = "tokens_per_s" if self.task == "causal-lm" else "sentences_per_s"
+        out.update({f"teacher_{rate}": speed["teacher"], f"student_{rate}": speed["student"],
+                    "speedup": speed["student"] / speed["teacher"]})
         ctx.run_dir.write_json("comparison.json", rows)
         print_comparison(f"distill: {run.model} teacher vs student ({self.task})", rows)
         return out
