@@ -110,6 +110,11 @@ def main(argv: list[str] | None = None) -> int:
             return _cmd_config(args.overrides, args.config)
         if args.command == "validate":
             return _cmd_validate(args.overrides)
+        from hfx.runner.launch import cpu_relaunch
+
+        status = cpu_relaunch(sys.argv[1:] if argv is None else argv)
+        if status is not None:  # the run happened in the processes it started
+            return status
         from hfx.runner.run import run
 
         run(args.overrides, args.config)

@@ -38,9 +38,9 @@ def _warn_single_cpu_launch(acc: Accelerator) -> None:
     """Say so when ``accelerate launch --cpu --num_processes N`` (N > 1) started a single process.
 
     accelerate's multi-CPU mode runs through mpirun: without ``--mpirun_hostfile`` its ``--cpu`` launcher
-    starts *one* process (it only sets MASTER_ADDR/MASTER_PORT, which it does only for N > 1), so the run
-    would silently train on one process. Several CPU processes (gloo) come from the torchrun launcher:
-    ``ACCELERATE_USE_CPU=1 accelerate launch --multi_gpu --num_processes N -m hfx run ...``.
+    starts *one* process (it only sets MASTER_ADDR/MASTER_PORT, which it does only for N > 1).
+    :func:`hfx.runner.launch.cpu_relaunch` starts the N processes when it can read N from the launcher's
+    command line; this warning covers the rest (e.g. N from an accelerate config file).
     """
     env = os.environ
     if (acc.num_processes == 1 and str_to_bool(env.get("ACCELERATE_USE_CPU", "0"))
@@ -94,7 +94,7 @@ def run(args: list[str], config_file: str | None = None) -> RunResult:
         run_dir.discard_if_empty()
         raise
     summary = {
-        "plugins": cfg.plugin,
+        "plugins": list(cfg.plugin),
         "model": run_cfg.model,
         "before": before,
         "after": after,

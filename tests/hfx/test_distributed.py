@@ -1,13 +1,14 @@
 """Two processes (DDP over gloo, on CPU) train exactly like one process with twice the gradient accumulation.
 
-How the two processes are started: accelerate's ``--cpu`` launcher runs its multi-CPU mode through mpirun;
-without ``--mpirun_hostfile`` it starts a *single* process. Several CPU processes come from its torchrun
-launcher, with accelerate told to stay on the CPU::
+How the two processes are started: with the README's command,
 
-    ACCELERATE_USE_CPU=1 accelerate launch --multi_gpu --num_processes 2 --num_machines 1 \\
-        --mixed_precision no --dynamo_backend no -m hfx run ...
+    accelerate launch --cpu --num_processes 2 --num_machines 1 --mixed_precision no --dynamo_backend no \\
+        -m hfx run ...
 
-(``ACCELERATE_USE_CPU=1 torchrun --nproc_per_node 2 -m hfx run ...`` is the same thing.) All flags are
+accelerate's ``--cpu`` launcher runs its multi-CPU mode through mpirun and, without ``--mpirun_hostfile``,
+starts a *single* process; hfx (:mod:`hfx.runner.launch`) notices and starts the two processes with
+``torch.distributed.run``. (``ACCELERATE_USE_CPU=1 accelerate launch --multi_gpu --num_processes 2 ...``
+and ``ACCELERATE_USE_CPU=1 torchrun --nproc_per_node 2 -m hfx run ...`` give the same.) All flags are
 given, so no accelerate config file is read or needed.
 
 Why the two runs see the same examples: the runner's sampler is one seeded permutation per epoch,
@@ -85,12 +86,14 @@ def _metrics(run_dir: Path) -> list[dict[str, Any]]:
 
 
 def launch_two_processes(model: Path, output_dir: Path, log: Path) -> subprocess.CompletedProcess[str]:
-    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
+    # The command the README gives: accelerate's --cpu launcher alone would start one process (it needs
+    # mpirun); hfx.runner.launch.cpu_relaunch starts the two with torch.distributed.run.
+    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--cpu", "--num_processes", "2",
            "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
            "--main_process_port", str(_free_port()),
            "-m", "hfx", "run", *COMMON, f"model={model}", "train.gradient_accumulation_steps=1",
            f"output_dir={output_dir}"]
-    env = {**os.environ, "ACCELERATE_USE_CPU": "1", "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1",
+    env = {**{k: v for k, v in os.environ.items() if k != "ACCELERATE_USE_CPU"}, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1",
            "TOKENIZERS_PARALLELISM": "false"}
     with log.open("w") as fh:  # a file, not a pipe, which could fill up and stall the processes
         done = subprocess.run(cmd, env=env, stdout=fh, stderr=subprocess.STDOUT, text=True, timeout=900)
