@@ -216,9 +216,7 @@ def test_external_plugin_runs(fake_dist: Callable[..., None], cli: Callable[...,
     assert json.loads((run_dir / "artifacts" / "echo.json").read_text())["weight"] == pytest.approx(2.0, abs=1e-6)
     assert (run_dir / "config.yaml").read_text().count("target_slope: 2.0") == 1
     assert (run_dir / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    if summary["plugins"] == "['echo']":  # hfx/runner/run.py writes the ListConfig through json's default=str
-        pytest.xfail("known bug: summary.json holds plugins as the string \"['echo']\", not a list")
-    assert summary["plugins"] == ["echo"]
+    assert summary["plugins"] == ["echo"]  # a JSON list, not the ListConfig's str()
 
 
 def test_external_plugin_through_hfx_apply(fake_dist: Callable[..., None]) -> None:
