@@ -9,6 +9,8 @@ pitfall).
 
 from __future__ import annotations
 
+import contextlib
+
 from pathlib import Path
 from typing import Any, Literal
 
@@ -31,7 +33,7 @@ from transformers.models.auto.modeling_auto import (
 )
 
 from hfx.errors import HfxError, did_you_mean
-from hfx.models.zoo import resolve_model
+from hfx.models.zoo import _quiet_transformers, resolve_model
 
 __all__ = ["TASKS", "Family", "load_config", "load_model", "model_family", "resolve_task"]
 
@@ -145,10 +147,14 @@ def load_model(
         kwargs["num_labels"] = num_labels
     if Path(path).is_dir() and any(Path(path).glob("*.safetensors")):
         kwargs.setdefault("use_safetensors", True)  # never unpickle a .bin when safetensors are there
+    # A bare backbone loaded from a task checkpoint leaves the head's weights unused by design: transformers'
+    # multi-line load report about them is noise there (and would break one-line error output).
+    quiet = _quiet_transformers() if task == "base" else contextlib.nullcontext()
     try:
-        model = _AUTO_CLASSES[task].from_pretrained(
-            path, dtype=dtype, trust_remote_code=trust_remote_code, **kwargs
-        )
+        with quiet:
+            model = _AUTO_CLASSES[task].from_pretrained(
+                path, dtype=dtype, trust_remote_code=trust_remote_code, **kwargs
+            )
         tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
     except (OSError, ValueError) as err:
         raise HfxError(f"cannot load model '{name_or_path}' for task '{task}': {_one_line(err)}") from None
