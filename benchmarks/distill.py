@@ -1,0 +1,198 @@
+"""Distillation targets (issue 5), measured side by side in one run.
+
+    python benchmarks/distill.py          # writes benchmarks/results/distill.{json,md}
+
+Targets: the half-depth student keeps >= 97% of the teacher's held-out score, runs >= 1.6x faster, and
+beats the same student trained without the teacher. Sections (each result is written as soon as it exists):
+
+- ``encoder``: ``hfx run plugin=distill`` (minilm, 6 layers -> 3, embedding MSE on pydoc sentences, teacher
+  cached), which also trains the SimCSE no-teacher baseline; score = Spearman of pairwise cosine
+  similarities with the teacher on 300 held-out sentences, plus sentiment-probe accuracy. Reference, same
+  student init, same sentences, steps, batch, learning rate and warm-up: sentence-transformers' own
+  layer-reduction distillation (``SentenceTransformerTrainer`` + ``MSELoss``), scored the same way.
+- ``decoder``: ``hfx run plugin=distill preset=decoder`` (smollm2-135m, 30 layers -> 15, forward KL at T=1
+  on pydoc text) with the hard-label baseline; score = held-out perplexity, kept = teacher ppl / student ppl.
+- ``loss``: hfx's KD loss against trl's ``generalized_jsd_loss`` on (4, 128, 49152) logits (smollm2's
+  vocabulary), forward + backward, alternated, median time.
+
+Speeds are forward passes of teacher and student timed in turn in one process (fastest of the repeats).
+The CPU is shared with other jobs: absolute times are noisy, ratios measured side by side are what count.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import tempfile
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import torch
+
+RESULTS = Path(__file__).parent / "results"
+os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")
+
+
+def _hfx_run(args: list[str], out: Path) -> dict[str, Any]:
+    from hfx.runner.run import run
+
+    started = time.perf_counter()
+    res = run([*args, f"output_dir={out}"])
+    rows = json.loads((res.run_dir / "comparison.json").read_text())
+    return {"command": "hfx run " + " ".join(args), "seconds": round(time.perf_counter() - started, 1),
+            "rows": rows, "summary_train": res.summary["train"]}
+
+
+def _st_reference(steps: int, batch: int, lr: float, warmup: int, eval_sentences: int, work: Path) -> dict[str, Any]:
+    """sentence-transformers' layer-reduction distillation of the same student on the same sentences."""
+    import datasets
+    from sentence_transformers import SentenceTransformer, SentenceTransformerTrainer, SentenceTransformerTrainingArguments
+    from sentence_transformers.sentence_transformer.losses import MSELoss
+
+    from hfx.data.bundled import load_bundled
+    from hfx.data.text import pydoc_sentences
+    from hfx.models.loading import load_model
+    from hfx.models.zoo import resolve_model
+    from hfx_plugins.distill.metrics import pairwise_spearman, probe_accuracy
+    from hfx_plugins.distill.recipe import _copy_sentence_transformers_files
+    from hfx_plugins.distill.student import make_student
+
+    teacher_dir = resolve_model("minilm")
+    teacher_st = SentenceTransformer(teacher_dir, device="cpu")
+    hf_teacher, tok = load_model("minilm", "base")
+    student_dir = work / "st_student"
+    make_student(hf_teacher).save_pretrained(student_dir)
+    tok.save_pretrained(student_dir)
+    _copy_sentence_transformers_files(Path(teacher_dir), student_dir)
+    student = SentenceTransformer(str(student_dir), device="cpu")
+    sentences = pydoc_sentences()
+    train, held_out = sentences[:-eval_sentences], sentences[-eval_sentences:]
+    labels = teacher_st.encode(train, batch_size=64, convert_to_numpy=True)
+    ds = datasets.Dataset.from_dict({"sentence": train, "label": labels.tolist()})
+    args = SentenceTransformerTrainingArguments(
+        output_dir=str(work / "st_out"), max_steps=steps, per_device_train_batch_size=batch, learning_rate=lr,
+        warmup_steps=warmup, report_to=[], save_strategy="no", use_cpu=True, seed=0, logging_steps=50,
+        disable_tqdm=True)
+    started = time.perf_counter()
+    SentenceTransformerTrainer(model=student, args=args, train_dataset=ds, loss=MSELoss(student)).train()
+    train_s = time.perf_counter() - started
+    probe = load_bundled("sentiment")
+
+    def enc(model: Any, texts: list[str]) -> torch.Tensor:
+        return model.encode(list(texts), batch_size=64, convert_to_tensor=True).cpu()
+
+    acc = probe_accuracy(enc(student, probe["train"]["text"]), probe["train"]["label"],
+                         enc(student, probe["test"]["text"]), probe["test"]["label"])
+    return {"library": "sentence-transformers", "train_seconds": round(train_s, 1),
+            "spearman vs teacher": pairwise_spearman(enc(student, held_out), enc(teacher_st, held_out)),
+            "sentiment accuracy": acc}
+
+
+def _loss_bench(repeats: int) -> dict[str, Any]:
+    from trl.experimental.gkd import GKDTrainer
+
+    from hfx_plugins.distill.loss import kd_loss
+
+    g = torch.Generator().manual_seed(0)
+    s = torch.randn(4, 128, 49152, generator=g)
+    t = torch.randn(4, 128, 49152, generator=g)
+    labels = torch.randint(0, 49152, (4, 128), generator=g)
+    labels[:, :16] = -100
+    mask = labels != -100
+    cases = {
+        ("forward_kl", "hfx"): lambda x: kd_loss(x, t, mask, "forward_kl", temperature=1.0),
+        ("forward_kl", "trl"): lambda x: GKDTrainer.generalized_jsd_loss(x, t, labels=labels, beta=0.0, temperature=1.0),
+        ("jsd", "hfx"): lambda x: kd_loss(x, t, mask, "jsd", beta=0.5, temperature=1.0),
+        ("jsd", "trl"): lambda x: GKDTrainer.generalized_jsd_loss(x, t, labels=labels, beta=0.5, temperature=1.0),
+    }
+    times: dict[tuple[str, str], list[float]] = {k: [] for k in cases}
+    values: dict[tuple[str, str], float] = {}
+    for _ in range(repeats):
+        for key, f in cases.items():
+            x = s.clone().requires_grad_(True)
+            start = time.perf_counter()
+            loss = f(x)
+            loss.backward()
+            times[key].append(time.perf_counter() - start)
+            values[key] = loss.item()
+    out = {}
+    for div in ("forward_kl", "jsd"):
+        h, r = statistics.median(times[(div, "hfx")]), statistics.median(times[(div, "trl")])
+        out[div] = {"hfx_s": round(h, 3), "trl_s": round(r, 3), "trl_over_hfx": round(r / h, 2),
+                    "abs_diff": abs(values[(div, "hfx")] - values[(div, "trl")])}
+    return out
+
+
+def _targets(rows: list[dict[str, Any]], score: str) -> dict[str, Any]:
+    teacher, student, base = rows[0], rows[1], rows[2]
+    kept = student[score] / teacher[score] if score != "perplexity" else teacher[score] / student[score]
+    better = student[score] > base[score] if score != "perplexity" else student[score] < base[score]
+    return {"kept": round(kept, 4), "kept_ok": kept >= 0.97, "speedup": round(student["speed-up"], 3),
+            "speedup_ok": student["speed-up"] >= 1.6, "beats_no_teacher": bool(better)}
+
+
+def _write(results: dict[str, Any]) -> None:
+    RESULTS.mkdir(exist_ok=True)
+    (RESULTS / "distill.json").write_text(json.dumps(results, indent=2) + "\n")
+    lines = ["# Distillation benchmark (issue 5)", "", f"Command: `{results['command']}`  ", f"Date: {results['date']}, "
+             f"{results['machine']}; the CPU was shared with other jobs: ratios measured side by side count, absolute "
+             "times are noisy.", ""]
+    for name in ("encoder", "decoder"):
+        sec = results.get(name)
+        if not sec:
+            continue
+        lines += [f"## {name}: `{sec['command']}` ({sec['seconds']} s)", ""]
+        keys = list(sec["rows"][0])
+        lines += ["| " + " | ".join(keys) + " |", "|" + "---|" * len(keys)]
+        for r in sec["rows"]:
+            lines.append("| " + " | ".join(f"{v:.4g}" if isinstance(v, float) else str(v) for v in r.values()) + " |")
+        lines += ["", f"Targets: `{json.dumps(sec['targets'])}`", ""]
+        if "reference" in sec:
+            lines += [f"Reference (same student init/sentences/steps): `{json.dumps(sec['reference'])}`", ""]
+    if "loss" in results:
+        lines += ["## KD loss vs trl generalized_jsd_loss, (4, 128, 49152) fwd+bwd, median", "",
+                  f"`{json.dumps(results['loss'])}`", ""]
+    (RESULTS / "distill.md").write_text("\n".join(lines))
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--encoder-steps", type=int, default=300)
+    p.add_argument("--decoder-steps", type=int, default=30)
+    p.add_argument("--decoder-eval", type=int, default=32, help="held-out pydoc texts for the perplexity")
+    p.add_argument("--skip", nargs="*", default=[], choices=["encoder", "reference", "decoder", "loss"])
+    a = p.parse_args()
+    import sys
+
+    results: dict[str, Any] = {"command": "python benchmarks/distill.py " + " ".join(sys.argv[1:]),
+                               "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                               "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, torch {torch.__version__}"}
+    with tempfile.TemporaryDirectory() as tmp:
+        work = Path(tmp)
+        if "loss" not in a.skip:
+            results["loss"] = _loss_bench(5)
+            _write(results)
+        if "encoder" not in a.skip:
+            sec = _hfx_run(["plugin=distill", f"train.max_steps={a.encoder_steps}", "distill.speed_repeats=3"], work / "runs")
+            sec["targets"] = _targets(sec["rows"], "spearman vs teacher")
+            results["encoder"] = sec
+            _write(results)
+            if "reference" not in a.skip:
+                sec["reference"] = _st_reference(a.encoder_steps, 32, 1e-4, 20, 300, work)
+                _write(results)
+        if "decoder" not in a.skip:
+            sec = _hfx_run(["plugin=distill", "preset=decoder", f"train.max_steps={a.decoder_steps}",
+                            f"data.max_eval_samples={a.decoder_eval}", "distill.speed_repeats=2"], work / "runs")
+            sec["targets"] = _targets(sec["rows"], "perplexity")
+            results["decoder"] = sec
+            _write(results)
+    print(json.dumps({k: v.get("targets", v) if isinstance(v, dict) else v for k, v in results.items()}, indent=2))
+
+
+if __name__ == "__main__":
+    main()
