@@ -111,6 +111,7 @@ def layer_speed(rounds: int = 15) -> list[dict[str, float | str]]:
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--windows", type=int, default=12, help="512-token windows of pydoc_data.topics")
     parser.add_argument("--child", nargs=2)
     args = parser.parse_args()
     if args.child:
@@ -126,7 +127,8 @@ def main() -> None:
     from hfx.models.zoo import resolve_model
 
     started = time.time()
-    result: dict = {"command": "python benchmarks/quant_vs_bnb.py" + (" --quick" if args.quick else ""),
+    result: dict = {"command": "python benchmarks/quant_vs_bnb.py" + (" --quick" if args.quick else "")
+                    + (f" --windows {args.windows}" if args.windows != 12 else ""),
                     "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs shared with other "
                                f"developers (load average {os.getloadavg()[0]:.1f} at start)",
                     "torch": torch.__version__, "bitsandbytes": __import__("bitsandbytes").__version__}
@@ -145,12 +147,12 @@ def main() -> None:
     print_table("layer speed (median ms per call)", result["layer_speed"])
     _write(result, started)
 
-    windows_n = 2 if args.quick else 12
+    windows_n = 2 if args.quick else args.windows
     _, tok = load_model("smollm2-135m", "causal-lm")
     windows = pydoc_token_windows(tok, 512, windows_n)
     result["windows"] = windows_n
     cfg = QuantConfig(table=["8:0", "4:128", "3:64", "2:32"])
-    rows, _ = ppl_rows(fresh, windows, cfg)
+    rows, _ = ppl_rows(fresh, windows, cfg, reference_kinds=("int8", "nf4"))  # fp4: see the error and embedding tables
     result["perplexity"] = rows
     print_table(f"smollm2-135m, {windows_n} x 512 tokens of pydoc_data.topics", rows)
     by = {(r["method"], r["groups"].split(" ")[0]): r for r in rows}

@@ -39,7 +39,9 @@ class QuantConfig:
     reference_rows: bool = True
     """Recipe: add bitsandbytes int8, nf4 and fp4 rows measured the same way on the same layers."""
     eval_windows: int = 12
-    """Recipe: perplexity windows of 512 tokens of pydoc_data.topics (GUIDE's bnb figures use 12)."""
+    """Recipe: perplexity windows of pydoc_data.topics tokens (GUIDE's bitsandbytes figures use 12 of 512)."""
+    eval_window: int = 512
+    """Recipe: tokens per perplexity window (at most the model's maximum positions)."""
     embedding_model: str = "minilm"
     """Recipe: encoder whose sentence embeddings are compared with fp32 (600 pydoc sentences); "" = skip."""
     formats: bool = True
@@ -64,5 +66,7 @@ class QuantConfig:
             b, _, g = str(row).partition(":")
             if not (b.isdigit() and int(b) in SUPPORTED_BITS and g.lstrip("-").isdigit() and int(g) >= -1):
                 raise HfxError(f"quant.table entry {row!r} is not bits:group_size with bits in 8/4/3/2, e.g. 4:128")
+        if self.eval_window < 2:
+            raise HfxError(f"quant.eval_window must be at least 2 tokens, got {self.eval_window}")
         if self.eval_windows < 1:
             raise HfxError(f"quant.eval_windows must be at least 1, got {self.eval_windows}")

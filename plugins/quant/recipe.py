@@ -1,6 +1,6 @@
 """``hfx run plugin=quant``: what quantization costs, measured, beside bitsandbytes on the same layers and text.
 
-1. ``evaluate`` (before): fp32 perplexity on ``quant.eval_windows`` windows of 512 tokens of
+1. ``evaluate`` (before): fp32 perplexity on ``quant.eval_windows`` windows of ``quant.eval_window`` tokens of
    ``pydoc_data.topics`` (a decoder); an encoder gets only the embedding table.
 2. ``train`` (nothing is trained): the float-format table with the error of casting this model's linear
    weights; one row per ``quant.table`` entry and per bitsandbytes layout with bits per parameter counting
@@ -43,7 +43,7 @@ class QuantRecipe(Recipe):
         self.family = model_family(load_config(resolve_model(ctx.run.model)))
         self.task = "causal-lm" if self.family == "decoder" else "base"
         self.model, self.tokenizer = ctx.load_model(self.task)
-        self.windows = pydoc_token_windows(self.tokenizer, 512, self.cfg.eval_windows) if self.task == "causal-lm" else None
+        self.windows = pydoc_token_windows(self.tokenizer, self.cfg.eval_window, self.cfg.eval_windows) if self.task == "causal-lm" else None
         self.tables: dict[str, list[dict[str, Any]]] = {}
         self.after: dict[str, float] | None = None
         self.fp32_ppl: float | None = None
@@ -72,7 +72,7 @@ class QuantRecipe(Recipe):
         if self.windows is not None:
             fresh = lambda: ctx.load_model(self.task)[0].eval()  # noqa: E731
             self.tables["perplexity"], by_entry = ppl_rows(fresh, self.windows, cfg, self.fp32_ppl, ctx.print)
-            show(f"{ctx.run.model}: perplexity on {cfg.eval_windows} x 512 tokens of pydoc_data.topics",
+            show(f"{ctx.run.model}: perplexity on {cfg.eval_windows} x {cfg.eval_window} tokens of pydoc_data.topics",
                  self.tables["perplexity"])
             if ctx.run.model == "smollm2-135m":
                 ctx.print("caveat: " + CAVEAT)

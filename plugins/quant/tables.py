@@ -75,7 +75,8 @@ def _entries(cfg: QuantConfig) -> list[tuple[str, int, int]]:
 
 
 def ppl_rows(fresh: Callable[[], nn.Module], windows: torch.Tensor, cfg: QuantConfig, fp32_ppl: float | None = None,
-             log: Callable[[str], None] = print) -> tuple[list[Row], dict[str, float]]:
+             log: Callable[[str], None] = print, reference_kinds: tuple[str, ...] = ("int8", "nf4", "fp4"),
+             ) -> tuple[list[Row], dict[str, float]]:
     """Rows for fp32, every ``cfg.table`` entry and (``cfg.reference_rows``) bitsandbytes; ``fresh()`` loads fp32."""
     base = fresh()
     names = select_linear(base, cfg.target_modules, cfg.exclude_modules)
@@ -96,7 +97,7 @@ def ppl_rows(fresh: Callable[[], nn.Module], windows: torch.Tensor, cfg: QuantCo
                      "perplexity": ppl, "change %": 100 * (ppl / fp32 - 1)})
         log(f"  hfx int{bits} {groups_note(group, ins)}: perplexity {ppl:.3f}")
     if cfg.reference_rows:
-        for kind in ("int8", "nf4", "fp4"):
+        for kind in reference_kinds:
             model = bnb_quantize(fresh(), kind, names)
             ppl = perplexity(model, windows)
             mem = sum(t.numel() * t.element_size() for t in {id(t): t for t in [*model.parameters(), *model.buffers()]}.values())
