@@ -74,6 +74,19 @@ def _entries(cfg: QuantConfig) -> list[tuple[str, int, int]]:
     return [(e, *(int(x) for x in e.split(":"))) for e in cfg.table]  # type: ignore[misc]
 
 
+def _bnb_model_bytes(model: nn.Module) -> int:
+    """Bytes of every tensor, plus the scales bitsandbytes keeps beside its weights (SCB, quant_state.absmax)."""
+    total = sum(t.numel() * t.element_size() for t in {id(t): t for t in [*model.parameters(), *model.buffers()]}.values())
+    for m in model.modules():
+        w = getattr(m, "weight", None)
+        extra = getattr(w, "SCB", None) if w is not None else None
+        state = getattr(w, "quant_state", None) if w is not None else None
+        for t in (extra, getattr(state, "absmax", None)):
+            if isinstance(t, torch.Tensor):
+                total += t.numel() * t.element_size()
+    return total
+
+
 def ppl_rows(fresh: Callable[[], nn.Module], windows: torch.Tensor, cfg: QuantConfig, fp32_ppl: float | None = None,
              log: Callable[[str], None] = print, reference_kinds: tuple[str, ...] = ("int8", "nf4", "fp4"),
              ) -> tuple[list[Row], dict[str, float]]:
@@ -100,7 +113,7 @@ def ppl_rows(fresh: Callable[[], nn.Module], windows: torch.Tensor, cfg: QuantCo
         for kind in reference_kinds:
             model = bnb_quantize(fresh(), kind, names)
             ppl = perplexity(model, windows)
-            mem = sum(t.numel() * t.element_size() for t in {id(t): t for t in [*model.parameters(), *model.buffers()]}.values())
+            mem = _bnb_model_bytes(model)
             rows.append({"method": f"bnb {kind}", "groups": "per channel" if kind == "int8" else "bs64",
                          "bits/param": bnb_bits_per_param(kind), "MB (memory)": mem / 1e6, "MB (disk)": "-",
                          "perplexity": ppl, "change %": 100 * (ppl / fp32 - 1)})
