@@ -27,9 +27,10 @@ _TEXTS = ["the function returns a new list of values", "a class may define its o
 
 
 def _pair(family: str, **fields: Any) -> tuple[nn.Module, nn.Module, Any]:
+    from peft import LoraConfig, get_peft_model
+
     import hfx
     from hfx.testing import tiny_model
-    from peft import LoraConfig, get_peft_model
 
     base, tok = tiny_model(family)
     twin = copy.deepcopy(base)
@@ -93,9 +94,10 @@ def _counts(family: str) -> float:
 
 
 def _hfx_to_peft(family: str) -> float:
+    from peft import PeftModel
+
     import hfx
     from hfx.testing import tiny_model
-    from peft import PeftModel
 
     ours, _, tok = _pair(family, r=4, use_dora=True)
     _randomize(ours)

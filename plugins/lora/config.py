@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from typing import Any, Optional
+from typing import Any
 
 from hfx.errors import HfxError
 
@@ -56,7 +56,7 @@ class LoraConfig:
     """rsLoRA: scale by lora_alpha / sqrt(r) instead of lora_alpha / r (stable at high ranks). https://arxiv.org/abs/2312.03732"""
     use_dora: bool = False
     """DoRA: learn a magnitude per output row on top of the LoRA direction (Linear and Conv1D layers). https://arxiv.org/abs/2402.09353"""
-    modules_to_save: Optional[list[str]] = None
+    modules_to_save: list[str] | None = None
     """Modules trained in full and saved with the adapter (e.g. [classifier] for a new head); a sequence-classification model's head is added automatically."""
     layers_to_transform: Any = None
     """Only adapt these layer indices (an int or a list of ints); the index is the number after layers_pattern."""

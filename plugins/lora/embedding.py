@@ -18,9 +18,8 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-from torch import nn
-
 from hfx_plugins.lora.layer import DoraMagnitude, LoraLayer
+from torch import nn
 
 __all__ = ["LoraEmbedding"]
 

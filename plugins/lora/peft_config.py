@@ -14,10 +14,10 @@ import dataclasses
 from pathlib import Path
 from typing import Any
 
+from hfx_plugins.lora.config import LoraConfig
 from torch import nn
 
 from hfx.errors import HfxError
-from hfx_plugins.lora.config import LoraConfig
 
 __all__ = ["OLD_PEFT_KEYS", "config_from_peft", "task_type_of", "to_peft_config"]
 

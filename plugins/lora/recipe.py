@@ -18,6 +18,11 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from hfx_plugins.lora.io import save as save_adapters
+from hfx_plugins.lora.model import merge_and_unload
+from hfx_plugins.lora.optim import loraplus_param_groups
+from hfx_plugins.lora.sft import answer, completion_loss, exact_match, tokenize_instructions
+from hfx_plugins.lora.trainable import parameter_counts
 from torch.utils.data import DataLoader
 
 from hfx.data.collate import collator_for_task, tokenize_for_task
@@ -27,11 +32,6 @@ from hfx.models.loading import load_config, model_family, resolve_task
 from hfx.models.zoo import resolve_model
 from hfx.registry import Recipe
 from hfx.runner.loop import TrainLoop
-from hfx_plugins.lora.io import save as save_adapters
-from hfx_plugins.lora.model import merge_and_unload
-from hfx_plugins.lora.optim import loraplus_param_groups
-from hfx_plugins.lora.sft import answer, exact_match, tokenize_instructions
-from hfx_plugins.lora.trainable import parameter_counts
 
 __all__ = ["LoraRecipe"]
 
@@ -72,8 +72,9 @@ class LoraRecipe(Recipe):
                                            loraplus_lr_ratio=self.cfg.loraplus_lr_ratio,
                                            loraplus_lr_embedding=self.cfg.loraplus_lr_embedding,
                                            weight_decay=run.train.weight_decay)
-        self.loop = TrainLoop(ctx, self.model, self.train_set, self.collate, evaluate=self.evaluate,
-                              param_groups=groups)
+        self.loss = completion_loss if self.task == "causal-lm" else (lambda m, b: m(**b).loss)
+        self.loop = TrainLoop(ctx, self.model, self.train_set, self.collate, loss_fn=self.loss,
+                              evaluate=self.evaluate, param_groups=groups)
         trainable, total = parameter_counts(self.model)
         what = "instruction tuning" if self.instructions else self.task
         ctx.print(f"lora: {what} on {run.model} ({family}); trainable parameters {trainable:,} of {total:,} "
@@ -95,11 +96,14 @@ class LoraRecipe(Recipe):
         total, n, correct, seen = 0.0, 0, 0, 0
         for batch in loader:
             batch = {k: v.to(self.ctx.accelerator.device) for k, v in batch.items()}
-            out = model(**batch)
-            total, n = total + out.loss.item(), n + 1
             if self.task == "sequence-classification":
+                out = model(**batch)
+                loss = out.loss
                 correct += (out.logits.argmax(-1) == batch["labels"]).sum().item()  # logits (B, num_labels)
                 seen += batch["labels"].numel()
+            else:
+                loss = self.loss(model, batch)
+            total, n = total + loss.item(), n + 1
         metrics = {"loss": total / max(n, 1)}
         if seen:
             metrics["accuracy"] = correct / seen

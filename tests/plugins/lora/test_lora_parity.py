@@ -6,9 +6,8 @@ from __future__ import annotations
 
 import pytest
 import torch
-from lora_helpers import batch, logits, lora_tensors, pair, randomize
-
 from hfx_plugins.lora import parameter_counts
+from lora_helpers import batch, logits, lora_tensors, pair, randomize
 
 
 @pytest.mark.parametrize("family", ["llama", "gpt2", "bert", "t5"])
