@@ -40,9 +40,10 @@ def test_causal_lm_trains_the_student_and_leaves_the_teacher_alone(tmp_path) -> 
     before_t, before_s = _snapshot(teacher), _snapshot(student)
     ds, collate = _causal(tok)
     trainer = DistillationTrainer(model=student, teacher_model=teacher, args=_args(tmp_path), train_dataset=ds,
-                                  data_collator=collate, processing_class=tok, alpha=0.5, temperature=2.0,
-                                  hidden_weight=0.1)
+                                  eval_dataset=ds, data_collator=collate, processing_class=tok, alpha=0.5,
+                                  temperature=2.0, hidden_weight=0.1)
     trainer.train()
+    assert torch.isfinite(torch.tensor(trainer.evaluate()["eval_loss"]))  # Trainer.evaluate uses the same loss
     assert not teacher.training and not any(p.requires_grad for p in teacher.parameters())
     assert all(torch.equal(v, teacher.state_dict()[k]) for k, v in before_t.items())
     assert any(not torch.equal(v, student.state_dict()[k]) for k, v in before_s.items())
