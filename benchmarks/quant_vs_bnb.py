@@ -8,7 +8,7 @@ Writes ``benchmarks/results/quant_vs_bnb.json`` and ``.md``. Targets (issue 4):
 - int8 per channel: perplexity within 1% of fp32;
 - int4 group 128: perplexity increase no larger than bitsandbytes nf4's on the same text;
 - int4 group 128: at most 4.5 bits per parameter counting scales and zero points;
-- peak process memory loading the int4 model vs the fp32 one (fresh subprocesses; no target);
+- peak process memory loading the int4 model vs the fp32 one and running one forward (fresh subprocesses);
 - quantized linear layer speed vs fp32 and vs bitsandbytes (no target: memory is the win on this CPU).
 """
 
@@ -18,7 +18,6 @@ import argparse
 import json
 import os
 import platform
-import resource
 import statistics
 import subprocess
 import sys
@@ -32,19 +31,25 @@ HERE = Path(__file__).parent
 OUT = HERE / "results"
 
 
-def _rss_mb() -> float:
+def _status_mb(field: str) -> float:
+    """A memory field of /proc/self/status in MB: VmRSS (now) or VmHWM (peak since exec).
+
+    VmHWM rather than getrusage's ru_maxrss: ru_maxrss survives fork + exec, so a child started from this
+    (large) process would report the parent's peak.
+    """
     for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
+        if line.startswith(field + ":"):
             return int(line.split()[1]) / 1024
     return float("nan")
 
 
 def child_load(kind: str, path: str) -> None:
-    """Run in a fresh process: load one model, print its RSS before and the peak RSS after (MB)."""
+    """Run in a fresh process: load one model and run one forward pass (so every weight is really read:
+    safetensors are memory-mapped and untouched pages cost nothing); print RSS before, peak and after (MB)."""
     import hfx_plugins.quant  # noqa: F401
     import transformers  # noqa: F401  (the same imports for both kinds, before the baseline)
 
-    base = _rss_mb()
+    base = _status_mb("VmRSS")
     t = time.perf_counter()
     if kind == "fp32":
         from transformers import AutoModelForCausalLM
@@ -54,10 +59,11 @@ def child_load(kind: str, path: str) -> None:
         from hfx_plugins.quant import load_quantized
 
         model = load_quantized(path)
+    with torch.no_grad():
+        model(input_ids=torch.arange(8).view(1, 8))
     secs = time.perf_counter() - t
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KB on Linux
-    print(json.dumps({"baseline_mb": base, "peak_mb": peak, "after_mb": _rss_mb(), "load_s": secs,
-                      "params": sum(p.numel() for p in model.parameters())}))
+    print(json.dumps({"baseline_mb": base, "peak_mb": _status_mb("VmHWM"), "after_mb": _status_mb("VmRSS"),
+                      "load_and_forward_s": secs, "stored_tensors": sum(t.numel() for t in model.state_dict().values())}))
 
 
 def load_memory(fp32_path: Path, q_path: Path) -> dict[str, dict[str, float]]:
@@ -112,6 +118,7 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--windows", type=int, default=12, help="512-token windows of pydoc_data.topics")
+    parser.add_argument("--resume", action="store_true", help="keep the sections already in the results file")
     parser.add_argument("--child", nargs=2)
     args = parser.parse_args()
     if args.child:
@@ -132,20 +139,29 @@ def main() -> None:
                     "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs shared with other "
                                f"developers (load average {os.getloadavg()[0]:.1f} at start)",
                     "torch": torch.__version__, "bitsandbytes": __import__("bitsandbytes").__version__}
-    result["error_randn_1024"] = error_table(torch.randn(1024, 1024, generator=torch.Generator().manual_seed(0)))
-    print_table("randn(1024, 1024): int4 g64 vs bnb 4-bit bs64", result["error_randn_1024"])
+    if args.resume and (OUT / "quant_vs_bnb.json").is_file():
+        done = json.loads((OUT / "quant_vs_bnb.json").read_text())
+        done["command"] = done["command"] + " ; then " + result["command"] + " --resume"
+        done["seconds_before_resume"] = done.get("seconds", 0)
+        done["machine"] = done["machine"] + f"; resumed at load average {os.getloadavg()[0]:.1f}"
+        result = done
+    if "error_randn_1024" not in result:
+        result["error_randn_1024"] = error_table(torch.randn(1024, 1024, generator=torch.Generator().manual_seed(0)))
+        print_table("randn(1024, 1024): int4 g64 vs bnb 4-bit bs64", result["error_randn_1024"])
 
     path = resolve_model("smollm2-135m")
     fresh = lambda: load_model("smollm2-135m", "causal-lm")[0].eval()  # noqa: E731
-    with tempfile.TemporaryDirectory() as tmp:  # cheap sections first, results written after each
-        q = apply(fresh(), QuantConfig(bits=4, group_size=128))
-        save(q, Path(tmp) / "int4")
-        del q
-        result["load_memory_mb"] = load_memory(Path(path), Path(tmp) / "int4")
-    _write(result, started)
-    result["layer_speed"] = layer_speed()
-    print_table("layer speed (median ms per call)", result["layer_speed"])
-    _write(result, started)
+    if "load_memory_mb" not in result:
+        with tempfile.TemporaryDirectory() as tmp:  # cheap sections first, results written after each
+            q = apply(fresh(), QuantConfig(bits=4, group_size=128))
+            save(q, Path(tmp) / "int4")
+            del q
+            result["load_memory_mb"] = load_memory(Path(path), Path(tmp) / "int4")
+        _write(result, started)
+    if "layer_speed" not in result:
+        result["layer_speed"] = layer_speed()
+        print_table("layer speed (median ms per call)", result["layer_speed"])
+        _write(result, started)
 
     windows_n = 2 if args.quick else args.windows
     _, tok = load_model("smollm2-135m", "causal-lm")
@@ -180,7 +196,7 @@ def _write(result: dict, started: float) -> None:
     """Write the JSON and Markdown results with whatever sections are done (a long run is never lost)."""
     from hfx_plugins.quant.tables import CAVEAT, markdown_table
 
-    result["seconds"] = round(time.time() - started)
+    result["seconds"] = result.get("seconds_before_resume", 0) + round(time.time() - started)
     OUT.mkdir(exist_ok=True)
     (OUT / "quant_vs_bnb.json").write_text(json.dumps(result, indent=2) + "\n")
     md = [f"# quant vs bitsandbytes\n\nCommand: `{result['command']}` ({result['seconds']} s). Machine: {result['machine']}; "
@@ -195,7 +211,7 @@ def _write(result: dict, started: float) -> None:
     if "embeddings_minilm" in result:
         md.append("## minilm embeddings vs fp32 (600 pydoc sentences)\n\n" + markdown_table(result["embeddings_minilm"]))
     if "load_memory_mb" in result:
-        md.append("## Peak memory loading (fresh subprocesses, MB)\n\n" + markdown_table(
+        md.append("## Peak memory loading + one forward (fresh subprocesses, MB)\n\n" + markdown_table(
             [{"model": k, **{kk: round(vv, 2) for kk, vv in v.items()}} for k, v in result["load_memory_mb"].items()]))
     if "layer_speed" in result:
         md.append("## Layer speed (median ms per call)\n\n" + markdown_table(result["layer_speed"]))

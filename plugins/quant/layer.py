@@ -146,8 +146,16 @@ class QuantLinear(nn.Linear):
 
     def dequantize(self) -> torch.Tensor:
         """The weight the layer computes with, W = (q - Z) * s, (out, in) fp32."""
-        groups, _ = to_groups(self.codes().float(), self.group_size)  # (rows, G, g)
-        w = (groups - self.zero_points()[..., None]) * self.scales.float()[..., None]  # (rows, G, g)
+        codes = self.codes().float()  # (out, in)
+        if self.group_size <= 0:  # one (s, Z) per row or per tensor: broadcast directly
+            return (codes - self.zero_points()) * self.scales.float()  # (out, in) with (rows, 1)
+        g = self.group_size
+        if self.in_features % g == 0:
+            groups = codes.view(self.out_features, -1, g)  # (out, G, g)
+            w = (groups - self.zero_points()[..., None]) * self.scales.float()[..., None]
+            return w.view(self.out_features, self.in_features)
+        groups, _ = to_groups(codes, g)  # short last group: padded view, padding dropped by ungroup
+        w = (groups - self.zero_points()[..., None]) * self.scales.float()[..., None]  # (out, G, g)
         return ungroup(w, (self.out_features, self.in_features))
 
     @property

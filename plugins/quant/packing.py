@@ -56,8 +56,9 @@ def unpack(packed: torch.Tensor, bits: int, n: int) -> torch.Tensor:
     if bits == 3:
         b = packed.view(-1, 3).to(torch.int32)  # (U, 3)
         words = b[:, 0] | (b[:, 1] << 8) | (b[:, 2] << 16)  # (U,)
-    else:
-        words = packed.to(torch.int32)  # (U,)
-    shifts = torch.arange(per, dtype=torch.int32, device=packed.device) * bits  # (per,)
-    codes = (words[:, None] >> shifts) & (2**bits - 1)  # (U, per)
-    return codes.reshape(-1)[:n].to(torch.uint8)
+        shifts = torch.arange(per, dtype=torch.int32, device=packed.device) * bits  # (per,)
+        return ((words[:, None] >> shifts) & 7).reshape(-1)[:n].to(torch.uint8)
+    # 4 and 2 bits: shift the bytes themselves (uint8 ops, no widening), one column per code position
+    mask = 2**bits - 1
+    codes = torch.stack([(packed >> (i * bits)) & mask for i in range(per)], dim=-1)  # (U, per)
+    return codes.reshape(-1)[:n]
