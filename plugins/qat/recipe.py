@@ -7,7 +7,8 @@ On an encoder classifier (default: minilm on the bundled ``sentiment`` set, hfx'
    through) and with hfx's clip-range search (the strongest data-free PTQ here); then QAT from the same
    fp32 model for ``qat.qat_steps`` steps, ``convert`` to packed layers, and evaluate the packed model;
 3. control: the fp32 model trained for the same ``qat.qat_steps`` extra steps, so that QAT is not credited
-   with what more training alone gives.
+   with what more training alone gives; and that control model quantized by PTQ, the fair PTQ baseline
+   (same training budget as QAT).
 
 One table: accuracy and loss of every row, and for QAT rows the largest difference between the packed
 model's logits and the fake-quantized forward's (convert must be exact to 1e-5). ``evaluate`` (after) and
@@ -113,6 +114,9 @@ class QatRecipe(Recipe):
         control = copy.deepcopy(self.model)  # 3. the same extra steps in fp32
         self._train(control, cfg.qat_steps, cfg.qat_learning_rate)
         self._row(f"fp32 + {cfg.qat_steps} more steps (control)", 32, control, fp32)
+        for bits in cfg.compare_bits:  # PTQ of the control too: the same training budget as QAT, then quantized
+            ptq = apply_ptq(copy.deepcopy(control), dataclasses.replace(qcfg, bits=bits, clip_steps=20))
+            self._row(f"control -> PTQ int{bits} g{cfg.group_size} (clip search)", bits, ptq, fp32)
         if ctx.is_main:
             print_table(f"QAT vs PTQ on {ctx.run.model}, {ctx.run.data.path} (accuracy on {len(self.eval_set)} eval examples)",
                         self.rows)

@@ -34,6 +34,7 @@ def test_qat_recipe_table(tmp_path: Path) -> None:
                "qat.compare_bits=[2]", "qat.bits=2", "qat.group_size=16"])
     rows = json.loads((res.run_dir / "artifacts/qat_table.json").read_text())
     assert [r["method"] for r in rows] == ["fp32", "PTQ int2 g16 (min/max)", "PTQ int2 g16 (clip search)",
-                                          "QAT int2 g16 -> convert", "fp32 + 2 more steps (control)"]
+                                          "QAT int2 g16 -> convert", "fp32 + 2 more steps (control)",
+                                          "control -> PTQ int2 g16 (clip search)"]
     assert rows[3]["convert max diff"] <= 1e-5
     assert res.after["accuracy"] == rows[3]["accuracy"]
