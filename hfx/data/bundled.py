@@ -86,6 +86,16 @@ BUNDLED: dict[str, BundledDataset] = {
         columns=("text",),
         build=_build_pydoc,
     ),
+    "pydoc_pairs": BundledDataset(
+        name="pydoc_pairs",
+        description="sentence triplets for embeddings: anchor, next sentence of its paragraph (positive), a "
+        "sentence of the same topic elsewhere (related), one of another topic (negative); 635 train / 109 "
+        "test rows, test topics held out",
+        source="Python's standard library pydoc_data.topics (PSF licence, Python 3.11.7), written by "
+        "scripts/make_embed_data.py; labels come from the manual's structure, not from human ratings",
+        columns=("anchor", "positive", "related", "negative", "topic"),
+        files={"train": "pydoc_pairs/train.jsonl", "test": "pydoc_pairs/test.jsonl"},
+    ),
 }
 """Every bundled data set by name."""
 

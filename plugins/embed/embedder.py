@@ -1,0 +1,173 @@
+"""The embedder: a transformer backbone, a pooling head, and ``encode(texts) -> (N, H)`` numpy array.
+
+Why the same text gets the same vector whatever the batch (sentence-transformers issues #2312, #3197,
+#1839: "known, cannot be fixed" there). Two things change a text's vector with its batch:
+
+1. **Padding.** A padded batch runs every matmul and the attention over ``T_max`` positions instead of
+   the text's own ``T``; the masked positions add exact zeros, but the kernels block the sums
+   differently, so the rounding differs (measured on minilm: up to 1.7e-6 on unnormalised CLS/max
+   vectors). Here every forward pass holds texts of *one* token length only (texts are bucketed by
+   exact length), so there is no padding at all and each text is computed at its own length.
+2. **The number of rows of a matmul.** Measured on this machine's fp32 GEMM (oneDNN/MKL, 1 or 2
+   threads): a linear layer computes a row the same way for any row count of 12 or more, but takes
+   other kernels for fewer than 4 rows and for small thread tails (5-11 rows), which round differently
+   (up to 3e-6 on minilm's hidden states). A bucket chunk with fewer than ``MIN_TOKEN_ROWS`` token rows
+   (batch x length) is therefore topped up with copies of its first text, whose outputs are dropped.
+
+With both, a text's arithmetic no longer depends on which texts, or how many, share its batch: the
+tests and ``benchmarks/embed_vs_st.py`` measure 0.0 difference across batch sizes on minilm. Texts are
+processed longest bucket first (length-sorted batching, as sentence-transformers does); results come
+back in input order.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from hfx.errors import HfxError
+from hfx_plugins.embed.pooling import Pooling
+
+__all__ = ["MIN_TOKEN_ROWS", "PROGRESS_FROM", "Embedder", "backbone_of"]
+
+MIN_TOKEN_ROWS = 16
+"""Smallest batch x length of a forward pass in ``encode`` (see the module docstring, point 2)."""
+PROGRESS_FROM = 512
+"""``encode`` shows a progress bar from this many texts on (unless told otherwise)."""
+
+
+def backbone_of(model: nn.Module) -> nn.Module:
+    """The part of ``model`` whose ``last_hidden_state`` is pooled: the bare transformer, or T5's encoder."""
+    if hasattr(model, "get_base_model"):  # a peft model: the adapted transformers model inside
+        model = model.get_base_model()
+    config = getattr(model, "config", None)
+    if config is None:
+        raise HfxError(f"{type(model).__name__} is not a transformers model; give hfx.embed a model name, a folder or a PreTrainedModel")
+    if getattr(config, "is_encoder_decoder", False):
+        return model.get_encoder()  # sentence-T5 pools the encoder's outputs
+    return getattr(model, "base_model", model)  # BertForX.bert, LlamaForCausalLM.model, or the model itself
+
+
+class Embedder(nn.Module):
+    """A transformer + pooling head producing one vector per text.
+
+    Args:
+        model: A transformers model (bare, with a task head, or wrapped by peft); its backbone is pooled.
+        tokenizer: The model's tokenizer (needed by :meth:`encode` and :meth:`tokenize`).
+        pooling: Pooling mode, see :mod:`hfx_plugins.embed.pooling`.
+        normalize: L2-normalise the embeddings.
+        max_length: Longest input in tokens; 0 = the tokenizer's limit (at most the model's positions).
+    """
+
+    def __init__(
+        self, model: nn.Module, tokenizer: Any = None, pooling: str = "mean", normalize: bool = False, max_length: int = 0
+    ) -> None:
+        super().__init__()
+        # The model as given is kept as a plain attribute, not a submodule: its weights are the backbone's
+        # (plus a head that pooling never reads), and registering both would list every weight twice in
+        # state_dict and checkpoints.
+        object.__setattr__(self, "model", model)
+        self.backbone = backbone_of(model)
+        self.pooling = Pooling(pooling, normalize)
+        self.tokenizer = tokenizer
+        self.max_length = max_length
+
+    @property
+    def dim(self) -> int:
+        """Size of one embedding."""
+        return int(self.backbone.get_input_embeddings().embedding_dim)
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.parameters()).device
+
+    def limit(self) -> int:
+        """Token limit applied to each text: ``max_length``, else the tokenizer's, capped by the model's positions."""
+        positions = getattr(self.backbone.config, "max_position_embeddings", None) or 10**9
+        if self.max_length:
+            return min(self.max_length, positions)
+        tok_max = getattr(self._tok(), "model_max_length", None) or 10**9
+        return int(min(tok_max, positions))
+
+    def _tok(self) -> Any:
+        if self.tokenizer is None:
+            raise HfxError("this embedder has no tokenizer; pass tokenizer=... to hfx.embed or set embedder.tokenizer")
+        return self.tokenizer
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, **extra: Any) -> torch.Tensor:
+        """Embed a tokenized batch: ids and mask (B, T) -> (B, H). Padding on either side is ignored."""
+        hidden = self.backbone(input_ids=input_ids, attention_mask=attention_mask, **extra).last_hidden_state  # (B, T, H)
+        return self.pooling(hidden, attention_mask)  # (B, H)
+
+    def tokenize(self, texts: Sequence[str]) -> dict[str, torch.Tensor]:
+        """Pad and truncate ``texts`` into a training batch: input_ids and attention_mask, (B, T)."""
+        enc = self._tok()(list(texts), padding=True, truncation=True, max_length=self.limit(), return_tensors="pt")
+        return {"input_ids": enc["input_ids"], "attention_mask": enc["attention_mask"]}
+
+    def _token_ids(self, texts: list[str]) -> list[list[int]]:
+        """Token ids of each text, truncated to :meth:`limit`; one notice for all the texts that were cut."""
+        tok, limit = self._tok(), self.limit()
+        # Tokenize with one token to spare: a text that still fills limit + 1 tokens was too long.
+        ids = tok(texts, truncation=True, max_length=limit + 1)["input_ids"]
+        long = [i for i, row in enumerate(ids) if len(row) > limit]
+        if long:
+            cut = tok([texts[i] for i in long], truncation=True, max_length=limit)["input_ids"]
+            for i, row in zip(long, cut, strict=True):
+                ids[i] = row
+            warnings.warn(
+                f"{len(long)} of {len(texts)} texts are longer than {limit} tokens and were truncated "
+                f"(the first is text {long[0]}); raise max_length if the model allows it", UserWarning, stacklevel=3,
+            )
+        return ids
+
+    def encode(
+        self, texts: str | Sequence[str], batch_size: int = 32, *, show_progress: bool | None = None
+    ) -> np.ndarray:
+        """Embed ``texts`` -> float32 array (N, H) in input order; a single string gives (H,).
+
+        ``batch_size`` bounds the texts per forward pass and does not change any vector (module docstring).
+        An empty list gives an array of shape (0, H); a text with no tokens at all (an empty string for a
+        tokenizer that adds no special tokens) gives a zero vector, as mean pooling over nothing does.
+        """
+        single = isinstance(texts, str)
+        items = [texts] if single else list(texts)
+        for i, t in enumerate(items):
+            if not isinstance(t, str):
+                raise HfxError(f"texts[{i}] is a {type(t).__name__}, not a string; encode takes a list of strings")
+        if batch_size < 1:
+            raise HfxError(f"batch_size must be at least 1, got {batch_size}")
+        out = np.zeros((len(items), self.dim), dtype=np.float32)  # (N, H)
+        if not items:
+            return out
+        ids = self._token_ids(items)
+        buckets: dict[int, list[int]] = {}
+        for i, row in enumerate(ids):
+            buckets.setdefault(len(row), []).append(i)
+        show = len(items) >= PROGRESS_FROM if show_progress is None else show_progress
+        was_training, device = self.training, self.device
+        self.eval()
+        try:
+            with torch.inference_mode(), tqdm(total=len(items), desc="encode", disable=not show, leave=False) as bar:
+                for length in sorted(buckets, reverse=True):  # longest first
+                    idx = buckets[length]
+                    for start in range(0, len(idx), batch_size):
+                        chunk = idx[start:start + batch_size]
+                        bar.update(len(chunk))
+                        if length == 0:
+                            continue  # stays a zero vector
+                        rows = torch.tensor([ids[i] for i in chunk], dtype=torch.long)  # (b, T)
+                        need = -(-MIN_TOKEN_ROWS // length)  # rows that make b x T >= MIN_TOKEN_ROWS
+                        if len(chunk) < need:
+                            rows = torch.cat([rows, rows[:1].expand(need - len(chunk), length)])  # (need, T)
+                        rows = rows.to(device)
+                        emb = self(rows, torch.ones_like(rows))[: len(chunk)]  # (b, H); no padding anywhere
+                        out[chunk] = emb.float().cpu().numpy()
+        finally:
+            self.train(was_training)
+        return out[0] if single else out

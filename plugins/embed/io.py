@@ -1,0 +1,80 @@
+"""Save an embedder as a sentence-transformers folder; load it back onto a base model.
+
+``hfx.save(embedder, path)`` writes the transformer with ``save_pretrained`` (safetensors), its tokenizer,
+and the sentence-transformers module files (:mod:`.stformat`), so ``SentenceTransformer(path)`` loads it
+and returns the same embeddings; ``hfx.embed(path)`` loads it too. ``hfx_embed.json`` beside them
+records the embed config, so ``hfx.load(base_model, path)`` can rebuild the embedder on a base model.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from safetensors.torch import load_file
+from torch import nn
+
+from hfx.errors import HfxError
+from hfx.io import atomic_write_json
+from hfx_plugins.embed.config import EmbedConfig
+from hfx_plugins.embed.embedder import Embedder
+from hfx_plugins.embed.stformat import write_modules
+
+__all__ = ["MARKER", "can_load", "load", "save"]
+
+MARKER = "hfx_embed.json"
+
+
+def _saved_module(embedder: Embedder) -> nn.Module:
+    """What goes into the folder: the bare transformer (BertModel, LlamaModel), or a whole T5 for its encoder."""
+    config = embedder.backbone.config
+    module = embedder.model if getattr(config, "is_encoder_decoder", False) else embedder.backbone
+    if hasattr(embedder.model, "get_base_model"):
+        raise HfxError("the embedder's model is wrapped by peft; merge the adapter first (merge_and_unload) and embed that")
+    if not hasattr(module, "save_pretrained"):
+        raise HfxError(f"{type(module).__name__} has no save_pretrained; only transformers models can be saved")
+    return module
+
+
+def save(model: nn.Module, path: Path) -> None:
+    """Write ``model`` (an :class:`Embedder`) into ``path`` as a sentence-transformers folder."""
+    if not isinstance(model, Embedder):
+        raise HfxError(f"embed's save needs an embedder (from hfx.embed), got {type(model).__name__}")
+    if model.tokenizer is None:
+        raise HfxError("the embedder has no tokenizer and sentence-transformers needs one; set embedder.tokenizer first")
+    path = Path(path)
+    path.mkdir(parents=True, exist_ok=True)
+    _saved_module(model).save_pretrained(path)
+    model.tokenizer.save_pretrained(path)
+    p = model.pooling
+    write_modules(path, dim=model.dim, pooling=p.mode, normalize=p.normalize, max_length=model.limit())
+    atomic_write_json(path / MARKER, {"pooling": p.mode, "normalize": p.normalize, "max_length": model.limit()})
+
+
+def can_load(path: Path) -> bool:
+    return (Path(path) / MARKER).is_file()
+
+
+def load(model: nn.Module, path: Path) -> tuple[Embedder, EmbedConfig]:
+    """Rebuild the embedder on ``model`` and load the saved transformer weights into it strictly."""
+    from hfx_plugins.embed.apply import _tokenizer_from, apply
+
+    path = Path(path)
+    cfg = EmbedConfig(**json.loads((path / MARKER).read_text()))
+    embedder = apply(model, cfg)
+    embedder.tokenizer = _tokenizer_from(path) or embedder.tokenizer
+    target = _saved_module(embedder)
+    weights = load_file(str(path / "model.safetensors"))
+    own = target.state_dict()
+    for key, tensor in weights.items():
+        if key in own and own[key].shape != tensor.shape:
+            raise HfxError(f"{key}: saved shape {tuple(tensor.shape)} does not fit the model's {tuple(own[key].shape)}; "
+                           "load onto the base model the embedder was trained from")
+    result = target.load_state_dict(weights, strict=False)
+    # save_pretrained leaves out weights tied to another one (T5's shared embeddings): those are not missing.
+    present = {t.data_ptr() for k, t in target.state_dict().items() if k in weights}
+    missing = [k for k in result.missing_keys if target.state_dict()[k].data_ptr() not in present]
+    if missing or result.unexpected_keys:
+        raise HfxError(f"weights in {path} do not fit {type(target).__name__}: missing {missing[:4]}, "
+                       f"unexpected {result.unexpected_keys[:4]}; load them onto the model they were trained from")
+    return embedder, cfg
