@@ -20,8 +20,6 @@ def apply(model: nn.Module, cfg: QatConfig) -> nn.Module:
         old = model.get_submodule(name)
         w = linear_weight(old)
         if not w.isfinite().all():
-            from hfx.errors import HfxError
-
             raise HfxError(f"layer {name}: weight has NaN/inf values; fix or exclude it (qat.exclude_modules)")
         n_groups(w.shape[1], cfg.group_size)  # validates the group size
         set_module(model, name, FakeQuantLinear(old, cfg.bits, cfg.group_size, cfg.symmetric, cfg.act_bits,

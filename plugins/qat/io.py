@@ -20,12 +20,12 @@ from torch import nn
 
 from hfx.io import atomic_write_json
 
-__all__ = ["MARKER", "can_load", "load", "save"]
+__all__ = ["MARKER", "as_quant_config", "can_load", "load", "save"]
 
 MARKER = "hfx_qat.json"
 
 
-def _as_quant(cfg: QatConfig) -> QuantConfig:
+def as_quant_config(cfg: QatConfig) -> QuantConfig:
     return QuantConfig(bits=cfg.bits, symmetric=cfg.symmetric, group_size=cfg.group_size, clip_steps=0,
                        target_modules=cfg.target_modules, exclude_modules=list(cfg.exclude_modules))
 
@@ -35,7 +35,7 @@ def save(model: nn.Module, path: Path, cfg: QatConfig | None = None) -> None:
 
     cfg = cfg or next((c for name, c in applied(model) if name == "qat"), None) or QatConfig()
     packed = convert(copy.deepcopy(model))
-    quant_io.save(packed, Path(path), _as_quant(cfg))
+    quant_io.save(packed, Path(path), as_quant_config(cfg))
     atomic_write_json(Path(path) / MARKER, dataclasses.asdict(cfg))
 
 

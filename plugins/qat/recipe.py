@@ -27,7 +27,7 @@ from hfx_plugins.finetune.apply import apply as add_head
 from hfx_plugins.finetune.config import FinetuneConfig
 from hfx_plugins.qat.apply import apply as apply_qat
 from hfx_plugins.qat.fake import convert
-from hfx_plugins.qat.io import _as_quant
+from hfx_plugins.qat.io import as_quant_config
 from hfx_plugins.quant.apply import apply as apply_ptq
 from hfx_plugins.quant.io import save as save_quantized
 from hfx_plugins.quant.tables import markdown_table, print_table
@@ -96,7 +96,7 @@ class QatRecipe(Recipe):
         fp32, _ = self._eval(self.model)
         self.rows.append({"method": "fp32", "bits": 32, "accuracy": fp32["accuracy"], "loss": fp32["loss"],
                           "accuracy change": 0.0, "convert max diff": ""})
-        qcfg = _as_quant(cfg)
+        qcfg = as_quant_config(cfg)
         own = None
         for bits in cfg.compare_bits:  # 2. PTQ vs QAT at each bit width
             for steps, label in ((0, "min/max"), (20, "clip search")):
@@ -131,7 +131,7 @@ class QatRecipe(Recipe):
     def save(self, out_dir: Path) -> list[Path]:
         path = out_dir / "model"
         with atomic_dir(path) as tmp:
-            save_quantized(self.model, tmp, _as_quant(self.cfg))
+            save_quantized(self.model, tmp, as_quant_config(self.cfg))
             self.tokenizer.save_pretrained(tmp)
         atomic_write_json(out_dir / "qat_table.json", self.rows)
         atomic_write_text(out_dir / "qat_table.md", markdown_table(self.rows))
