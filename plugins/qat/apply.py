@@ -9,6 +9,8 @@ from hfx_plugins.quant.apply import check_not_quantized, select_linear, set_modu
 from hfx_plugins.quant.layer import linear_weight
 from torch import nn
 
+from hfx.errors import HfxError
+
 __all__ = ["apply"]
 
 
