@@ -48,7 +48,8 @@ def _hfx_run(args: list[str], out: Path) -> dict[str, Any]:
             "rows": rows, "summary_train": res.summary["train"]}
 
 
-def _st_reference(steps: int, batch: int, lr: float, warmup: int, eval_sentences: int, work: Path) -> dict[str, Any]:
+def _st_reference(steps: int, batch: int, lr: float, warmup: int, eval_sentences: int, work: Path,
+                  max_train: int = 0) -> dict[str, Any]:
     """sentence-transformers' layer-reduction distillation of the same student on the same sentences."""
     import datasets
     from sentence_transformers import SentenceTransformer, SentenceTransformerTrainer, SentenceTransformerTrainingArguments
@@ -72,6 +73,7 @@ def _st_reference(steps: int, batch: int, lr: float, warmup: int, eval_sentences
     student = SentenceTransformer(str(student_dir), device="cpu")
     sentences = pydoc_sentences()
     train, held_out = sentences[:-eval_sentences], sentences[-eval_sentences:]
+    train = train[:max_train] if max_train else train  # as data.max_train_samples does in the recipe
     labels = teacher_st.encode(train, batch_size=64, convert_to_numpy=True)
     ds = datasets.Dataset.from_dict({"sentence": train, "label": labels.tolist()})
     args = SentenceTransformerTrainingArguments(
@@ -173,6 +175,7 @@ def main() -> None:
 
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--encoder-steps", type=int, default=300)
+    p.add_argument("--encoder-train", type=int, default=0, help="first N training sentences (0 = all 1,655)")
     p.add_argument("--decoder-steps", type=int, default=30)
     p.add_argument("--decoder-eval", type=int, default=32, help="held-out pydoc texts for the perplexity")
     p.add_argument("--threads", type=int, default=0, help="torch threads (0 = torch's default)")
@@ -189,12 +192,15 @@ def main() -> None:
             results["loss"] = {**_loss_bench(5), "bench_command": stamp["bench_command"]}
             _write(results)
         if "encoder" not in a.skip:
-            sec = _hfx_run(["plugin=distill", f"train.max_steps={a.encoder_steps}", "distill.speed_repeats=3"], work / "runs")
+            sec = _hfx_run(["plugin=distill", f"train.max_steps={a.encoder_steps}", "distill.speed_repeats=3",
+                            f"train.warmup_steps={min(20, a.encoder_steps // 4)}",
+                            f"data.max_train_samples={a.encoder_train}"], work / "runs")
             sec.update(stamp, targets=_targets(sec["rows"], "spearman vs teacher"))
             results["encoder"] = sec
             _write(results)
         if "reference" not in a.skip:  # a section of its own, so it can run in a parallel process
-            results["reference"] = {**_st_reference(a.encoder_steps, 32, 1e-4, 20, 300, work), **stamp}
+            results["reference"] = {**_st_reference(a.encoder_steps, 32, 1e-4, min(20, a.encoder_steps // 4), 300, work,
+                                                              a.encoder_train), **stamp}
             _write(results)
         if "decoder" not in a.skip:
             sec = _hfx_run(["plugin=distill", "preset=decoder", f"train.max_steps={a.decoder_steps}",
