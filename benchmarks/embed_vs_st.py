@@ -73,7 +73,10 @@ def main() -> None:
     parser.add_argument("--n", type=int, default=1000, help="sentences encoded per round")
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--threads", type=int, default=1,
+                        help="torch threads for both libraries (1: steadier on a CPU shared with other jobs)")
     args = parser.parse_args()
+    torch.set_num_threads(args.threads)
 
     import hfx
     from hfx.data.text import pydoc_sentences
@@ -108,7 +111,7 @@ def main() -> None:
                                      rng.standard_normal((1000, 384)).astype(np.float32), 10, args.rounds),
     }
     result = {
-        "command": "python benchmarks/embed_vs_st.py" + (f" --n {args.n}" if args.n != 1000 else ""),
+        "command": f"python benchmarks/embed_vs_st.py --n {args.n} --rounds {args.rounds} --threads {args.threads}",
         "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores shared with other developers "
                    f"(load average {os.getloadavg()[0]:.1f} at the end), torch {torch.__version__}, {torch.get_num_threads()} threads",
