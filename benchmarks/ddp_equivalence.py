@@ -5,10 +5,10 @@
 Both runs fine-tune a tiny random BERT without dropout (hfx.testing, built here, nothing downloaded) on
 200 sentences of the bundled sentiment set, one torch thread per process:
 
-- ``ACCELERATE_USE_CPU=1 accelerate launch --multi_gpu --num_processes N ... -m hfx run ...
-  train.batch_size=B train.gradient_accumulation_steps=1`` (accelerate's ``--cpu`` launcher would start a
-  single process: its multi-CPU mode goes through mpirun; ``--multi_gpu`` is its torchrun launcher and
-  ``ACCELERATE_USE_CPU=1`` keeps the processes on the CPU, over gloo);
+- ``accelerate launch --cpu --num_processes N ... -m hfx run ... train.batch_size=B
+  train.gradient_accumulation_steps=1``, the README's command (accelerate's ``--cpu`` launcher alone would
+  start a single process, its multi-CPU mode going through mpirun; hfx.runner.launch then starts the N
+  processes with torch.distributed.run, over gloo);
 - ``python -m hfx run ... train.batch_size=B train.gradient_accumulation_steps=N``.
 
 Step ``s`` of the N-process run uses batches ``Ns .. Ns+N-1`` of the seeded epoch permutation, one per process;
@@ -88,13 +88,13 @@ def main() -> int:
         tmp = Path(tmp_name)
         model = save_tiny_model(tmp / "bert0", "bert", "base", dropout=0.0)
         common.append(f"model={model}")
-        ddp_cmd = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", str(n),
+        ddp_cmd = [sys.executable, "-m", "accelerate.commands.launch", "--cpu", "--num_processes", str(n),
                    "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
                    "--main_process_port", str(_free_port()), "-m", "hfx", "run", *common,
                    "train.gradient_accumulation_steps=1", f"output_dir={tmp / 'ddp'}"]
         one_cmd = [sys.executable, "-m", "hfx", "run", *common, f"train.gradient_accumulation_steps={n}",
                    f"output_dir={tmp / 'one'}"]
-        ddp_s = _timed(ddp_cmd, {**env, "ACCELERATE_USE_CPU": "1"}, tmp / "ddp.log")
+        ddp_s = _timed(ddp_cmd, env, tmp / "ddp.log")
         one_s = _timed(one_cmd, env, tmp / "one.log")
         (s_ddp, m_ddp), (s_one, m_one) = _read_run(tmp / "ddp"), _read_run(tmp / "one")
 
@@ -124,7 +124,7 @@ def main() -> int:
         "evaluations [ddp, single]": {
             str(step): {k: [a[k], b.get(k)] for k in a} for (step, a), (_, b) in zip(evals, evals_one, strict=False)},
         "seconds": {"ddp": round(ddp_s, 1), "single": round(one_s, 1)},
-        "command_ddp": "ACCELERATE_USE_CPU=1 OMP_NUM_THREADS=1 " + " ".join(ddp_cmd[1:]).replace(str(tmp), "$TMP"),
+        "command_ddp": "OMP_NUM_THREADS=1 " + " ".join(ddp_cmd[1:]).replace(str(tmp), "$TMP"),
         "command_single": "OMP_NUM_THREADS=1 " + " ".join(one_cmd[1:]).replace(str(tmp), "$TMP"),
         "versions": {"python": platform.python_version(), "torch": torch.__version__,
                      "accelerate": accelerate.__version__, "transformers": transformers.__version__},
