@@ -130,8 +130,8 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
 
     runs: dict[str, dict[str, list[dict[str, Any]]]] = {v: {"hfx": [], "peft": []} for v in ("lora", "dora")}
     for rnd in range(args.rounds):
-        for variant in ("lora", "dora"):
-            order = ("hfx", "peft") if rnd % 2 == 0 else ("peft", "hfx")
+        for vi, variant in enumerate(("lora", "dora")):
+            order = ("hfx", "peft") if (rnd + vi) % 2 == 0 else ("peft", "hfx")  # each goes first equally often
             for library in order:
                 print(f"round {rnd + 1}/{args.rounds}: {variant} {library} ...", file=sys.stderr, flush=True)
                 runs[variant][library].append(_spawn(args, "--worker", library, variant))
@@ -200,8 +200,8 @@ def write(report: dict[str, Any]) -> None:
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--model", default="smollm2-135m")
-    p.add_argument("--steps", type=int, default=6, help="timed training steps per run")
-    p.add_argument("--warmup", type=int, default=2, help="untimed steps (and passes) first")
+    p.add_argument("--steps", type=int, default=4, help="timed training steps per run")
+    p.add_argument("--warmup", type=int, default=1, help="untimed steps (and passes) first")
     p.add_argument("--rounds", type=int, default=2, help="runs per library and variant, alternating the order")
     p.add_argument("--batch", type=int, default=4)
     p.add_argument("--seq", type=int, default=128)

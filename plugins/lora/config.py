@@ -36,7 +36,7 @@ def _names(value: Any, key: str, allow_regex: bool) -> Any:
 
 @dataclass
 class LoraConfig:
-    """Low-rank adapters (LoRA, rsLoRA, DoRA) with peft's field names. Paper: https://arxiv.org/abs/2106.09685"""
+    """Low-rank adapters (LoRA, rsLoRA, DoRA) with peft's field names (https://arxiv.org/abs/2106.09685)."""
 
     r: int = 8
     """Rank of the update B @ A (A: r x in, B: out x r)."""
@@ -45,42 +45,53 @@ class LoraConfig:
     lora_dropout: float = 0.0
     """Dropout probability on the input of the LoRA branch (training only; not applied to embeddings)."""
     target_modules: Any = None
-    """Layers to adapt: a list of names ([q_proj,v_proj]; a name matches itself or any path ending in .name), one regex matched against the full path, or all-linear (every Linear/Conv1D but the output layer). Unset: the architecture's usual attention projections."""
+    """Layers to adapt: a list of names ([q_proj,v_proj]; a name matches itself or any path ending in .name), one
+    regex matched against the full path, or all-linear (every Linear/Conv1D but the output layer). Unset: the
+    architecture's usual attention projections."""
     exclude_modules: Any = None
     """Layers never to adapt: a list of names or one regex, matched like target_modules."""
     fan_in_fan_out: bool = False
     """The layer stores its weight as (in, out), as GPT-2's Conv1D does; set automatically for Conv1D."""
     bias: str = "none"
-    """Which biases train and are saved: none, all (every bias of the model) or lora_only (biases of adapted layers)."""
+    """Which biases train and are saved: none, all (every bias of the model) or lora_only (biases of adapted
+    layers)."""
     use_rslora: bool = False
-    """rsLoRA: scale by lora_alpha / sqrt(r) instead of lora_alpha / r (stable at high ranks). https://arxiv.org/abs/2312.03732"""
+    """rsLoRA: scale by lora_alpha / sqrt(r) instead of lora_alpha / r (stable at high ranks).
+    https://arxiv.org/abs/2312.03732"""
     use_dora: bool = False
-    """DoRA: learn a magnitude per output row on top of the LoRA direction (Linear and Conv1D layers). https://arxiv.org/abs/2402.09353"""
+    """DoRA: learn a magnitude per output row on top of the LoRA direction (Linear and Conv1D layers).
+    https://arxiv.org/abs/2402.09353"""
     modules_to_save: list[str] | None = None
-    """Modules trained in full and saved with the adapter (e.g. [classifier] for a new head); a sequence-classification model's head is added automatically."""
+    """Modules trained in full and saved with the adapter (e.g. [classifier] for a new head); a sequence-
+    classification model's head is added automatically."""
     layers_to_transform: Any = None
     """Only adapt these layer indices (an int or a list of ints); the index is the number after layers_pattern."""
     layers_pattern: Any = None
-    """Name of the module list holding the layers (e.g. layers, h, block) for layers_to_transform; unset: the first numbered path segment."""
+    """Name of the module list holding the layers (e.g. layers, h, block) for layers_to_transform; unset: the
+    first numbered path segment."""
     rank_pattern: dict[str, int] = field(default_factory=dict)
     """Per-layer rank overrides: {name or regex matched at the end of the layer path: r}."""
     alpha_pattern: dict[str, float] = field(default_factory=dict)
     """Per-layer lora_alpha overrides, matched like rank_pattern."""
     init_lora_weights: Any = True
-    """true: A Kaiming-uniform and B zero (the update starts at zero); gaussian: A ~ N(0, 1/r); false: both random (tests only)."""
+    """true: A Kaiming-uniform and B zero (the update starts at zero); gaussian: A ~ N(0, 1/r); false: both
+    random (tests only)."""
     task_type: str = ""
-    """peft task type written to adapter_config.json (CAUSAL_LM, SEQ_CLS, SEQ_2_SEQ_LM, ...); empty: inferred from the model class when saving."""
+    """peft task type written to adapter_config.json (CAUSAL_LM, SEQ_CLS, SEQ_2_SEQ_LM, ...); empty: inferred
+    from the model class when saving."""
 
     adapter_name: str = "default"
     """Name of the adapter this config adds (several named adapters can live on one model)."""
     loraplus_lr_ratio: float = 0.0
-    """LoRA+: learning rate of the B matrices = ratio x that of A (the paper suggests 16); 0 turns LoRA+ off. https://arxiv.org/abs/2402.12354"""
+    """LoRA+: learning rate of the B matrices = ratio x that of A (the paper suggests 16); 0 turns LoRA+ off.
+    https://arxiv.org/abs/2402.12354"""
     loraplus_lr_embedding: float = 1e-6
     """LoRA+: learning rate of the embedding adapters' A and B (peft's default)."""
     merge: bool = False
     """hfx run: also save the model with the adapter merged into its weights (a plain transformers model)."""
     eval_generations: int = 48
-    """hfx run (instruction tuning, seq2seq): held-out prompts answered greedily before and after training for the exact-match score; the first 6 are shown side by side."""
+    """hfx run (instruction tuning, seq2seq): held-out prompts answered greedily before and after training for
+    the exact-match score; the first 6 are shown side by side."""
     max_new_tokens: int = 24
     """hfx run: tokens generated per prompt for that comparison and the exact-match score."""
 

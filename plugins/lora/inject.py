@@ -28,8 +28,8 @@ from transformers.pytorch_utils import Conv1D
 
 from hfx.errors import HfxError, did_you_mean
 
-__all__ = ["DEFAULT_TARGETS", "candidate_names", "inject", "modules_to_save_paths", "resolve_targets",
-           "wrap_modules_to_save"]
+__all__ = ["DEFAULT_TARGETS", "candidate_names", "inject", "internal_prefixes", "modules_to_save_paths",
+           "name_matches", "resolve_targets", "wrap_modules_to_save"]
 
 # model_type -> the usual attention projections (the same choice as peft's default table for these types)
 DEFAULT_TARGETS: dict[str, list[str]] = {
@@ -43,7 +43,7 @@ _SUPPORTED = (nn.Linear, Conv1D, nn.Embedding)
 _LINEAR = (nn.Linear, Conv1D)
 
 
-def _name_match(names: Any, key: str) -> bool:
+def name_matches(names: Any, key: str) -> bool:
     if isinstance(names, str):
         return re.fullmatch(names, key) is not None
     return key in names or any(key.endswith(f".{n}") for n in names)
@@ -69,14 +69,14 @@ def _pattern_value(patterns: dict[str, Any], key: str, default: Any) -> Any:
     return default
 
 
-def _internal(model: nn.Module) -> tuple[str, ...]:
+def internal_prefixes(model: nn.Module) -> tuple[str, ...]:
     """Path prefixes inside LoRA layers and modules_to_save wrappers (never targets themselves)."""
     return tuple(f"{k}." for k, m in model.named_modules() if isinstance(m, (LoraLayer, ModulesToSave)) and k)
 
 
 def candidate_names(model: nn.Module) -> list[str]:
     """Short names of the layers LoRA can adapt (Linear, Conv1D, Embedding), in model order."""
-    inside = _internal(model)
+    inside = internal_prefixes(model)
     names = [k.rsplit(".", 1)[-1] for k, m in model.named_modules()
              if (isinstance(m, _SUPPORTED) or isinstance(m, LoraLayer)) and not k.startswith(inside)]
     return list(dict.fromkeys(names))
@@ -99,12 +99,12 @@ def resolve_targets(model: nn.Module, cfg: LoraConfig) -> list[str]:
         targets = DEFAULT_TARGETS[model_type]
     elif isinstance(targets, str) and targets.lower() == "all-linear":
         targets = _all_linear(model)
-    inside, saved = _internal(model), cfg.modules_to_save or []
+    inside, saved = internal_prefixes(model), cfg.modules_to_save or []
     found, excluded = [], []
     for key, _ in model.named_modules():
-        if not key or key.startswith(inside) or not _name_match(targets, key):
+        if not key or key.startswith(inside) or not name_matches(targets, key):
             continue
-        if (cfg.exclude_modules and _name_match(cfg.exclude_modules, key)) or any(
+        if (cfg.exclude_modules and name_matches(cfg.exclude_modules, key)) or any(
                 re.match(rf"(^|.*\.){re.escape(m)}($|\..*)", key) for m in saved):
             excluded.append(key)
         elif _layer_index_ok(cfg, key):
@@ -162,8 +162,8 @@ def inject(model: nn.Module, cfg: LoraConfig, adapter_name: str) -> list[str]:
 
 def modules_to_save_paths(model: nn.Module, names: list[str]) -> list[str]:
     """Paths of the modules named in ``names``; an HfxError for a name that matches nothing."""
-    inside = _internal(model)
-    keys = [k for k, _ in model.named_modules() if k and not k.startswith(inside) and _name_match(names, k)]
+    inside = internal_prefixes(model)
+    keys = [k for k, _ in model.named_modules() if k and not k.startswith(inside) and name_matches(names, k)]
     for name in names:
         if not any(k == name or k.endswith(f".{name}") for k in keys):
             options = [k.rsplit(".", 1)[-1] for k, _ in model.named_modules() if k]

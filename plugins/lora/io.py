@@ -25,7 +25,7 @@ from typing import Any
 import torch
 from hfx_plugins.lora.config import LoraConfig
 from hfx_plugins.lora.embedding import LoraEmbedding
-from hfx_plugins.lora.inject import _internal, _name_match
+from hfx_plugins.lora.inject import internal_prefixes, name_matches
 from hfx_plugins.lora.layer import LoraLayer, LoraLinear
 from hfx_plugins.lora.model import add_adapter, delete_adapter, get_state, set_adapter
 from hfx_plugins.lora.peft_config import config_from_peft, task_type_of, to_peft_config
@@ -76,8 +76,8 @@ def _written_targets(model: nn.Module, name: str) -> list[str]:
     """The layers carrying ``name``, as short names when those pick exactly these layers, else full paths."""
     paths = [k for k, m in model.named_modules() if isinstance(m, LoraLayer) and name in m.r]
     short = sorted({p.rsplit(".", 1)[-1] for p in paths})
-    inside = _internal(model)
-    picked = [k for k, _ in model.named_modules() if k and not k.startswith(inside) and _name_match(short, k)]
+    inside = internal_prefixes(model)
+    picked = [k for k, _ in model.named_modules() if k and not k.startswith(inside) and name_matches(short, k)]
     return short if picked == paths else paths
 
 
@@ -135,6 +135,9 @@ def load(model: nn.Module, path: Path) -> tuple[nn.Module, LoraConfig]:
             delete_adapter(model, name)
         raise
     set_adapter(model, [a for a in active if a in folders] or loaded[:1])
+    from hfx.api import applied  # hfx.load records lora once more: one record, or hfx.save would run twice
+
+    object.__setattr__(model, "hfx_plugins", [(n, c) for n, c in applied(model) if n != "lora"])
     return model, get_state(model).configs[loaded[0]]
 
 

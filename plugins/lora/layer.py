@@ -259,13 +259,14 @@ class LoraLinear(LoraLayer):
             # y = scale * (W x + s B A x) + b; peft's (scale - 1) * (result - b) + scale * s * BAx + result
             # is the same sum written with two more passes over (..., out).
             z = add_low_rank(result, F.linear(x, A), B, s)  # result + s B A x
+            scale = scale.to(z.dtype)  # fp32 magnitude on a half-precision base: keep the base's dtype
             return torch.addcmul(bias, z - bias, scale) if bias is not None else z * scale
         # With dropout peft feeds the dropped input to the DoRA branch only and recomputes W x' for it; the
         # base path keeps the full input. Kept as is so that training matches peft step for step.
         x_d = dropout(x)
         base_d = F.linear(x_d, w)  # (..., out), no bias
         lora = F.linear(F.linear(x_d, A), B)  # (..., out)
-        return result + (scale - 1) * base_d + scale * lora * s
+        return (result + (scale - 1) * base_d + scale * lora * s).to(result.dtype)
 
     def extra_repr(self) -> str:
         return f"in={self.in_features}, out={self.out_features}, adapters={self.r}, fan_in_fan_out={self.fan_in_fan_out}"

@@ -10,7 +10,6 @@ initialisation that changed the base weights) is an error rather than silently i
 
 from __future__ import annotations
 
-import dataclasses
 from pathlib import Path
 from typing import Any
 
@@ -110,7 +109,3 @@ def config_from_peft(raw: dict[str, Any], adapter_name: str, model: nn.Module, f
     except HfxError as err:
         raise HfxError(f"{folder}/adapter_config.json: {err}") from None
 
-
-def describe(cfg: LoraConfig) -> dict[str, Any]:
-    """Every field of ``cfg`` (for logs and the recipe's run folder)."""
-    return dataclasses.asdict(cfg)
