@@ -107,7 +107,7 @@ def cast_error(weights: list[torch.Tensor], fmt: FloatFormat, scaled: bool = Fal
     num = den = 0.0
     under = over = total = 0
     for w in weights:
-        w = w.detach().float()
+        w = w.detach().double()  # float64: max_finite / absmax overflows float32 for bf16's range
         s = fmt.max_finite / float(w.abs().max().clamp(min=1e-30)) if scaled else 1.0
         ws = w * s
         over += int((ws.abs() > fmt.max_finite).sum())
