@@ -52,7 +52,11 @@ def _st_reference(steps: int, batch: int, lr: float, warmup: int, eval_sentences
                   max_train: int = 0) -> dict[str, Any]:
     """sentence-transformers' layer-reduction distillation of the same student on the same sentences."""
     import datasets
-    from sentence_transformers import SentenceTransformer, SentenceTransformerTrainer, SentenceTransformerTrainingArguments
+    from sentence_transformers import (
+        SentenceTransformer,
+        SentenceTransformerTrainer,
+        SentenceTransformerTrainingArguments,
+    )
     from sentence_transformers.sentence_transformer.losses import MSELoss
 
     from hfx.data.bundled import load_bundled

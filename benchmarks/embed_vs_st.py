@@ -78,10 +78,11 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
 
+    from sentence_transformers import SentenceTransformer
+
     import hfx
     from hfx.data.text import pydoc_sentences
     from hfx.models.zoo import resolve_model
-    from sentence_transformers import SentenceTransformer
 
     texts = pydoc_sentences()[: args.n]
     ours = hfx.embed("minilm")

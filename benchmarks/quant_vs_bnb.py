@@ -46,8 +46,9 @@ def _status_mb(field: str) -> float:
 def child_load(kind: str, path: str) -> None:
     """Run in a fresh process: load one model and run one forward pass (so every weight is really read:
     safetensors are memory-mapped and untouched pages cost nothing); print RSS before, peak and after (MB)."""
-    import hfx_plugins.quant  # noqa: F401
     import transformers  # noqa: F401  (the same imports for both kinds, before the baseline)
+
+    import hfx_plugins.quant  # noqa: F401
 
     base = _status_mb("VmRSS")
     t = time.perf_counter()
@@ -123,15 +124,14 @@ def main() -> None:
     args = parser.parse_args()
     if args.child:
         return child_load(*args.child)
+    from hfx.data.text import pydoc_token_windows
+    from hfx.models.loading import load_model
+    from hfx.models.zoo import resolve_model
     from hfx_plugins.quant.apply import apply
     from hfx_plugins.quant.checks import error_table
     from hfx_plugins.quant.config import QuantConfig
     from hfx_plugins.quant.io import save
     from hfx_plugins.quant.tables import embedding_rows, ppl_rows, print_table
-
-    from hfx.data.text import pydoc_token_windows
-    from hfx.models.loading import load_model
-    from hfx.models.zoo import resolve_model
 
     started = time.time()
     result: dict = {"command": "python benchmarks/quant_vs_bnb.py" + (" --quick" if args.quick else "")

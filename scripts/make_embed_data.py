@@ -22,7 +22,6 @@ import json
 import random
 import sys
 from pathlib import Path
-
 from pydoc_data.topics import topics
 
 from hfx.data.text import _prose_blocks, _split_sentences

@@ -10,7 +10,6 @@ pitfall).
 from __future__ import annotations
 
 import contextlib
-
 from pathlib import Path
 from typing import Any, Literal
 

@@ -36,7 +36,12 @@ from hfx.models.zoo import resolve_model
 from hfx.registry import Recipe
 from hfx.runner.loop import TrainLoop, default_loss
 from hfx_plugins.distill import metrics
-from hfx_plugins.distill.cache import CachedTeacherDataset, TeacherCache, TeacherCacheCollator, cache_teacher_outputs
+from hfx_plugins.distill.cache import (
+    CachedTeacherDataset,
+    TeacherCache,
+    TeacherCacheCollator,
+    cache_teacher_outputs,
+)
 from hfx_plugins.distill.compare import BaselineContext, print_comparison, simcse_loss
 from hfx_plugins.distill.io import save as save_student
 from hfx_plugins.distill.objective import DistillationObjective

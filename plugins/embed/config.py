@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Optional
 
 from hfx.errors import HfxError, did_you_mean
 from hfx_plugins.embed.pooling import POOLING_MODES
@@ -25,7 +24,7 @@ class EmbedConfig:
 
     pooling: str = "auto"
     """mean, max, cls, lasttoken or weightedmean; auto = the model folder's sentence-transformers pooling (1_Pooling/config.json), else mean for encoders and lasttoken for decoders."""
-    normalize: Optional[bool] = None
+    normalize: bool | None = None
     """L2-normalise each embedding; empty (null) = as the model folder's sentence-transformers modules say (a Normalize module), else false."""
     max_length: int = 0
     """Longest input in tokens (longer texts are truncated, with one notice); 0 = the folder's sentence-transformers max_seq_length, else the tokenizer's limit."""

@@ -11,7 +11,6 @@ import dataclasses
 import json
 from pathlib import Path
 
-
 from safetensors.torch import load_file
 from torch import nn
 from transformers import AutoModelForSequenceClassification

@@ -12,6 +12,9 @@ Lives in ``plugins/lora/`` (installed as ``hfx_plugins.lora``); see its README.m
 
 from pathlib import Path
 
+from torch import nn
+
+from hfx.registry import Plugin
 from hfx_plugins.lora.checks import checks
 from hfx_plugins.lora.config import LoraConfig
 from hfx_plugins.lora.embedding import LoraEmbedding
@@ -32,9 +35,6 @@ from hfx_plugins.lora.optim import loraplus_param_groups
 from hfx_plugins.lora.recipe import LoraRecipe
 from hfx_plugins.lora.trainable import parameter_counts
 from hfx_plugins.lora.weighted import add_weighted_adapter
-from torch import nn
-
-from hfx.registry import Plugin
 
 __all__ = [
     "LoraConfig",

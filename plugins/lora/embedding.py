@@ -18,8 +18,9 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-from hfx_plugins.lora.layer import DoraMagnitude, LoraLayer
 from torch import nn
+
+from hfx_plugins.lora.layer import DoraMagnitude, LoraLayer
 
 __all__ = ["LoraEmbedding"]
 

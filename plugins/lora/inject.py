@@ -19,14 +19,14 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from hfx_plugins.lora.config import LoraConfig
-from hfx_plugins.lora.embedding import LoraEmbedding
-from hfx_plugins.lora.layer import LoraLayer, LoraLinear
-from hfx_plugins.lora.trainable import ModulesToSave
 from torch import nn
 from transformers.pytorch_utils import Conv1D
 
 from hfx.errors import HfxError, did_you_mean
+from hfx_plugins.lora.config import LoraConfig
+from hfx_plugins.lora.embedding import LoraEmbedding
+from hfx_plugins.lora.layer import LoraLayer, LoraLinear
+from hfx_plugins.lora.trainable import ModulesToSave
 
 __all__ = ["DEFAULT_TARGETS", "candidate_names", "inject", "internal_prefixes", "modules_to_save_paths",
            "name_matches", "resolve_targets", "wrap_modules_to_save"]

@@ -23,6 +23,11 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from hfx.errors import HfxError, did_you_mean
+from hfx.io import atomic_write_json
 from hfx_plugins.lora.config import LoraConfig
 from hfx_plugins.lora.embedding import LoraEmbedding
 from hfx_plugins.lora.inject import internal_prefixes, name_matches
@@ -30,11 +35,6 @@ from hfx_plugins.lora.layer import LoraLayer, LoraLinear
 from hfx_plugins.lora.model import add_adapter, delete_adapter, get_state, set_adapter
 from hfx_plugins.lora.peft_config import config_from_peft, task_type_of, to_peft_config
 from hfx_plugins.lora.trainable import ModulesToSave
-from safetensors.torch import load_file, save_file
-from torch import nn
-
-from hfx.errors import HfxError, did_you_mean
-from hfx.io import atomic_write_json
 
 __all__ = ["CONFIG_NAME", "MANIFEST", "PREFIX", "WEIGHTS_NAME", "adapter_state_dict", "can_load", "load",
            "load_adapter", "save"]

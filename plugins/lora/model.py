@@ -18,13 +18,13 @@ import dataclasses
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
+from torch import nn
+
+from hfx.errors import HfxError
 from hfx_plugins.lora.config import LoraConfig
 from hfx_plugins.lora.inject import inject, modules_to_save_paths, wrap_modules_to_save
 from hfx_plugins.lora.layer import LoraLayer
 from hfx_plugins.lora.trainable import ModulesToSave, lora_layers, mark_trainable, saved_modules
-from torch import nn
-
-from hfx.errors import HfxError
 
 __all__ = [
     "LoraState", "add_adapter", "delete_adapter", "disable_adapters", "get_state", "merge_adapter",

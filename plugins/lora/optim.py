@@ -12,12 +12,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from hfx_plugins.lora.embedding import LoraEmbedding
 from torch import nn
 from transformers.pytorch_utils import ALL_LAYERNORM_LAYERS
 from transformers.trainer_pt_utils import get_parameter_names
 
 from hfx.errors import HfxError
+from hfx_plugins.lora.embedding import LoraEmbedding
 
 __all__ = ["loraplus_param_groups"]
 

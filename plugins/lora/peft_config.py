@@ -13,10 +13,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from hfx_plugins.lora.config import LoraConfig
 from torch import nn
 
 from hfx.errors import HfxError
+from hfx_plugins.lora.config import LoraConfig
 
 __all__ = ["OLD_PEFT_KEYS", "config_from_peft", "task_type_of", "to_peft_config"]
 

@@ -18,11 +18,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from hfx_plugins.lora.io import save as save_adapters
-from hfx_plugins.lora.model import merge_and_unload
-from hfx_plugins.lora.optim import loraplus_param_groups
-from hfx_plugins.lora.sft import answer, completion_loss, exact_match, tokenize_instructions
-from hfx_plugins.lora.trainable import parameter_counts
 from torch.utils.data import DataLoader
 
 from hfx.data.collate import collator_for_task, tokenize_for_task
@@ -32,6 +27,11 @@ from hfx.models.loading import load_config, model_family, resolve_task
 from hfx.models.zoo import resolve_model
 from hfx.registry import Recipe
 from hfx.runner.loop import TrainLoop
+from hfx_plugins.lora.io import save as save_adapters
+from hfx_plugins.lora.model import merge_and_unload
+from hfx_plugins.lora.optim import loraplus_param_groups
+from hfx_plugins.lora.sft import answer, completion_loss, exact_match, tokenize_instructions
+from hfx_plugins.lora.trainable import parameter_counts
 
 __all__ = ["LoraRecipe"]
 

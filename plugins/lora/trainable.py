@@ -12,8 +12,9 @@ import copy
 from collections.abc import Iterator
 from typing import Any
 
-from hfx_plugins.lora.layer import LoraLayer
 from torch import nn
+
+from hfx_plugins.lora.layer import LoraLayer
 
 __all__ = ["ModulesToSave", "lora_layers", "mark_trainable", "parameter_counts", "saved_modules"]
 

@@ -18,13 +18,13 @@ import math
 import re
 
 import torch
+from torch import nn
+
+from hfx.errors import HfxError
 from hfx_plugins.lora.embedding import LoraEmbedding
 from hfx_plugins.lora.layer import LoraLayer
 from hfx_plugins.lora.model import add_adapter, get_state
 from hfx_plugins.lora.trainable import lora_layers
-from torch import nn
-
-from hfx.errors import HfxError
 
 __all__ = ["add_weighted_adapter"]
 

@@ -7,13 +7,12 @@ outputs. ``hfx run plugin=qat`` shows QAT recovering what 4-bit and 2-bit PTQ lo
 
 from pathlib import Path
 
+from hfx.registry import Plugin
 from hfx_plugins.qat.apply import apply
 from hfx_plugins.qat.config import QatConfig
 from hfx_plugins.qat.fake import FakeQuantLinear, convert
 from hfx_plugins.qat.io import can_load, load, save
 from hfx_plugins.qat.recipe import QatRecipe
-
-from hfx.registry import Plugin
 
 __all__ = ["FakeQuantLinear", "QatConfig", "QatRecipe", "convert", "plugin"]
 

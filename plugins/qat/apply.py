@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
+from torch import nn
+
+from hfx.errors import HfxError
 from hfx_plugins.qat.config import QatConfig
 from hfx_plugins.qat.fake import FakeQuantLinear
 from hfx_plugins.quant.affine import check_bits, n_groups
 from hfx_plugins.quant.apply import check_not_quantized, select_linear, set_module
 from hfx_plugins.quant.layer import linear_weight
-from torch import nn
-
-from hfx.errors import HfxError
 
 __all__ = ["apply"]
 

@@ -5,9 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from hfx_plugins.quant.affine import SUPPORTED_BITS
-
 from hfx.errors import HfxError
+from hfx_plugins.quant.affine import SUPPORTED_BITS
 
 __all__ = ["ACT_OBSERVERS", "QatConfig"]
 

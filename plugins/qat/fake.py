@@ -17,11 +17,12 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
+from torch import nn
+
 from hfx_plugins.quant.affine import choose_qparams, group_ranges, to_groups, ungroup
 from hfx_plugins.quant.apply import set_module
 from hfx_plugins.quant.layer import QuantLinear, dynamic_int8, linear_weight
 from hfx_plugins.quant.observers import Observer, make_observer
-from torch import nn
 
 __all__ = ["FakeQuantLinear", "convert", "fake_quant_ste"]
 

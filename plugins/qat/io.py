@@ -12,13 +12,13 @@ import dataclasses
 import json
 from pathlib import Path
 
+from torch import nn
+
+from hfx.io import atomic_write_json
 from hfx_plugins.qat.config import QatConfig
 from hfx_plugins.qat.fake import convert
 from hfx_plugins.quant import io as quant_io
 from hfx_plugins.quant.config import QuantConfig
-from torch import nn
-
-from hfx.io import atomic_write_json
 
 __all__ = ["MARKER", "as_quant_config", "can_load", "load", "save"]
 

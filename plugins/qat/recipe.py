@@ -23,6 +23,13 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from torch.utils.data import DataLoader
+
+from hfx.data.collate import collator_for_task, tokenize_for_task
+from hfx.errors import HfxError
+from hfx.io import atomic_dir, atomic_write_json, atomic_write_text
+from hfx.registry import Recipe
+from hfx.runner.loop import TrainLoop
 from hfx_plugins.finetune.apply import apply as add_head
 from hfx_plugins.finetune.config import FinetuneConfig
 from hfx_plugins.qat.apply import apply as apply_qat
@@ -31,13 +38,6 @@ from hfx_plugins.qat.io import as_quant_config
 from hfx_plugins.quant.apply import apply as apply_ptq
 from hfx_plugins.quant.io import save as save_quantized
 from hfx_plugins.quant.tables import markdown_table, print_table
-from torch.utils.data import DataLoader
-
-from hfx.data.collate import collator_for_task, tokenize_for_task
-from hfx.errors import HfxError
-from hfx.io import atomic_dir, atomic_write_json, atomic_write_text
-from hfx.registry import Recipe
-from hfx.runner.loop import TrainLoop
 
 __all__ = ["QatRecipe"]
 

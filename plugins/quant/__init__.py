@@ -9,14 +9,13 @@
 
 from pathlib import Path
 
+from hfx.registry import Plugin
 from hfx_plugins.quant.apply import apply
 from hfx_plugins.quant.checks import checks
 from hfx_plugins.quant.config import QuantConfig
 from hfx_plugins.quant.io import can_load, load, load_quantized, save
 from hfx_plugins.quant.layer import QuantLinear
 from hfx_plugins.quant.recipe import QuantRecipe
-
-from hfx.registry import Plugin
 
 __all__ = ["QuantConfig", "QuantLinear", "QuantRecipe", "load_quantized", "plugin"]
 

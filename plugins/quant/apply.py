@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from hfx_plugins.quant.config import QuantConfig
-from hfx_plugins.quant.layer import QuantLinear
 from torch import nn
 from transformers.pytorch_utils import Conv1D
 
 from hfx.errors import HfxError
+from hfx_plugins.quant.config import QuantConfig
+from hfx_plugins.quant.layer import QuantLinear
 
 __all__ = ["apply", "check_not_quantized", "quantized_layers", "select_linear", "set_module", "storage_summary"]
 

@@ -17,12 +17,12 @@ from __future__ import annotations
 import math
 
 import torch
+
+from hfx.validate import Check
 from hfx_plugins.quant.affine import to_groups, ungroup
 from hfx_plugins.quant.clip import search_qparams
 from hfx_plugins.quant.formats import BF16, E4M3, E5M2, FP16, FloatFormat, cast
 from hfx_plugins.quant.layer import QuantLinear
-
-from hfx.validate import Check
 
 __all__ = ["checks", "error_table", "fake_quant_weight", "sqnr_db"]
 

@@ -20,6 +20,7 @@ error grows with), so the mean *absolute* error is not what is minimised; the ch
 from __future__ import annotations
 
 import torch
+
 from hfx_plugins.quant.affine import MIN_SCALE, SCALE_DTYPE, choose_qparams, group_ranges
 
 __all__ = ["search_qparams"]

@@ -20,14 +20,14 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from hfx_plugins.quant.apply import check_not_quantized, quantized_layers, set_module
-from hfx_plugins.quant.config import QuantConfig
-from hfx_plugins.quant.layer import QuantLinear
 from safetensors.torch import load_file, save_file
 from torch import nn
 
 from hfx.errors import HfxError
 from hfx.io import atomic_write_json
+from hfx_plugins.quant.apply import check_not_quantized, quantized_layers, set_module
+from hfx_plugins.quant.config import QuantConfig
+from hfx_plugins.quant.layer import QuantLinear
 
 __all__ = ["MARKER", "WEIGHTS", "can_load", "load", "load_quantized", "save"]
 

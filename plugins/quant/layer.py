@@ -25,13 +25,13 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-from hfx_plugins.quant.affine import SCALE_DTYPE, check_bits, n_groups, quantize, to_groups, ungroup
-from hfx_plugins.quant.clip import search_qparams
-from hfx_plugins.quant.packing import pack, packed_nbytes, unpack
 from torch import nn
 from transformers.pytorch_utils import Conv1D
 
 from hfx.errors import HfxError
+from hfx_plugins.quant.affine import SCALE_DTYPE, check_bits, n_groups, quantize, to_groups, ungroup
+from hfx_plugins.quant.clip import search_qparams
+from hfx_plugins.quant.packing import pack, packed_nbytes, unpack
 
 __all__ = ["ACT_MODES", "DequantizedWeight", "QuantLinear", "dynamic_int8", "linear_weight"]
 

@@ -13,9 +13,10 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from torch import nn
+
 from hfx_plugins.quant.apply import select_linear, set_module
 from hfx_plugins.quant.layer import linear_weight
-from torch import nn
 
 __all__ = ["bnb_bits_per_param", "bnb_quantize", "disk_bytes", "embed", "embedding_agreement", "perplexity"]
 

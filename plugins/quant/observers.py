@@ -17,10 +17,10 @@ All observers are per-tensor (one range for the whole activation tensor).
 from __future__ import annotations
 
 import torch
-from hfx_plugins.quant.affine import choose_qparams
 from torch import nn
 
 from hfx.errors import HfxError
+from hfx_plugins.quant.affine import choose_qparams
 
 __all__ = ["OBSERVERS", "MinMaxObserver", "MovingAverageObserver", "Observer", "PercentileObserver", "make_observer"]
 

@@ -13,6 +13,7 @@ The flattened code tensor is padded with zeros to a whole number of packing unit
 from __future__ import annotations
 
 import torch
+
 from hfx_plugins.quant.affine import check_bits
 
 __all__ = ["pack", "packed_nbytes", "unpack"]

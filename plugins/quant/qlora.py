@@ -13,11 +13,11 @@ large the rounding error it adds is compared with the update it merges, so the c
 from __future__ import annotations
 
 import torch
-from hfx_plugins.quant.apply import set_module
-from hfx_plugins.quant.layer import QuantLinear
 from torch import nn
 
 from hfx.errors import HfxError
+from hfx_plugins.quant.apply import set_module
+from hfx_plugins.quant.layer import QuantLinear
 
 __all__ = ["merge_lora"]
 

@@ -15,6 +15,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from hfx.data.text import pydoc_token_windows
+from hfx.io import atomic_dir, atomic_write_json, atomic_write_text
+from hfx.models.loading import load_config, model_family
+from hfx.models.zoo import resolve_model
+from hfx.registry import Recipe
 from hfx_plugins.quant.apply import apply, select_linear, storage_summary
 from hfx_plugins.quant.io import save as save_quantized
 from hfx_plugins.quant.measure import perplexity
@@ -26,12 +31,6 @@ from hfx_plugins.quant.tables import (
     ppl_rows,
     print_table,
 )
-
-from hfx.data.text import pydoc_token_windows
-from hfx.io import atomic_dir, atomic_write_json, atomic_write_text
-from hfx.models.loading import load_config, model_family
-from hfx.models.zoo import resolve_model
-from hfx.registry import Recipe
 
 __all__ = ["QuantRecipe"]
 

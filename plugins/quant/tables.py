@@ -14,6 +14,9 @@ from collections.abc import Callable
 from typing import Any
 
 import torch
+from torch import nn
+
+from hfx.data.text import pydoc_sentences
 from hfx_plugins.quant.apply import apply, select_linear, storage_summary
 from hfx_plugins.quant.config import QuantConfig
 from hfx_plugins.quant.formats import FORMATS, cast_error
@@ -27,9 +30,6 @@ from hfx_plugins.quant.measure import (
     embedding_agreement,
     perplexity,
 )
-from torch import nn
-
-from hfx.data.text import pydoc_sentences
 
 __all__ = ["CAVEAT", "embedding_rows", "format_rows", "groups_note", "markdown_table", "ppl_rows", "print_table"]
 

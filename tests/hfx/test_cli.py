@@ -14,11 +14,11 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from hfx_plugins.finetune.config import FinetuneConfig
 
 from hfx import registry
 from hfx.config.run import RunConfig
 from hfx.config.schema import describe
+from hfx_plugins.finetune.config import FinetuneConfig
 
 
 def assert_one_line_error(res, out_dir: Path, *needles: str) -> str:

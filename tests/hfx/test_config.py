@@ -13,7 +13,6 @@ from pathlib import Path
 
 import pytest
 import yaml
-from hfx_plugins.finetune.config import FinetuneConfig
 from omegaconf import OmegaConf
 
 from hfx import registry
@@ -22,6 +21,7 @@ from hfx.config.run import RunConfig, TrainConfig
 from hfx.config.schema import describe, field_docs
 from hfx.data.loading import DataConfig
 from hfx.errors import HfxError
+from hfx_plugins.finetune.config import FinetuneConfig
 
 PRESETS = Path(registry.get("finetune").presets_dir)  # type: ignore[arg-type]
 

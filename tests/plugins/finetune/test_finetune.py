@@ -16,9 +16,6 @@ from pathlib import Path
 
 import pytest
 import torch
-from hfx_plugins.finetune.checks import checks
-from hfx_plugins.finetune.heads import SequenceClassifier
-from hfx_plugins.finetune.losses import seq2seq_loss
 from omegaconf import OmegaConf
 from transformers import (
     AutoModelForCausalLM,
@@ -28,6 +25,9 @@ from transformers import (
 )
 
 from hfx.data.loading import DataConfig, load_data
+from hfx_plugins.finetune.checks import checks
+from hfx_plugins.finetune.heads import SequenceClassifier
+from hfx_plugins.finetune.losses import seq2seq_loss
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 checks_module = importlib.import_module("hfx_plugins.finetune.checks")  # the package re-exports checks()

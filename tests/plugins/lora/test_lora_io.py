@@ -11,8 +11,6 @@ from pathlib import Path
 
 import pytest
 import torch
-from hfx_plugins.lora import get_state, set_adapter
-from hfx_plugins.lora.peft_config import OLD_PEFT_KEYS
 from lora_helpers import PEFT_TASK, batch, logits, lora_tensors, pair, randomize
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
@@ -20,6 +18,8 @@ from safetensors.torch import load_file, save_file
 import hfx
 from hfx.errors import HfxError
 from hfx.testing import tiny_model
+from hfx_plugins.lora import get_state, set_adapter
+from hfx_plugins.lora.peft_config import OLD_PEFT_KEYS
 
 
 @pytest.mark.parametrize(("family", "variant"), [

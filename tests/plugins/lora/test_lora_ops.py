@@ -7,6 +7,11 @@ import warnings
 
 import pytest
 import torch
+from lora_helpers import batch, logits, lora_tensors, pair, randomize
+
+import hfx
+from hfx.errors import HfxError
+from hfx.testing import tiny_model
 from hfx_plugins.lora import (
     LoraLayer,
     add_weighted_adapter,
@@ -17,11 +22,6 @@ from hfx_plugins.lora import (
     set_adapter,
     unmerge_adapter,
 )
-from lora_helpers import batch, logits, lora_tensors, pair, randomize
-
-import hfx
-from hfx.errors import HfxError
-from hfx.testing import tiny_model
 
 
 @pytest.mark.parametrize(("family", "variant"), [("llama", {"use_dora": True}), ("gpt2", {}),

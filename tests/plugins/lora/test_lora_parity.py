@@ -6,8 +6,9 @@ from __future__ import annotations
 
 import pytest
 import torch
-from hfx_plugins.lora import parameter_counts
 from lora_helpers import batch, logits, lora_tensors, pair, randomize
+
+from hfx_plugins.lora import parameter_counts
 
 
 @pytest.mark.parametrize("family", ["llama", "gpt2", "bert", "t5"])

@@ -70,10 +70,10 @@ def test_bad_run_config_is_one_line(cli, tiny_t5_dir: Path, tmp_path: Path, bad:
 @pytest.mark.parametrize("family", ["llama", "gpt2"])
 def test_completion_loss_equals_the_models_own_loss(family: str) -> None:
     """The recipe's loss applies the output layer to labelled tokens only; expected: transformers' loss."""
-    from hfx_plugins.lora.sft import completion_loss
     from lora_helpers import batch
 
     from hfx.testing import tiny_model
+    from hfx_plugins.lora.sft import completion_loss
 
     model, tok = tiny_model(family)
     inputs = batch(tok, family)

@@ -7,13 +7,13 @@ from pathlib import Path
 import pytest
 import torch
 import torch.nn.functional as F
-from hfx_plugins.qat import FakeQuantLinear, convert
-from hfx_plugins.qat.fake import fake_quant_ste
-from hfx_plugins.quant.layer import QuantLinear
 
 import hfx
 from hfx.errors import HfxError
 from hfx.testing import tiny_model
+from hfx_plugins.qat import FakeQuantLinear, convert
+from hfx_plugins.qat.fake import fake_quant_ste
+from hfx_plugins.quant.layer import QuantLinear
 
 TEXTS = ["the function returns a new list", "a class may define its own methods"]
 

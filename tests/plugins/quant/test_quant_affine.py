@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import pytest
 import torch
+
+from hfx.errors import HfxError
 from hfx_plugins.quant.affine import choose_qparams, dequantize, n_groups, quantize, to_groups, ungroup
 from hfx_plugins.quant.checks import _int8_vs_bnb, error_table, fake_quant_weight
 from hfx_plugins.quant.clip import _group_error, search_qparams
@@ -14,8 +16,6 @@ from hfx_plugins.quant.observers import (
     make_observer,
 )
 from hfx_plugins.quant.packing import pack, packed_nbytes, unpack
-
-from hfx.errors import HfxError
 
 
 def test_two_bit_asymmetric_by_hand() -> None:

@@ -7,14 +7,14 @@ from pathlib import Path
 import pytest
 import torch
 import torch.nn.functional as F
-from hfx_plugins.quant import load_quantized
-from hfx_plugins.quant.apply import storage_summary
-from hfx_plugins.quant.layer import QuantLinear, dynamic_int8
 from transformers.pytorch_utils import Conv1D
 
 import hfx
 from hfx.errors import HfxError
 from hfx.testing import tiny_model
+from hfx_plugins.quant import load_quantized
+from hfx_plugins.quant.apply import storage_summary
+from hfx_plugins.quant.layer import QuantLinear, dynamic_int8
 
 TEXTS = ["the function returns a new list", "a class may define its own methods"]
 

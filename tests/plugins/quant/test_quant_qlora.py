@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import pytest
 import torch
-from hfx_plugins.quant.layer import QuantLinear
-from hfx_plugins.quant.qlora import merge_lora
 
 import hfx
 from hfx.errors import HfxError
 from hfx.testing import tiny_model
+from hfx_plugins.quant.layer import QuantLinear
+from hfx_plugins.quant.qlora import merge_lora
 
 
 def test_lora_on_quantized_base_trains_and_merges_with_reported_error() -> None:
