@@ -132,7 +132,7 @@ def test_missing_column_says_what_to_set(tmp_path: Path) -> None:
 
 
 def test_missing_path_unknown_extension_and_bad_split(tmp_path: Path) -> None:
-    with pytest.raises(HfxError, match=r"data path '.*nope.jsonl' does not exist.*pydoc, sentiment"):
+    with pytest.raises(HfxError, match=r"data path '.*nope.jsonl' does not exist.*bundled data set: .*pydoc.*sentiment"):
         load_data(DataConfig(path=str(tmp_path / "nope.jsonl")))
     with pytest.raises(HfxError, match=r"did you mean 'sentiment'"):
         load_data(DataConfig(path="sentimnt"))
