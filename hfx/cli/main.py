@@ -86,7 +86,10 @@ def _cmd_config(overrides: list[str], config_file: str | None) -> int:
 
 def _cmd_validate(overrides: list[str]) -> int:
     from hfx.config.compose import parse_overrides, plugin_names
+    from hfx.runner.run import _quiet_libraries
     from hfx.validate import print_results, run_checks
+
+    _quiet_libraries()  # one table, without a per-file loading bar for every check
 
     parsed = parse_overrides(overrides)
     for ov in parsed:
