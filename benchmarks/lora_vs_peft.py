@@ -9,6 +9,8 @@ tokens of Python's pydoc_data.topics), AdamW (lr 1e-4), fp32 on the CPU; the sam
   rounds alternate the library order. Each run takes ``--warmup`` untimed steps, then ``--steps`` timed ones;
   the report gives the median step time over all rounds and the median of the runs' peak RSS. The two
   libraries see identical batches, so their loss curves must agree too (printed as a sanity check).
+- Interleaved: both libraries' models in one process, their training steps alternating; the median of the
+  per-pair time ratios. On a shared CPU this is the steadier speed figure: each pair runs under the same load.
 - Merged inference: the LoRA model (B randomised, so the merge changes the weights) merged with
   ``merge_and_unload`` against the base model, forward passes on 4 x 128 tokens, alternated, median time.
 
@@ -62,7 +64,11 @@ def _adapt(model: Any, library: str, variant: str) -> Any:
 
 def worker(args: argparse.Namespace) -> dict[str, Any]:
     """One training run in this (fresh) process; returns step times, losses and peak RSS."""
-    if args.library == "hfx":  # what a user of each library imports, measured before any tensor is made
+    import hfx.data.text  # noqa: F401  the harness (model loading, data) first, the same in both workers
+    import hfx.models.loading  # noqa: F401
+
+    harness_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    if args.library == "hfx":  # then what a user of each library imports, before any tensor is made
         from hfx import registry
 
         registry.get("lora")
@@ -85,7 +91,29 @@ def worker(args: argparse.Namespace) -> dict[str, Any]:
         if i >= args.warmup:
             times.append(elapsed)
     peak_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux
-    return {"step_s": times, "losses": losses, "peak_rss_mb": peak_kb / 1024, "import_rss_mb": import_kb / 1024}
+    return {"step_s": times, "losses": losses, "peak_rss_mb": peak_kb / 1024, "import_rss_mb": import_kb / 1024,
+            "library_import_mb": (import_kb - harness_kb) / 1024}
+
+
+def interleaved(args: argparse.Namespace) -> dict[str, Any]:
+    """Both libraries in one process, alternating step by step, so that both see the same machine load."""
+    import copy
+
+    model, tok = _model(args.model)
+    twin = copy.deepcopy(model)
+    models = {"hfx": _adapt(model, "hfx", args.variant), "peft": _adapt(twin, "peft", args.variant)}
+    opts = {k: torch.optim.AdamW([p for p in m.parameters() if p.requires_grad], lr=1e-4) for k, m in models.items()}
+    times: dict[str, list[float]] = {"hfx": [], "peft": []}
+    for i, ids in enumerate(_batches(tok, args.warmup + args.pairs, args.batch, args.seq)):
+        for lib in ("hfx", "peft") if i % 2 == 0 else ("peft", "hfx"):
+            models[lib].train()
+            start = time.perf_counter()
+            models[lib](input_ids=ids, labels=ids).loss.backward()
+            opts[lib].step()
+            opts[lib].zero_grad(set_to_none=True)
+            if i >= args.warmup:
+                times[lib].append(time.perf_counter() - start)
+    return times
 
 
 def merged_inference(args: argparse.Namespace) -> dict[str, Any]:
@@ -115,7 +143,8 @@ def merged_inference(args: argparse.Namespace) -> dict[str, Any]:
 
 def _spawn(args: argparse.Namespace, *extra: str) -> dict[str, Any]:
     cmd = [sys.executable, __file__, "--model", args.model, "--steps", str(args.steps), "--warmup", str(args.warmup),
-           "--batch", str(args.batch), "--seq", str(args.seq), "--passes", str(args.passes), *extra]
+           "--batch", str(args.batch), "--seq", str(args.seq), "--passes", str(args.passes), "--pairs",
+           str(args.pairs), *extra]
     out = subprocess.run(cmd, check=True, capture_output=True, text=True)
     return json.loads(out.stdout.strip().splitlines()[-1])
 
@@ -155,10 +184,11 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
                             "peak_rss_mb_median": round(statistics.median(r["peak_rss_mb"] for r in rs), 1),
                             "peak_rss_mb_all": [round(r["peak_rss_mb"], 1) for r in rs],
                             "import_rss_mb_median": round(statistics.median(r["import_rss_mb"] for r in rs), 1),
+                            "library_import_mb_median": round(statistics.median(r["library_import_mb"] for r in rs), 1),
                             "losses": rs[0]["losses"]}
         row["step_time_ratio_hfx_over_peft"] = _ratio(row["hfx"]["step_s_median"], row["peft"]["step_s_median"])
         row["peak_memory_ratio_hfx_over_peft"] = _ratio(row["hfx"]["peak_rss_mb_median"], row["peft"]["peak_rss_mb_median"])
-        # the same ratio without what importing each library costs (hfx imports peft, omegaconf, hydra, ...)
+        # the same ratio without what importing each library costs (hfx's plugin system: omegaconf, hydra, ...)
         row["peak_memory_ratio_above_imports"] = _ratio(
             row["hfx"]["peak_rss_mb_median"] - row["hfx"]["import_rss_mb_median"],
             row["peft"]["peak_rss_mb_median"] - row["peft"]["import_rss_mb_median"])
@@ -166,6 +196,16 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
         row["max_rel_loss_diff"] = max(abs(a - b) / abs(b) for a, b in pairs)
         report[variant] = row
     for variant in ("lora", "dora"):
+        print(f"interleaved: {variant} ...", file=sys.stderr, flush=True)
+        both = _spawn(args, "--interleaved", variant)
+        pair_ratios = [h / p for h, p in zip(both["hfx"], both["peft"], strict=True)]
+        report[variant]["interleaved"] = {
+            "hfx_step_s_median": round(statistics.median(both["hfx"]), 3),
+            "peft_step_s_median": round(statistics.median(both["peft"]), 3),
+            "step_time_ratio_median_of_pairs": round(statistics.median(pair_ratios), 3),
+            "pair_ratios": [round(r, 3) for r in pair_ratios]}
+    for variant in ("lora", "dora"):
+        print(f"merged inference: {variant} ...", file=sys.stderr, flush=True)
         inf = _spawn(args, "--inference", variant)
         base, merged = statistics.median(inf["base_s"]), statistics.median(inf["merged_s"])
         report[f"merged_inference_{variant}"] = {"base_s_median": round(base, 4), "merged_s_median": round(merged, 4),
@@ -181,15 +221,23 @@ def write(report: dict[str, Any]) -> None:
         f"Command: `{report['command']}`  ", f"Date: {report['date']}; {report['machine']}  ",
         f"Setup: {report['setup']}  ", f"Note: {report['note']}.", "",
         "| variant | hfx step (s) | peft step (s) | step ratio hfx/peft | hfx peak RSS (MB) | peft peak RSS (MB) "
-        "| memory ratio | ratio above imports | max rel. loss diff |", "|---|---|---|---|---|---|---|---|---|",
+        "| memory ratio | ratio above imports | library import (MB) hfx / peft | max rel. loss diff |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for v in ("lora", "dora"):
         r = report[v]
         lines.append(f"| {v} | {r['hfx']['step_s_median']} | {r['peft']['step_s_median']} | "
                      f"{r['step_time_ratio_hfx_over_peft']} | {r['hfx']['peak_rss_mb_median']} | "
                      f"{r['peft']['peak_rss_mb_median']} | {r['peak_memory_ratio_hfx_over_peft']} | "
-                     f"{r['peak_memory_ratio_above_imports']} | "
+                     f"{r['peak_memory_ratio_above_imports']} | {r['hfx']['library_import_mb_median']} / "
+                     f"{r['peft']['library_import_mb_median']} | "
                      f"{r['max_rel_loss_diff']:.1e} |")
+    lines += ["", "Interleaved in one process (hfx and peft steps alternate, so both see the same load):", "",
+              "| variant | hfx step (s) | peft step (s) | median of per-pair ratios hfx/peft |", "|---|---|---|---|"]
+    for v in ("lora", "dora"):
+        i = report[v]["interleaved"]
+        lines.append(f"| {v} | {i['hfx_step_s_median']} | {i['peft_step_s_median']} | "
+                     f"{i['step_time_ratio_median_of_pairs']} |")
     lines += ["", "| merged model | base forward (s) | merged forward (s) | ratio merged/base |", "|---|---|---|---|"]
     for v in ("lora", "dora"):
         m = report[f"merged_inference_{v}"]
@@ -206,7 +254,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--batch", type=int, default=4)
     p.add_argument("--seq", type=int, default=128)
     p.add_argument("--passes", type=int, default=10, help="timed forward passes of the inference comparison")
+    p.add_argument("--pairs", type=int, default=8, help="timed step pairs of the interleaved comparison")
     p.add_argument("--worker", nargs=2, metavar=("LIBRARY", "VARIANT"), help=argparse.SUPPRESS)
+    p.add_argument("--interleaved", metavar="VARIANT", help=argparse.SUPPRESS)
     p.add_argument("--inference", metavar="VARIANT", help=argparse.SUPPRESS)
     p.add_argument("--no-write", action="store_true", help="print the report instead of writing results files")
     return p
@@ -217,6 +267,9 @@ if __name__ == "__main__":
     if ns.worker:
         ns.library, ns.variant = ns.worker
         print(json.dumps(worker(ns)))
+    elif ns.interleaved:
+        ns.variant = ns.interleaved
+        print(json.dumps(interleaved(ns)))
     elif ns.inference:
         ns.variant = ns.inference
         print(json.dumps(merged_inference(ns)))
