@@ -42,16 +42,19 @@ def apply(model: nn.Module, plugin: str, cfg: Any = None, **fields: Any) -> nn.M
     """Apply plugin ``plugin`` to ``model`` with its config fields given as keyword arguments.
 
     Returns the (possibly new) model; for transformers models it is still a transformers model, usable by
-    ``transformers.Trainer``. ``cfg`` may be a ready config object instead of keyword fields.
+    ``transformers.Trainer``. ``cfg`` may be a ready config object instead of keyword fields. Keyword
+    arguments the plugin lists in ``Plugin.apply_inputs`` are data, not config (e.g. quant's
+    ``calibration=``): they go to the plugin's apply function and are not recorded.
     """
     p = registry.get(plugin)
     if p.apply is None:
         raise HfxError(f"plugin {plugin!r} has no drop-in apply(); use `hfx run plugin={plugin}` instead")
+    inputs = {k: fields.pop(k) for k in list(fields) if k in p.apply_inputs}
     if cfg is None:
         cfg = p.make_config(**fields)
     elif fields:
         raise HfxError("give either a config object or keyword fields to hfx.apply, not both")
-    out = p.apply(model, cfg)
+    out = p.apply(model, cfg, **inputs)
     _record(out, p.name, cfg)
     return out
 

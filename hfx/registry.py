@@ -72,6 +72,9 @@ class Plugin:
         description: One line shown by ``hfx plugins``.
         config_cls: A dataclass whose every field has a type, a default and a docstring (the help text).
         apply: ``apply(model, cfg) -> model``, the drop-in transformation used by :func:`hfx.apply`.
+        apply_inputs: Keyword arguments of :func:`hfx.apply` that are data for ``apply``, not config fields
+            (quant's GPTQ ``calibration`` batches): passed as ``apply(model, cfg, **inputs)``, never stored in
+            the config nor saved.
         recipe: The class ``hfx run`` drives for this plugin (see :class:`Recipe`).
         checks: Returns the reference checks run by ``hfx validate``.
         save: ``save(model, path)`` writes what this plugin added, in the reference library's format.
@@ -85,7 +88,8 @@ class Plugin:
     name: str
     description: str
     config_cls: type
-    apply: Callable[[nn.Module, Any], nn.Module] | None = None
+    apply: Callable[..., nn.Module] | None = None
+    apply_inputs: tuple[str, ...] = ()
     recipe: type | None = None
     checks: Callable[[], list[Check]] | None = None
     save: Callable[[nn.Module, Path], None] | None = None

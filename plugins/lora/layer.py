@@ -40,6 +40,15 @@ def add_low_rank(result: torch.Tensor, h: torch.Tensor, B: torch.Tensor, s: floa
     return out.view(result.shape)
 
 
+def _is_quantized(layer: nn.Module) -> bool:
+    """Whether ``layer`` is a packed-integer layer of the quant plugin (its weight cannot be written in place)."""
+    try:
+        from hfx_plugins.quant.layer import QuantLinear
+    except ImportError:  # the quant plugin is not installed: no such layer can exist
+        return False
+    return isinstance(layer, QuantLinear)
+
+
 class DoraMagnitude(nn.Module):
     """DoRA's magnitude vector m (out,), kept as a module so its key is peft's ``lora_magnitude_vector.<name>.weight``."""
 
@@ -67,6 +76,10 @@ class LoraLayer(nn.Module):
         self.active_adapters: list[str] = []
         self.merged_adapters: list[str] = []
         self.disabled = False
+        # Merging into a quantized base (QLoRA) replaces base_layer by a requantized layer; the original is kept
+        # here (a list, so it is no submodule and not in state_dict) for unmerge, with one report per merge.
+        self._premerge_base: list[nn.Module] = []
+        self.merge_reports: list[dict[str, float | str]] = []
 
     # transformers code sometimes reads `module.weight` (dtype checks, weight tying): answer with the base's.
     @property
@@ -129,13 +142,21 @@ class LoraLayer(nn.Module):
         return weight - self.delta_weight(name).to(weight.dtype)
 
     @torch.no_grad()
-    def merge(self, names: list[str] | None = None, safe: bool = False) -> None:
-        """Add adapters ``names`` (default: the active ones) into the base weight; forward then skips them."""
+    def merge(self, names: list[str] | None = None, safe: bool = False) -> list[dict[str, float | str]]:
+        """Add adapters ``names`` (default: the active ones) into the base weight; forward then skips them.
+
+        On a quantized base (``hfx_plugins.quant``'s QuantLinear, QLoRA) the weight is integers: the merge
+        dequantizes, adds, and requantizes with the base's own layout (:func:`hfx_plugins.quant.qlora.
+        requantize_with_update`), and returns the report of the rounding error that adds (also appended to
+        ``merge_reports``); ``unmerge`` restores the original quantized layer exactly. Float bases return [].
+        """
         names = list(self.active_adapters if names is None else [n for n in names if n in self.r])
         twice = [n for n in names if n in self.merged_adapters]
         if twice:
             raise HfxError(f"adapter {twice[0]!r} is already merged into {self.path!r}; call unmerge first "
                            "(merging twice would add the update twice)")
+        if _is_quantized(self.base_layer):
+            return self._merge_quantized(names, safe)
         weight = self.base_layer.weight
         for name in names:
             new = self._merge_one(name, weight.data)
@@ -143,10 +164,38 @@ class LoraLayer(nn.Module):
                 raise HfxError(f"merging adapter {name!r} into {self.path!r} gives NaN or inf; the adapter is broken")
             weight.data.copy_(new)
             self.merged_adapters.append(name)
+        return []
+
+    def _merge_quantized(self, names: list[str], safe: bool) -> list[dict[str, float | str]]:
+        """Requantize W + sum of the adapters' s B A into a new quantized base layer (see :meth:`merge`)."""
+        from hfx_plugins.quant.qlora import requantize_with_update
+
+        if not names:
+            return []
+        dora = [n for n in names if n in getattr(self, "lora_magnitude_vector", {})]
+        if dora:
+            raise HfxError(f"{self.path or 'layer'}: DoRA adapter {dora[0]!r} cannot be merged into a quantized "
+                           "base (its row norms would need the float weight); keep it unmerged")
+        base = self.base_layer
+        delta = sum(self.delta_weight(n).float() for n in names)  # (out, in): a quantized base is never Conv1D
+        if safe and not torch.isfinite(delta).all():
+            raise HfxError(f"merging adapters {names} into {self.path!r} gives NaN or inf; the adapter is broken")
+        new, row = requantize_with_update(base, delta, name=self.path)
+        row["adapters"] = ",".join(names)
+        if not self._premerge_base:
+            self._premerge_base.append(base)
+        self.base_layer = new
+        self.merged_adapters.extend(names)
+        self.merge_reports.append(row)
+        return [row]
 
     @torch.no_grad()
     def unmerge(self) -> None:
         """Take every merged adapter back out of the base weight, newest first."""
+        if self._premerge_base:  # quantized base: the layer from before the first merge, bit for bit
+            self.base_layer = self._premerge_base.pop()
+            self.merged_adapters.clear()
+            return
         weight = self.base_layer.weight
         while self.merged_adapters:
             weight.data.copy_(self._unmerge_one(self.merged_adapters.pop(), weight.data))

@@ -129,10 +129,13 @@ def disable_adapters(model: nn.Module) -> Iterator[nn.Module]:
             layer.merge(names)
 
 
-def merge_adapter(model: nn.Module, adapter_names: list[str] | None = None, safe_merge: bool = False) -> None:
+def merge_adapter(model: nn.Module, adapter_names: list[str] | None = None,
+                  safe_merge: bool = False) -> list[dict[str, float | str]]:
     """Add the adapters (default: the active ones) into the base weights; forward is then the plain model's cost.
 
-    ``safe_merge`` checks the merged weights for NaN/inf first. Merging an adapter twice is an error.
+    ``safe_merge`` checks the merged weights for NaN/inf first. Merging an adapter twice is an error. Returns
+    one report per layer whose base is quantized (QLoRA: merged by requantizing, with the error that adds;
+    see ``LoraLayer.merge``); [] for float bases.
     """
     state = get_state(model)
     names = state.active if adapter_names is None else list(adapter_names)
@@ -142,8 +145,10 @@ def merge_adapter(model: nn.Module, adapter_names: list[str] | None = None, safe
         if twice:
             raise HfxError(f"adapter {twice[0]!r} is already merged (merge_adapter was called twice); "
                            "call unmerge_adapter(model) first")
+    reports: list[dict[str, float | str]] = []
     for layer in lora_layers(model):
-        layer.merge([n for n in names if n in layer.adapters], safe=safe_merge)
+        reports += layer.merge([n for n in names if n in layer.adapters], safe=safe_merge)
+    return reports
 
 
 def unmerge_adapter(model: nn.Module) -> None:

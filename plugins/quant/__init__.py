@@ -24,6 +24,7 @@ plugin = Plugin(
     description="Post-training quantization to packed int8/int4/int3/int2 weights (validated vs bitsandbytes)",
     config_cls=QuantConfig,
     apply=apply,
+    apply_inputs=("calibration",),
     recipe=QuantRecipe,
     checks=checks,
     save=save,

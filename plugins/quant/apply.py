@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from torch import nn
 from transformers.pytorch_utils import Conv1D
 
@@ -60,9 +62,22 @@ def set_module(model: nn.Module, name: str, new: nn.Module) -> None:
     setattr(model.get_submodule(parent_name) if parent_name else model, child, new)
 
 
-def apply(model: nn.Module, cfg: QuantConfig) -> nn.Module:
-    """Quantize the selected linear layers of ``model`` in place and return it (frozen: weights are integers)."""
+def apply(model: nn.Module, cfg: QuantConfig, calibration: Any = None) -> nn.Module:
+    """Quantize the selected linear layers of ``model`` in place and return it (frozen: weights are integers).
+
+    ``calibration`` (method=gptq only): batches of model inputs, see :data:`hfx_plugins.quant.gptq.Calibration`;
+    ``hfx.apply(model, "quant", method="gptq", calibration=batches)`` passes it here, outside the config.
+    """
     check_not_quantized(model)
+    if cfg.method == "gptq":
+        if calibration is None:
+            raise HfxError("quant.method=gptq needs calibration data: hfx.apply(model, 'quant', method='gptq', "
+                           "calibration=[input_ids, ...]) (tensors (B, T) or tokenizer outputs); or use method=rtn")
+        from hfx_plugins.quant.gptq import quantize_gptq
+
+        return quantize_gptq(model, cfg, calibration)
+    if calibration is not None:
+        raise HfxError(f"calibration is used by quant.method=gptq only; method={cfg.method!r} is data-free")
     for name in select_linear(model, cfg.target_modules, cfg.exclude_modules):
         old = model.get_submodule(name)
         new = QuantLinear.from_float(old, cfg.bits, cfg.group_size, cfg.symmetric, cfg.clip_steps,

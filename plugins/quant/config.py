@@ -8,7 +8,20 @@ from typing import Any
 from hfx.errors import HfxError
 from hfx_plugins.quant.affine import SUPPORTED_BITS
 
-__all__ = ["QuantConfig"]
+__all__ = ["METHODS", "QuantConfig", "parse_table_entry"]
+
+METHODS = ("rtn", "gptq")
+
+
+def parse_table_entry(entry: str) -> tuple[int, int, str]:
+    """``"bits:group_size"`` or ``"bits:group_size:method"`` -> (bits, group_size, method); method defaults to rtn."""
+    parts = str(entry).split(":")
+    ok = len(parts) in (2, 3) and parts[0].isdigit() and int(parts[0]) in SUPPORTED_BITS
+    ok = ok and parts[1].lstrip("-").isdigit() and int(parts[1]) >= -1 and (len(parts) == 2 or parts[2] in METHODS)
+    if not ok:
+        raise HfxError(f"quant.table entry {entry!r} is not bits:group_size[:method] with bits in 8/4/3/2 and "
+                       f"method in {'/'.join(METHODS)}, e.g. 4:128 or 4:128:gptq")
+    return int(parts[0]), int(parts[1]), parts[2] if len(parts) == 3 else "rtn"
 
 
 @dataclass
@@ -25,6 +38,23 @@ class QuantConfig:
     clip_steps: int = 20
     """Candidates in the per-group clipping-range search (alpha from 1 down to 0.3), followed by a
     least-squares scale refit; 0 = plain min/max (absmax) ranges."""
+    method: str = "rtn"
+    """rtn: round each weight to the nearest code of its group (ranges from the clip search), data-free.
+    gptq: GPTQ (Frantar et al. 2022, see gptq.py): rounds the weights one input column at a time and moves
+    each rounding error onto the columns not yet rounded, weighted by calibration inputs; hfx.apply then needs
+    calibration batches (``calibration=[input_ids, ...]``). Storage and speed are the same as rtn's."""
+    calibration_samples: int = 32
+    """gptq, recipe only: calibration windows of ``calibration_window`` tokens taken from pydoc_data.topics
+    right after the evaluation windows (a decoder). hfx.apply uses the batches it is given instead."""
+    calibration_window: int = 512
+    """gptq, recipe only: tokens per calibration window (a decoder)."""
+    calibration_sentences: int = 512
+    """gptq, recipe only: pydoc sentences after the 600 evaluated ones that calibrate an encoder."""
+    damp: float = 0.01
+    """gptq: fraction of the mean of diag(H) added to H's diagonal before inverting it (the paper's 1%)."""
+    block_size: int = 128
+    """gptq: columns rounded between two lazy updates of the rest of the weight (the paper's B = 128); rounded
+    down to a multiple of group_size (at least one group) so that a group never spans two blocks."""
     activations: str = "none"
     """none (weight-only) or dynamic (per-token int8 activations computed on the fly)."""
     target_modules: Any = "all-linear"
@@ -61,10 +91,17 @@ class QuantConfig:
             raise HfxError(f"quant.target_modules must be 'all-linear' or a non-empty list of module names, got {t!r}")
         if not isinstance(t, str):
             self.target_modules = list(t)
+        if self.method not in METHODS:
+            raise HfxError(f"quant.method={self.method!r} is unknown; choose one of {', '.join(METHODS)}")
+        if self.calibration_samples < 1 or self.calibration_window < 2 or self.calibration_sentences < 1:
+            raise HfxError("quant.calibration_samples and calibration_sentences must be >= 1 and calibration_window "
+                           f">= 2, got {self.calibration_samples}, {self.calibration_sentences}, {self.calibration_window}")
+        if not 0 <= self.damp < 1:
+            raise HfxError(f"quant.damp must be in [0, 1) (a fraction of the mean of diag(H)), got {self.damp}")
+        if self.block_size < 1:
+            raise HfxError(f"quant.block_size must be >= 1 column, got {self.block_size}")
         for row in self.table:
-            b, _, g = str(row).partition(":")
-            if not (b.isdigit() and int(b) in SUPPORTED_BITS and g.lstrip("-").isdigit() and int(g) >= -1):
-                raise HfxError(f"quant.table entry {row!r} is not bits:group_size with bits in 8/4/3/2, e.g. 4:128")
+            parse_table_entry(row)
         if self.eval_window < 2:
             raise HfxError(f"quant.eval_window must be at least 2 tokens, got {self.eval_window}")
         if self.eval_windows < 1:

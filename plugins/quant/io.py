@@ -63,6 +63,11 @@ def save(model: nn.Module, path: Path, cfg: QuantConfig | None = None) -> None:
     layers = quantized_layers(model)
     if not layers:
         raise HfxError("the model has no quantized layer to save; apply the quant plugin first")
+    merged = [n for n, m in model.named_modules()
+              if getattr(m, "merged_adapters", None) and isinstance(getattr(m, "base_layer", None), QuantLinear)]
+    if merged:  # the base holds the adapters too: saving it beside them would apply them twice on load
+        raise HfxError(f"LoRA adapters are merged into the quantized base ({merged[0]}); call unmerge_adapter(model) "
+                       "before hfx.save, or merge_and_unload(model) to save the merged quantized model alone")
     cfg = cfg or next((c for name, c in applied(model) if name == "quant"), None) or QuantConfig()
     # Under LoRA (plugin=[quant,lora]) the base layers sit at "<name>.base_layer": the quantized base is saved
     # under the plain names and without the adapters, which lora's own saver writes in peft's format.

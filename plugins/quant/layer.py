@@ -33,7 +33,7 @@ from hfx_plugins.quant.affine import SCALE_DTYPE, check_bits, n_groups, quantize
 from hfx_plugins.quant.clip import search_qparams
 from hfx_plugins.quant.packing import pack, packed_nbytes, unpack
 
-__all__ = ["ACT_MODES", "DequantizedWeight", "QuantLinear", "dynamic_int8", "linear_weight"]
+__all__ = ["ACT_MODES", "DequantizedWeight", "QuantLinear", "checked_weight", "dynamic_int8", "linear_weight"]
 
 ACT_MODES = ("none", "dynamic", "static")
 
@@ -68,6 +68,16 @@ def dynamic_int8(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 def linear_weight(module: nn.Module) -> torch.Tensor:
     """The (out, in) weight of an ``nn.Linear`` or a transformers ``Conv1D`` (whose weight is (in, out))."""
     return module.weight.t() if isinstance(module, Conv1D) else module.weight
+
+
+def checked_weight(module: nn.Module, name: str = "") -> torch.Tensor:
+    """``module``'s (out, in) weight as a detached fp32 tensor; NaN/inf raise an HfxError naming the layer."""
+    w = linear_weight(module).detach().float()  # (out, in)
+    if not torch.isfinite(w).all():
+        bad = int((~torch.isfinite(w)).sum())
+        raise HfxError(f"layer {name or type(module).__name__}: weight has {bad} NaN/inf values; "
+                       "fix or exclude the layer (quant.exclude_modules) before quantizing")
+    return w
 
 
 class QuantLinear(nn.Linear):
@@ -106,11 +116,7 @@ class QuantLinear(nn.Linear):
     def from_float(cls, module: nn.Module, bits: int, group_size: int, symmetric: bool, clip_steps: int = 20,
                    act_mode: str = "none", name: str = "") -> QuantLinear:
         """Quantize an ``nn.Linear`` or ``Conv1D``, choosing each group's range by :func:`search_qparams`."""
-        w = linear_weight(module).detach().float()  # (out, in)
-        if not torch.isfinite(w).all():
-            bad = int((~torch.isfinite(w)).sum())
-            raise HfxError(f"layer {name or type(module).__name__}: weight has {bad} NaN/inf values; "
-                           "fix or exclude the layer (quant.exclude_modules) before quantizing")
+        w = checked_weight(module, name)  # (out, in)
         groups, mask = to_groups(w, group_size)  # (rows, G, g) each
         scale, zero = search_qparams(groups, mask, bits, symmetric, steps=clip_steps)  # (rows, G, 1) each
         return cls.from_qparams(module, bits, group_size, symmetric, scale, zero, act_mode)
@@ -121,17 +127,35 @@ class QuantLinear(nn.Linear):
                      zero: torch.Tensor, act_mode: str = "none") -> QuantLinear:
         """Quantize ``module``'s weight with given per-group (scale, zero), each (rows, G, 1)."""
         w = linear_weight(module).detach().float()  # (out, in)
-        out, inp = w.shape
-        layer = cls(inp, out, bits, group_size, symmetric, module.bias is not None, act_mode)
         groups, _ = to_groups(w, group_size)  # (rows, G, g)
-        codes = ungroup(quantize(groups, scale, zero, bits), (out, inp))  # (out, in) uint8
-        layer.qweight = pack(codes, bits).to(w.device)
-        layer.scales = scale.squeeze(-1).to(SCALE_DTYPE)  # (rows, G)
+        codes = ungroup(quantize(groups, scale, zero, bits), tuple(w.shape))  # (out, in) uint8
+        return cls.from_codes(codes, scale.squeeze(-1), zero.squeeze(-1), bits, group_size, symmetric,
+                              module.bias, act_mode)
+
+    @classmethod
+    @torch.no_grad()
+    def from_codes(cls, codes: torch.Tensor, scale: torch.Tensor, zero: torch.Tensor, bits: int, group_size: int,
+                   symmetric: bool, bias: torch.Tensor | None = None, act_mode: str = "none") -> QuantLinear:
+        """A layer holding given codes (out, in) in [0, 2^bits - 1], scales and zero points (rows, G).
+
+        Scales are stored in fp16 and zero points as uint8, as :meth:`from_float` stores them (GPTQ chooses its
+        own codes, see :mod:`.gptq`, and builds its layers here). ``zero`` is ignored when ``symmetric``.
+        """
+        out, inp = codes.shape
+        rows = 1 if group_size == -1 else out
+        if tuple(scale.shape) != (rows, n_groups(inp, group_size)) or scale.shape != zero.shape:
+            raise HfxError(f"scales {tuple(scale.shape)} / zeros {tuple(zero.shape)} do not fit codes {(out, inp)} "
+                           f"with group_size={group_size}: expected {(rows, n_groups(inp, group_size))}")
+        if codes.numel() and int(codes.max()) > 2**bits - 1:
+            raise HfxError(f"codes up to {int(codes.max())} do not fit {bits} bits")
+        layer = cls(inp, out, bits, group_size, symmetric, bias is not None, act_mode)
+        layer.qweight = pack(codes.to(torch.uint8), bits).to(codes.device)
+        layer.scales = scale.to(SCALE_DTYPE)  # (rows, G)
         if not symmetric:
-            layer.zeros = zero.squeeze(-1).to(torch.uint8)  # (rows, G)
-        if module.bias is not None:
-            layer.bias.data = module.bias.detach().float().clone()
-        return layer.to(w.device)
+            layer.zeros = zero.to(torch.uint8)  # (rows, G)
+        if bias is not None:
+            layer.bias.data = bias.detach().float().clone()
+        return layer.to(codes.device)
 
     def zero_points(self) -> torch.Tensor:
         """Zero points as floats, (rows, G)."""

@@ -19,7 +19,7 @@ from hfx.errors import HfxError
 from hfx_plugins.quant.apply import set_module
 from hfx_plugins.quant.layer import QuantLinear
 
-__all__ = ["merge_lora"]
+__all__ = ["merge_lora", "requantize_with_update"]
 
 
 class _Dense(nn.Module):
@@ -31,12 +31,33 @@ class _Dense(nn.Module):
 
 
 @torch.no_grad()
+def requantize_with_update(base: QuantLinear, delta: torch.Tensor, clip_steps: int = 20,
+                           name: str = "") -> tuple[QuantLinear, dict[str, float | str]]:
+    """W' = Q(deq(W) + delta) with ``base``'s bits, grouping and symmetry; delta (out, in). Returns W' and its report.
+
+    Report: ``update_norm`` ||delta||, ``merge_error`` ||deq(W') - (deq(W) + delta)|| (Frobenius norms),
+    ``max_error`` max |deq(W') - (deq(W) + delta)| and ``error_vs_update`` = merge_error / update_norm.
+    The new ranges come from the clip search (``clip_steps``; data-free, also for a GPTQ-quantized base).
+    """
+    w = base.dequantize()  # (out, in)
+    merged = w + delta.to(w)
+    new = QuantLinear.from_float(_Dense(merged, base.bias), base.bits, base.group_size, base.symmetric,
+                                 clip_steps, base.act_mode, name=name)
+    diff = new.dequantize() - merged  # (out, in)
+    err, upd = diff.norm().item(), delta.float().norm().item()
+    row: dict[str, float | str] = {"layer": name, "update_norm": upd, "merge_error": err,
+                                   "max_error": diff.abs().max().item(),
+                                   "error_vs_update": err / upd if upd > 0 else float("inf") if err > 0 else 0.0}
+    return new, row
+
+
+@torch.no_grad()
 def merge_lora(model: nn.Module, clip_steps: int = 20) -> tuple[nn.Module, list[dict[str, float | str]]]:
     """Merge the active LoRA adapters of every LoRA layer whose base is a :class:`QuantLinear`, in place.
 
-    Returns the model (those LoRA wrappers replaced by new QuantLinear layers) and one report row per layer:
-    ``update_norm`` ||s B A||, ``merge_error`` ||Q(W + s B A) - (W + s B A)|| (Frobenius norms, W the
-    dequantized base), and ``error_vs_update`` = merge_error / update_norm.
+    Returns the model (those LoRA wrappers replaced by new QuantLinear layers) and one report row per layer
+    (see :func:`requantize_with_update`; W is the dequantized base). ``LoraLayer.merge`` (``merge_adapter``,
+    ``merge_and_unload``) on a quantized base uses the same requantization and keeps the wrapper.
     """
     rows: list[dict[str, float | str]] = []
     wrappers = [(n, m) for n, m in model.named_modules() if isinstance(getattr(m, "base_layer", None), QuantLinear)]
@@ -46,16 +67,11 @@ def merge_lora(model: nn.Module, clip_steps: int = 20) -> tuple[nn.Module, list[
         base: QuantLinear = layer.base_layer
         if any(a in getattr(layer, "lora_magnitude_vector", {}) for a in layer.active_adapters):
             raise HfxError(f"{name}: DoRA adapters cannot be merged into a quantized base; keep them unmerged")
-        w = base.dequantize()  # (out, in)
-        delta = torch.zeros_like(w)
+        delta = torch.zeros(base.out_features, base.in_features, device=base.qweight.device)  # (out, in)
         for a in layer.active_adapters:
-            delta += layer.delta_weight(a).float()  # (out, in): s B A
-        merged = w + delta
-        new = QuantLinear.from_float(_Dense(merged, base.bias), base.bits, base.group_size, base.symmetric,
-                                     clip_steps, base.act_mode, name=name)
-        err = (new.dequantize() - merged).norm().item()
-        upd = delta.norm().item()
-        rows.append({"layer": name, "update_norm": upd, "merge_error": err,
-                     "error_vs_update": err / upd if upd > 0 else float("inf") if err > 0 else 0.0})
+            if a not in layer.merged_adapters:  # an adapter merged already is inside the base
+                delta += layer.delta_weight(a).float()  # (out, in): s B A
+        new, row = requantize_with_update(base, delta, clip_steps, name)
+        rows.append(row)
         set_module(model, name, new)
     return model, rows

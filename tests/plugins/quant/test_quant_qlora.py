@@ -62,3 +62,51 @@ def test_qlora_save_and_load_round_trip(tmp_path) -> None:  # type: ignore[no-un
     loaded = hfx.load(tiny_model("llama", "causal-lm", seed=5)[0], tmp_path / "qlora")
     with torch.no_grad():
         assert torch.equal(loaded.eval()(input_ids=enc["input_ids"]).logits, ref)
+
+
+def test_merge_adapter_on_quantized_base_requantizes_and_reports(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from hfx_plugins.lora import LoraLayer, merge_adapter, merge_and_unload, unmerge_adapter
+
+    model, tok = tiny_model("llama", "causal-lm", seed=0)
+    model = hfx.apply(model, "quant", bits=4, group_size=16)
+    model = hfx.apply(model, "lora", r=4, target_modules=["q_proj", "v_proj"], init_lora_weights="gaussian")
+    with torch.no_grad():
+        for n, p in model.named_parameters():
+            if "lora_B" in n:
+                p.normal_(std=0.1)  # a non-zero update s B A
+    ids = tok(["the function returns a new list"], return_tensors="pt")["input_ids"]
+    model.eval()
+    with torch.no_grad():
+        unmerged_out = model(input_ids=ids).logits
+    layers = [m for m in model.modules() if isinstance(m, LoraLayer)]
+    originals = [m.base_layer for m in layers]
+    # Expected merge, by hand: W_deq + s B A, requantized with the base's own layout by the clip-search RTN.
+    targets = [m.base_layer.dequantize() + m.delta_weight("default") for m in layers]  # (out, in) each
+    reports = merge_adapter(model)  # LoraLayer.merge on a QuantLinear base: no longer an error
+    assert len(reports) == len(layers) == 4  # 2 layers x (q_proj, v_proj)
+    for layer, orig, target, row in zip(layers, originals, targets, reports, strict=True):
+        new = layer.base_layer
+        assert isinstance(new, QuantLinear) and new is not orig
+        assert (new.bits, new.group_size, new.symmetric) == (orig.bits, orig.group_size, orig.symmetric)
+        dense = torch.nn.Linear(new.in_features, new.out_features, bias=False)
+        dense.weight.data = target.clone()
+        assert torch.equal(new.codes(), QuantLinear.from_float(dense, 4, 16, False).codes())
+        err = new.dequantize() - target  # what requantizing added
+        assert row["max_error"] == pytest.approx(err.abs().max().item(), rel=1e-6)
+        assert row["merge_error"] == pytest.approx(err.norm().item(), rel=1e-6)
+        assert row["update_norm"] == pytest.approx(layer.delta_weight("default").norm().item(), rel=1e-6)
+        assert 0 < row["max_error"] and layer.merge_reports == [row]
+    with torch.no_grad():
+        merged_out = model(input_ids=ids).logits  # adapters skipped, requantized bases used
+    assert 0 < (merged_out - unmerged_out).abs().max() < 0.5 * unmerged_out.abs().max()
+    with pytest.raises(HfxError, match="merged into the quantized base"):
+        hfx.save(model, tmp_path / "merged")  # base + adapters would apply the update twice on load
+    unmerge_adapter(model)  # back to the original packed layers, bit for bit
+    assert all(m.base_layer is orig for m, orig in zip(layers, originals, strict=True))
+    with torch.no_grad():
+        assert torch.equal(model(input_ids=ids).logits, unmerged_out)
+    plain = merge_and_unload(model)
+    assert not any(isinstance(m, LoraLayer) for m in plain.modules())
+    assert isinstance(plain.get_submodule("model.layers.0.self_attn.q_proj"), QuantLinear)
+    with torch.no_grad():
+        assert torch.equal(plain(input_ids=ids).logits, merged_out)
