@@ -19,7 +19,7 @@ import numpy as np
 from hfx.errors import HfxError, did_you_mean
 from hfx.io import atomic_dir, atomic_write_json
 
-__all__ = ["INDEX_METRICS", "VectorIndex", "recall_at_k"]
+__all__ = ["INDEX_METRICS", "VectorIndex", "drop_query_texts", "recall_at_k"]
 
 INDEX_METRICS = ("cosine", "dot", "euclidean")
 
@@ -110,6 +110,17 @@ class VectorIndex:
         if out.index.d != out.dim:
             raise HfxError(f"{path}: index.faiss holds {out.index.d}-dimensional vectors, index.json says {out.dim}")
         return out
+
+
+def drop_query_texts(found: np.ndarray, corpus: Sequence[str], queries: Sequence[str], k: int) -> np.ndarray:
+    """The first ``k`` retrieved ids of each query, leaving out documents whose text is the query itself.
+
+    A query found in the corpus always ranks first against itself, which says nothing about retrieval;
+    search ``k + 1`` so that ``k`` remain. ``found``: (Q, >= k) ids, -1 for "none" -> (Q, k), -1 padded.
+    """
+    rows = [([int(i) for i in row if i >= 0 and corpus[i] != q] + [-1] * k)[:k]
+            for row, q in zip(np.asarray(found), queries, strict=True)]
+    return np.array(rows, dtype=np.int64).reshape(len(rows), k)
 
 
 def recall_at_k(retrieved: np.ndarray, relevant: Sequence[set[int] | int], k: int) -> float:

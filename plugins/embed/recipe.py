@@ -26,7 +26,7 @@ from hfx.io import atomic_dir, atomic_write_text
 from hfx.registry import Recipe
 from hfx.runner.loop import TrainLoop
 from hfx_plugins.embed.cached import CachedMNRL
-from hfx_plugins.embed.index import VectorIndex, recall_at_k
+from hfx_plugins.embed.index import VectorIndex, drop_query_texts, recall_at_k
 from hfx_plugins.embed.io import save as save_embedder
 from hfx_plugins.embed.losses import cosine_similarity_loss, mnrl_loss, triplet_loss
 from hfx_plugins.embed.uses import EmbeddingClassifier, cluster, paired_cosine, spearman
@@ -132,7 +132,9 @@ class EmbedRecipe(Recipe):
         self.index = VectorIndex.build(np.stack([vec[t] for t in corpus]), metric="cosine")
         self.corpus = corpus
         k_max = max(self.cfg.recall_k)
-        _, ids = self.index.search(a, k_max)  # (Q, k)
+        _, found = self.index.search(a, k_max + 1)  # (Q, k + 1): one spare for the query's own text
+        # Rows are consecutive sentences, so a query can also be another row's positive: not an answer to itself.
+        ids = drop_query_texts(found, corpus, anchors, k_max)  # (Q, k)
         relevant = [corpus.index(p) for p in positives]
         out = {"triplet_accuracy": float((cos_p > cos_n).mean())}
         out.update({f"recall@{k}": recall_at_k(ids, relevant, k) for k in sorted(set(self.cfg.recall_k))})
@@ -157,7 +159,7 @@ class EmbedRecipe(Recipe):
     def _demo(self, queries: list[str], ids: np.ndarray, relevant: list[int]) -> None:
         for q in range(min(self.cfg.demo_queries, len(queries))):
             self.ctx.print(f"query: {queries[q][:100]}")
-            for rank, i in enumerate(ids[q][:3], start=1):
+            for rank, i in enumerate([i for i in ids[q][:3] if i >= 0], start=1):
                 mark = "*" if i == relevant[q] else " "
                 self.ctx.print(f"  {rank}.{mark} {self.corpus[i][:100]}")
         self.ctx.print("(* = the query's own next sentence)")

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from hfx.errors import HfxError
-from hfx_plugins.embed.index import VectorIndex, recall_at_k
+from hfx_plugins.embed.index import VectorIndex, drop_query_texts, recall_at_k
 from hfx_plugins.embed.uses import EmbeddingClassifier, cluster, paired_cosine, similarity_matrix, spearman
 
 RNG = np.random.default_rng(0)
@@ -84,6 +84,15 @@ def test_recall_at_k_by_hand() -> None:
     assert recall_at_k(retrieved, [1, {4, 9}], k=1) == 0.0
     assert recall_at_k(retrieved, [1, {4, 9}], k=2) == 0.5
     assert recall_at_k(retrieved, [1, {4, 9}], k=3) == pytest.approx((1 + 0.5) / 2)
+
+
+def test_query_texts_are_not_their_own_answers() -> None:
+    # Worked by hand: query "b" is document 1 of the corpus; its list keeps the order of the others.
+    corpus = ["a", "b", "c", "d"]
+    found = np.array([[1, 2, 0], [0, 3, 1], [3, -1, -1]])  # (Q=3, k+1=3), -1 = nothing found
+    ids = drop_query_texts(found, corpus, ["b", "x", "d"], k=2)
+    assert ids.tolist() == [[2, 0], [0, 3], [-1, -1]]
+    assert recall_at_k(ids, [2, 3, 0], k=1) == pytest.approx(1 / 3)
 
 
 def test_index_bad_input(tmp_path: Path) -> None:
