@@ -63,8 +63,9 @@ class QuantConfig:
     exclude_modules: list[str] = field(default_factory=list)
     """Module-name suffixes never to quantize (e.g. [classifier])."""
     # The fields below are read by `hfx run plugin=quant` only (the comparison table), not by hfx.apply.
-    table: list[str] = field(default_factory=lambda: ["8:0", "4:128", "3:64", "2:32"])
-    """Recipe: the hfx rows of the table as "bits:group_size" (asymmetric, clip search as configured)."""
+    table: list[str] = field(default_factory=lambda: ["8:0", "4:128", "4:128:gptq", "3:64", "2:32"])
+    """Recipe: the hfx rows of the table as "bits:group_size" (round to nearest) or "bits:group_size:gptq"
+    (asymmetric, clip search as configured; GPTQ calibrated on text disjoint from the evaluated text)."""
     reference_rows: bool = True
     """Recipe: add bitsandbytes int8, nf4 and fp4 rows measured the same way on the same layers."""
     eval_windows: int = 12

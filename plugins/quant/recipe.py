@@ -6,6 +6,8 @@
    weights; one row per ``quant.table`` entry and per bitsandbytes layout with bits per parameter counting
    scales and zero points, megabytes in memory and on disk, perplexity and its change vs fp32; then the
    sentence-embedding agreement with fp32 on ``quant.embedding_model`` (see :data:`tables.CAVEAT`).
+   GPTQ entries ("4:128:gptq") are calibrated on pydoc text disjoint from what is evaluated: the tokens that
+   follow the evaluation windows, and the sentences that follow the 600 evaluated ones (:mod:`.calibration`).
 3. ``evaluate`` (after): the model quantized with the run's own ``quant.*`` settings; ``save`` writes it
    (safetensors, see :mod:`.io`) with the tokenizer, and the tables as JSON and Markdown.
 """
@@ -21,11 +23,14 @@ from hfx.models.loading import load_config, model_family
 from hfx.models.zoo import resolve_model
 from hfx.registry import Recipe
 from hfx_plugins.quant.apply import apply, select_linear, storage_summary
+from hfx_plugins.quant.calibration import lm_calibration, sentence_calibration
+from hfx_plugins.quant.config import parse_table_entry
 from hfx_plugins.quant.io import save as save_quantized
 from hfx_plugins.quant.measure import perplexity
 from hfx_plugins.quant.tables import (
     CAVEAT,
     embedding_rows,
+    entry_key,
     format_rows,
     markdown_table,
     ppl_rows,
@@ -43,12 +48,22 @@ class QuantRecipe(Recipe):
         self.task = "causal-lm" if self.family == "decoder" else "base"
         self.model, self.tokenizer = ctx.load_model(self.task)
         self.windows = pydoc_token_windows(self.tokenizer, self.cfg.eval_window, self.cfg.eval_windows) if self.task == "causal-lm" else None
+        self.calibration: list[Any] | None = None  # built when a GPTQ setting needs it (see calibrate)
         self.tables: dict[str, list[dict[str, Any]]] = {}
         self.after: dict[str, float] | None = None
         self.fp32_ppl: float | None = None
         n = len(select_linear(self.model, self.cfg.target_modules, self.cfg.exclude_modules))
         ctx.print(f"quant: {ctx.run.model} ({self.family}); {n} linear layers to quantize; "
-                  f"{self.cfg.bits}-bit, group_size={self.cfg.group_size}")
+                  f"{self.cfg.bits}-bit, group_size={self.cfg.group_size}, method={self.cfg.method}")
+
+    def calibrate(self) -> list[Any]:
+        """GPTQ calibration batches, disjoint from the evaluated text (see :mod:`.calibration`)."""
+        if self.calibration is None:
+            if self.windows is not None:  # the tokens after the evaluation windows
+                self.calibration = lm_calibration(self.tokenizer, self.cfg, self.windows.numel())
+            else:  # an encoder: the sentences after the 600 of the embedding table
+                self.calibration = sentence_calibration(self.tokenizer, self.cfg)
+        return self.calibration
 
     def evaluate(self) -> dict[str, float]:
         if self.after is not None:
@@ -68,19 +83,27 @@ class QuantRecipe(Recipe):
             show(f"float formats; error of casting {ctx.run.model}'s linear weights (scaled: per-tensor absmax scale)",
                  self.tables["formats"])
         by_entry: dict[str, float] = {}
+        gptq_rows = any(parse_table_entry(e)[2] == "gptq" for e in cfg.table)
         if self.windows is not None:
             fresh = lambda: ctx.load_model(self.task)[0].eval()  # noqa: E731
-            self.tables["perplexity"], by_entry = ppl_rows(fresh, self.windows, cfg, self.fp32_ppl, ctx.print)
-            show(f"{ctx.run.model}: perplexity on {cfg.eval_windows} x {cfg.eval_window} tokens of pydoc_data.topics",
-                 self.tables["perplexity"])
+            self.tables["perplexity"], by_entry = ppl_rows(fresh, self.windows, cfg, self.fp32_ppl, ctx.print,
+                                                           calibration=self.calibrate() if gptq_rows else None)
+            caption = f"{ctx.run.model}: perplexity on {cfg.eval_windows} x {cfg.eval_window} tokens of pydoc_data.topics"
+            if gptq_rows:
+                caption += (f"; GPTQ calibrated on the {cfg.calibration_samples} x {cfg.calibration_window} tokens "
+                            "that follow them (disjoint)")
+            show(caption, self.tables["perplexity"])
             if ctx.run.model == "smollm2-135m":
                 ctx.print("caveat: " + CAVEAT)
         emb = ctx.run.model if self.family == "encoder" else cfg.embedding_model
         if emb:
             self.tables["embeddings"] = embedding_rows(emb, cfg, log=ctx.print)
-            show(f"{emb}: embeddings of 600 pydoc sentences vs fp32", self.tables["embeddings"])
-        self.model = apply(self.model, cfg)  # the run's own setting, evaluated "after" and saved
-        own = f"{cfg.bits}:{cfg.group_size}"
+            show(f"{emb}: embeddings of 600 pydoc sentences vs fp32" + (
+                f"; GPTQ calibrated on the {cfg.calibration_sentences} sentences after them (disjoint)"
+                if gptq_rows else ""), self.tables["embeddings"])
+        # the run's own setting, evaluated "after" and saved
+        self.model = apply(self.model, cfg, calibration=self.calibrate() if cfg.method == "gptq" else None)
+        own = entry_key(cfg.bits, cfg.group_size, cfg.method)
         if own in by_entry and cfg.activations == "none":  # measured already in the table
             self.after = {"perplexity": by_entry[own]}
         else:
@@ -95,6 +118,11 @@ class QuantRecipe(Recipe):
             self.tokenizer.save_pretrained(tmp)
         atomic_write_json(out_dir / "quant_tables.json", self.tables)
         md = "".join(f"## {k}\n\n{markdown_table(v)}\n" for k, v in self.tables.items())
+        cfg = self.cfg
+        if any(parse_table_entry(e)[2] == "gptq" for e in cfg.table):
+            md += (f"GPTQ rows: calibrated on the {cfg.calibration_samples} x {cfg.calibration_window} pydoc tokens "
+                   f"after the {cfg.eval_windows} evaluated windows, and (embeddings) on the "
+                   f"{cfg.calibration_sentences} sentences after the 600 evaluated ones: disjoint from the evaluation.\n")
         if "perplexity" in self.tables and self.ctx.run.model == "smollm2-135m":
             md += f"Caveat: {CAVEAT}\n"
         atomic_write_text(out_dir / "quant_tables.md", md)
