@@ -3,7 +3,10 @@
 - ``task=base`` (preset ``default``: minilm, 6 layers -> 3): embedding regression. The student learns the
   teacher's normalised sentence embeddings (MSE) on sentences of ``pydoc_data.topics``, from a teacher cache
   written once (offline distillation). Scored by the Spearman correlation of pairwise cosine similarities
-  with the teacher's on held-out sentences and a logistic-regression probe on the bundled ``sentiment`` set.
+  with the teacher's on held-out sentences (agreement), and by two task scores the teacher has too: the
+  Spearman correlation of cosine similarities with the scored pairs of ``pydoc_pairs``' test split (1 / 0.5 / 0
+  for next sentence / same topic / other topic; those sentences never train) and a logistic-regression probe
+  on the bundled ``sentiment`` set. "kept" = student score / teacher score.
 - ``task=causal-lm`` (preset ``decoder``: smollm2-135m, 30 layers -> 15): token-level KD on pydoc text,
   scored by held-out perplexity.
 
@@ -21,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 import datasets
+import numpy as np
 import torch
 from torch.utils.data import DataLoader
 from transformers import DataCollatorWithPadding
@@ -47,6 +51,8 @@ from hfx_plugins.distill.io import save as save_student
 from hfx_plugins.distill.objective import DistillationObjective
 from hfx_plugins.distill.student import param_count
 from hfx_plugins.distill.trainer import check_pair
+from hfx_plugins.embed.recipe import scored_pairs
+from hfx_plugins.embed.uses import spearman
 
 __all__ = ["DistillRecipe"]
 
@@ -96,8 +102,12 @@ class DistillRecipe(Recipe):
             else:  # the last sentences (last topics) are held out: different subjects from training
                 sentences = pydoc_sentences()
                 train, held_out = sentences[: -self.cfg.eval_sentences], sentences[-self.cfg.eval_sentences:]
-                if run.data.max_train_samples:
-                    train = train[: run.data.max_train_samples]
+            # The scored pairs of pydoc_pairs' test split are the task score: their sentences never train.
+            self.pairs = scored_pairs(load_bundled("pydoc_pairs")["test"])  # [(text, text, 0 / 0.5 / 1)]
+            in_pairs = {t for a, b, _ in self.pairs for t in (a, b)}
+            train = [t for t in train if t not in in_pairs]
+            if run.data.max_train_samples:
+                train = train[: run.data.max_train_samples]
             self.held_out = held_out
             self.train_set = datasets.Dataset.from_dict({"text": train}).map(
                 lambda b: tok(b["text"], truncation=True, max_length=run.data.max_length), batched=True,
@@ -123,7 +133,11 @@ class DistillRecipe(Recipe):
         tr, te = self.probe["train"], self.probe["test"]
         acc = metrics.probe_accuracy(metrics.encode(model, self.tokenizer, tr["text"], self.objective, bs, ml), tr["label"],
                                      metrics.encode(model, self.tokenizer, te["text"], self.objective, bs, ml), te["label"])
-        return {"spearman_vs_teacher": metrics.pairwise_spearman(emb, self._teacher_held_out), "sentiment_accuracy": acc}
+        a = metrics.encode(model, self.tokenizer, [p[0] for p in self.pairs], self.objective, bs, ml)  # (P, H)
+        b = metrics.encode(model, self.tokenizer, [p[1] for p in self.pairs], self.objective, bs, ml)  # (P, H)
+        cos = torch.nn.functional.cosine_similarity(a, b, dim=-1)  # (P,)
+        return {"spearman_vs_teacher": metrics.pairwise_spearman(emb, self._teacher_held_out), "sentiment_accuracy": acc,
+                "pairs_spearman": spearman(cos.numpy(), np.array([p[2] for p in self.pairs]))}
 
     @torch.no_grad()
     def _speed(self) -> dict[str, float]:
@@ -207,6 +221,9 @@ class DistillRecipe(Recipe):
             row["spearman vs teacher"] = 1.0 if model is self.teacher else scores.get("spearman_vs_teacher")
             row["sentiment accuracy"] = acc
             row["accuracy kept"] = acc / ref["sentiment_accuracy"] if acc is not None else None
+            pairs = scores.get("pairs_spearman")
+            row["pairs spearman"] = pairs
+            row["pairs kept"] = pairs / ref["pairs_spearman"] if pairs is not None else None
         return row
 
     def save(self, out_dir: Path) -> list[Path]:

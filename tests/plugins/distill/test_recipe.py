@@ -28,7 +28,8 @@ def test_embedding_run_writes_student_cache_and_comparison(tmp_path) -> None:
     assert (res.run_dir / "teacher_cache.safetensors").is_file()
     student = AutoModel.from_pretrained(res.run_dir / "artifacts" / "student")
     assert student.config.num_hidden_layers == 1
-    assert set(res.after) == {"spearman_vs_teacher", "sentiment_accuracy"}
+    assert set(res.after) == {"spearman_vs_teacher", "sentiment_accuracy", "pairs_spearman"}
+    assert rows[0]["pairs kept"] == 1.0 and -1.0 <= rows[1]["pairs spearman"] <= 1.0
     assert "no_teacher_spearman_vs_teacher" in res.summary["train"] and res.summary["train"]["speedup"] > 0
     logged = [json.loads(line) for line in (res.run_dir / "metrics.jsonl").read_text().splitlines()]
     assert any("no_teacher_train_loss" in r for r in logged)  # the baseline's curve is kept apart
