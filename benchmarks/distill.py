@@ -173,11 +173,9 @@ def _write(ours: dict[str, Any]) -> None:
             lines.append("| " + " | ".join(f"{v:.4g}" if isinstance(v, float) else str(v) for v in r.values()) + " |")
         lines += ["", f"Targets: `{json.dumps(sec['targets'])}`", ""]
         if name == "encoder" and "reference" in results:
-            same = results["reference"].get("date") == sec.get("date")
-            lines += ["Reference, sentence-transformers layer-reduction distillation (MSELoss) of the same student init, "
-                      "same batch and lr, " + ("same run and steps" if same else "from an earlier, shorter run (its "
-                      "command is in the record), not comparable step for step with the rows above") +
-                      f": `{json.dumps(results['reference'])}`", ""]
+            lines += ["Reference, sentence-transformers layer-reduction distillation (MSELoss) of the same student init "
+                      "on the same sentences, batch, lr and warm-up, scored the same way; its own run (steps from "
+                      f"`--encoder-steps`, default 300, in its command): `{json.dumps(results['reference'])}`", ""]
     if "loss" in results:
         lines += ["## KD loss vs trl generalized_jsd_loss, (4, 128, 49152) fwd+bwd, median of 5", "",
                   f"Benchmark command: `{results['loss'].get('bench_command', 'python benchmarks/distill.py')}`", "",
