@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 import torch
 
@@ -47,14 +49,21 @@ def test_lora_on_quantized_base_trains_and_merges_with_reported_error() -> None:
     assert 0 < (after - before).abs().max() < 0.5 * before.abs().max()
 
 
-def test_qlora_save_and_load_round_trip(tmp_path) -> None:  # type: ignore[no-untyped-def]
+def _qlora_q_v(b_std: float) -> tuple[torch.nn.Module, Any]:
+    """Tiny Llama, 4-bit base (groups of 16), LoRA r=4 on q_proj/v_proj with B ~ N(0, b_std): a non-zero update."""
     model, tok = tiny_model("llama", "causal-lm", seed=0)
     model = hfx.apply(model, "quant", bits=4, group_size=16)
     model = hfx.apply(model, "lora", r=4, target_modules=["q_proj", "v_proj"], init_lora_weights="gaussian")
     with torch.no_grad():
         for n, p in model.named_parameters():
             if "lora_B" in n:
-                p.normal_()  # a non-zero update, so a lost adapter would show
+                p.normal_(std=b_std)
+    return model, tok
+
+
+def test_qlora_save_and_load_round_trip(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    model, tok = _qlora_q_v(b_std=1.0)  # a lost adapter would show
+    with torch.no_grad():
         enc = tok(["the function returns a new list"], return_tensors="pt")
         ref = model.eval()(input_ids=enc["input_ids"]).logits
     hfx.save(model, tmp_path / "qlora")  # quant/ (packed base) and lora/ (peft format) sub-folders
@@ -67,13 +76,7 @@ def test_qlora_save_and_load_round_trip(tmp_path) -> None:  # type: ignore[no-un
 def test_merge_adapter_on_quantized_base_requantizes_and_reports(tmp_path) -> None:  # type: ignore[no-untyped-def]
     from hfx_plugins.lora import LoraLayer, merge_adapter, merge_and_unload, unmerge_adapter
 
-    model, tok = tiny_model("llama", "causal-lm", seed=0)
-    model = hfx.apply(model, "quant", bits=4, group_size=16)
-    model = hfx.apply(model, "lora", r=4, target_modules=["q_proj", "v_proj"], init_lora_weights="gaussian")
-    with torch.no_grad():
-        for n, p in model.named_parameters():
-            if "lora_B" in n:
-                p.normal_(std=0.1)  # a non-zero update s B A
+    model, tok = _qlora_q_v(b_std=0.1)
     ids = tok(["the function returns a new list"], return_tensors="pt")["input_ids"]
     model.eval()
     with torch.no_grad():
