@@ -63,11 +63,15 @@ def _st_reference(steps: int, batch: int, lr: float, warmup: int, eval_sentences
     from hfx.data.text import pydoc_sentences
     from hfx.models.loading import load_model
     from hfx.models.zoo import resolve_model
-    from hfx_plugins.distill.metrics import pairwise_spearman, probe_accuracy
+    from hfx_plugins.distill.metrics import (
+        held_out_pairs,
+        pairs_spearman,
+        pairwise_spearman,
+        probe_accuracy,
+        without_pair_sentences,
+    )
     from hfx_plugins.distill.recipe import _copy_sentence_transformers_files
     from hfx_plugins.distill.student import make_student
-    from hfx_plugins.embed.recipe import scored_pairs
-    from hfx_plugins.embed.uses import spearman
 
     teacher_dir = resolve_model("minilm")
     teacher_st = SentenceTransformer(teacher_dir, device="cpu")
@@ -79,9 +83,8 @@ def _st_reference(steps: int, batch: int, lr: float, warmup: int, eval_sentences
     student = SentenceTransformer(str(student_dir), device="cpu")
     sentences = pydoc_sentences()
     train, held_out = sentences[:-eval_sentences], sentences[-eval_sentences:]
-    pairs = scored_pairs(load_bundled("pydoc_pairs")["test"])  # as the recipe: these sentences never train
-    in_pairs = {t for a, b, _ in pairs for t in (a, b)}
-    train = [t for t in train if t not in in_pairs]
+    pairs = held_out_pairs()
+    train = without_pair_sentences(train, pairs)  # as the recipe: the scored sentences never train
     train = train[:max_train] if max_train else train  # as data.max_train_samples does in the recipe
     labels = teacher_st.encode(train, batch_size=64, convert_to_numpy=True)
     ds = datasets.Dataset.from_dict({"sentence": train, "label": labels.tolist()})
@@ -99,10 +102,9 @@ def _st_reference(steps: int, batch: int, lr: float, warmup: int, eval_sentences
 
     acc = probe_accuracy(enc(student, probe["train"]["text"]), probe["train"]["label"],
                          enc(student, probe["test"]["text"]), probe["test"]["label"])
-    cos = torch.nn.functional.cosine_similarity(enc(student, [x[0] for x in pairs]), enc(student, [x[1] for x in pairs]))
     return {"library": "sentence-transformers", "train_seconds": round(train_s, 1),
             "spearman vs teacher": pairwise_spearman(enc(student, held_out), enc(teacher_st, held_out)),
-            "sentiment accuracy": acc, "pairs spearman": spearman(cos.numpy(), [x[2] for x in pairs])}
+            "sentiment accuracy": acc, "pairs spearman": pairs_spearman(lambda texts: enc(student, texts), pairs)}
 
 
 def _loss_bench(repeats: int) -> dict[str, Any]:

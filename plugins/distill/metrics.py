@@ -3,6 +3,9 @@
 - ``pairwise_spearman``: Spearman correlation between the student's and the teacher's cosine similarities
   over every pair of held-out sentences (1.0 = the student ranks all pairs exactly as the teacher does);
   the quality measure of sentence-transformers' distillation examples, with the teacher as the reference.
+- ``pairs_spearman``: Spearman correlation of cosine similarities with the scores of ``held_out_pairs`` (the
+  test split of the bundled ``pydoc_pairs``: next sentence 1, same topic 0.5, other topic 0), a task score the
+  teacher has too.
 - ``probe_accuracy``: a logistic-regression probe on frozen embeddings, trained on the train split of a
   labelled set and scored on its test split (the bundled ``sentiment`` set).
 - ``perplexity``: exp of the token-weighted mean next-token loss on held-out text.
@@ -17,12 +20,14 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 
 from hfx_plugins.distill.objective import DistillationObjective
 
-__all__ = ["encode", "pairwise_spearman", "perplexity", "probe_accuracy", "throughput"]
+__all__ = ["encode", "held_out_pairs", "pairs_spearman", "pairwise_spearman", "perplexity", "probe_accuracy", "throughput",
+           "without_pair_sentences"]
 
 
 @torch.no_grad()
@@ -51,6 +56,33 @@ def pairwise_spearman(student_emb: torch.Tensor, teacher_emb: torch.Tensor) -> f
         return (e @ e.T)[iu[0], iu[1]]  # (N(N-1)/2,)
 
     return float(spearmanr(sims(student_emb).numpy(), sims(teacher_emb).numpy()).statistic)
+
+
+def held_out_pairs() -> list[tuple[str, str, float]]:
+    """(text, text, score) pairs of ``pydoc_pairs``' test split: the held-out task score of embedding students."""
+    from hfx.data.bundled import load_bundled
+    from hfx_plugins.embed.recipe import scored_pairs
+
+    return scored_pairs(load_bundled("pydoc_pairs")["test"])
+
+
+def without_pair_sentences(texts: Sequence[str], pairs: Sequence[tuple[str, str, float]]) -> list[str]:
+    """``texts`` less every sentence of ``pairs``, so that the scored sentences never train."""
+    in_pairs = {t for a, b, _ in pairs for t in (a, b)}
+    return [t for t in texts if t not in in_pairs]
+
+
+def pairs_spearman(embed: Callable[[list[str]], torch.Tensor], pairs: Sequence[tuple[str, str, float]]) -> float:
+    """Spearman of cos(embed(a), embed(b)) with the pairs' scores; each distinct text is embedded once."""
+    from hfx_plugins.embed.uses import spearman
+
+    texts = list(dict.fromkeys(t for a, b, _ in pairs for t in (a, b)))  # anchors recur in three pairs
+    row = {t: i for i, t in enumerate(texts)}
+    emb = embed(texts)  # (N, H)
+    a = emb[[row[p[0]] for p in pairs]]  # (P, H)
+    b = emb[[row[p[1]] for p in pairs]]  # (P, H)
+    cos = torch.nn.functional.cosine_similarity(a, b, dim=-1)  # (P,)
+    return spearman(cos.numpy(), np.array([p[2] for p in pairs]))
 
 
 def probe_accuracy(train_emb: torch.Tensor, train_labels: Sequence[int],

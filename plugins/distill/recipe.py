@@ -24,7 +24,6 @@ from pathlib import Path
 from typing import Any
 
 import datasets
-import numpy as np
 import torch
 from torch.utils.data import DataLoader
 from transformers import DataCollatorWithPadding
@@ -51,8 +50,6 @@ from hfx_plugins.distill.io import save as save_student
 from hfx_plugins.distill.objective import DistillationObjective
 from hfx_plugins.distill.student import param_count
 from hfx_plugins.distill.trainer import check_pair
-from hfx_plugins.embed.recipe import scored_pairs
-from hfx_plugins.embed.uses import spearman
 
 __all__ = ["DistillRecipe"]
 
@@ -103,9 +100,8 @@ class DistillRecipe(Recipe):
                 sentences = pydoc_sentences()
                 train, held_out = sentences[: -self.cfg.eval_sentences], sentences[-self.cfg.eval_sentences:]
             # The scored pairs of pydoc_pairs' test split are the task score: their sentences never train.
-            self.pairs = scored_pairs(load_bundled("pydoc_pairs")["test"])  # [(text, text, 0 / 0.5 / 1)]
-            in_pairs = {t for a, b, _ in self.pairs for t in (a, b)}
-            train = [t for t in train if t not in in_pairs]
+            self.pairs = metrics.held_out_pairs()  # [(text, text, 0 / 0.5 / 1)]
+            train = metrics.without_pair_sentences(train, self.pairs)
             if run.data.max_train_samples:
                 train = train[: run.data.max_train_samples]
             self.held_out = held_out
@@ -133,11 +129,10 @@ class DistillRecipe(Recipe):
         tr, te = self.probe["train"], self.probe["test"]
         acc = metrics.probe_accuracy(metrics.encode(model, self.tokenizer, tr["text"], self.objective, bs, ml), tr["label"],
                                      metrics.encode(model, self.tokenizer, te["text"], self.objective, bs, ml), te["label"])
-        a = metrics.encode(model, self.tokenizer, [p[0] for p in self.pairs], self.objective, bs, ml)  # (P, H)
-        b = metrics.encode(model, self.tokenizer, [p[1] for p in self.pairs], self.objective, bs, ml)  # (P, H)
-        cos = torch.nn.functional.cosine_similarity(a, b, dim=-1)  # (P,)
+        pairs = metrics.pairs_spearman(
+            lambda texts: metrics.encode(model, self.tokenizer, texts, self.objective, bs, ml), self.pairs)
         return {"spearman_vs_teacher": metrics.pairwise_spearman(emb, self._teacher_held_out), "sentiment_accuracy": acc,
-                "pairs_spearman": spearman(cos.numpy(), np.array([p[2] for p in self.pairs]))}
+                "pairs_spearman": pairs}
 
     @torch.no_grad()
     def _speed(self) -> dict[str, float]:

@@ -107,3 +107,25 @@ def test_hfx_apply_save_load_round_trip(tmp_path) -> None:
         assert torch.equal(loaded.eval()(input_ids=ids).logits, student.eval()(input_ids=ids).logits)
     assert hfx.api.applied(loaded)[-1][0] == "distill"
     assert tiny_tokenizer("llama").vocab_size == loaded.get_input_embeddings().num_embeddings
+
+
+def test_pairs_spearman_and_held_out_pairs_by_hand() -> None:
+    import torch
+
+    from hfx_plugins.distill.metrics import held_out_pairs, pairs_spearman, without_pair_sentences
+
+    # Worked by hand: cosines 1.0, 0.6, 0.0 for scores 1, 0.5, 0 rank alike -> Spearman 1; reversed scores -> -1.
+    vec = {"a": [1.0, 0.0], "p": [1.0, 0.0], "r": [0.6, 0.8], "n": [0.0, 1.0]}
+    calls: list[list[str]] = []
+
+    def embed(texts: list[str]) -> torch.Tensor:
+        calls.append(texts)
+        return torch.tensor([vec[t] for t in texts])
+
+    pairs = [("a", "p", 1.0), ("a", "r", 0.5), ("a", "n", 0.0)]
+    assert pairs_spearman(embed, pairs) == pytest.approx(1.0)
+    assert calls == [["a", "p", "r", "n"]]  # each distinct text embedded once
+    assert pairs_spearman(embed, [(x, y, 1.0 - s) for x, y, s in pairs]) == pytest.approx(-1.0)
+    real = held_out_pairs()  # the bundled test split: 109 rows x (positive, related, negative)
+    assert len(real) == 327 and {s for _, _, s in real} == {0.0, 0.5, 1.0}
+    assert without_pair_sentences([real[0][0], "not a pair sentence"], real) == ["not a pair sentence"]
