@@ -52,26 +52,19 @@ def requantize_with_update(base: QuantLinear, delta: torch.Tensor, clip_steps: i
 
 
 @torch.no_grad()
-def merge_lora(model: nn.Module, clip_steps: int = 20) -> tuple[nn.Module, list[dict[str, float | str]]]:
+def merge_lora(model: nn.Module) -> tuple[nn.Module, list[dict[str, float | str]]]:
     """Merge the active LoRA adapters of every LoRA layer whose base is a :class:`QuantLinear`, in place.
 
-    Returns the model (those LoRA wrappers replaced by new QuantLinear layers) and one report row per layer
-    (see :func:`requantize_with_update`; W is the dequantized base). ``LoraLayer.merge`` (``merge_adapter``,
-    ``merge_and_unload``) on a quantized base uses the same requantization and keeps the wrapper.
+    Returns the model (those LoRA wrappers replaced by their new, requantized QuantLinear base) and one report
+    row per layer. The merge itself is ``LoraLayer.merge`` (:func:`requantize_with_update` with the base's
+    layout and the clip search; DoRA refused); this only unwraps the merged layers.
     """
     rows: list[dict[str, float | str]] = []
     wrappers = [(n, m) for n, m in model.named_modules() if isinstance(getattr(m, "base_layer", None), QuantLinear)]
     if not wrappers:
         raise HfxError("no LoRA layer on a quantized base found; apply plugin=[quant,lora] first")
     for name, layer in wrappers:
-        base: QuantLinear = layer.base_layer
-        if any(a in getattr(layer, "lora_magnitude_vector", {}) for a in layer.active_adapters):
-            raise HfxError(f"{name}: DoRA adapters cannot be merged into a quantized base; keep them unmerged")
-        delta = torch.zeros(base.out_features, base.in_features, device=base.qweight.device)  # (out, in)
-        for a in layer.active_adapters:
-            if a not in layer.merged_adapters:  # an adapter merged already is inside the base
-                delta += layer.delta_weight(a).float()  # (out, in): s B A
-        new, row = requantize_with_update(base, delta, clip_steps, name)
-        rows.append(row)
-        set_module(model, name, new)
+        pending = [a for a in layer.active_adapters if a not in layer.merged_adapters]  # merged ones are inside
+        rows += layer.merge(pending)
+        set_module(model, name, layer.base_layer)
     return model, rows
