@@ -48,8 +48,17 @@ def _hfx_run(args: list[str], out: Path) -> dict[str, Any]:
             "rows": rows, "summary_train": res.summary["train"]}
 
 
+def _encoder_preset() -> dict[str, Any]:
+    """The default preset's student layers, batch and learning rate, so the reference trains the same student."""
+    from omegaconf import OmegaConf
+
+    cfg = OmegaConf.load(Path(__file__).parents[1] / "plugins" / "distill" / "configs" / "default.yaml")
+    return {"layers": list(cfg.distill.get("layers", [])), "batch": int(cfg.train.batch_size),
+            "lr": float(cfg.train.learning_rate), "docstrings": int(cfg.distill.get("docstring_sentences", 0))}
+
+
 def _st_reference(steps: int, batch: int, lr: float, warmup: int, eval_sentences: int, work: Path,
-                  max_train: int = 0) -> dict[str, Any]:
+                  max_train: int = 0, layers: list[int] | None = None, docstrings: int = 0) -> dict[str, Any]:
     """sentence-transformers' layer-reduction distillation of the same student on the same sentences."""
     import datasets
     from sentence_transformers import (
@@ -60,6 +69,7 @@ def _st_reference(steps: int, batch: int, lr: float, warmup: int, eval_sentences
     from sentence_transformers.sentence_transformer.losses import MSELoss
 
     from hfx.data.bundled import load_bundled
+    from hfx.data.docstrings import stdlib_docstring_sentences
     from hfx.data.text import pydoc_sentences
     from hfx.models.loading import load_model
     from hfx.models.zoo import resolve_model
@@ -77,12 +87,15 @@ def _st_reference(steps: int, batch: int, lr: float, warmup: int, eval_sentences
     teacher_st = SentenceTransformer(teacher_dir, device="cpu")
     hf_teacher, tok = load_model("minilm", "base")
     student_dir = work / "st_student"
-    make_student(hf_teacher).save_pretrained(student_dir)
+    make_student(hf_teacher, layers=layers or None).save_pretrained(student_dir)
     tok.save_pretrained(student_dir)
     _copy_sentence_transformers_files(Path(teacher_dir), student_dir)
     student = SentenceTransformer(str(student_dir), device="cpu")
     sentences = pydoc_sentences()
     train, held_out = sentences[:-eval_sentences], sentences[-eval_sentences:]
+    if docstrings:  # as distill.docstring_sentences does in the recipe
+        kept_out = set(held_out)
+        train += [s for s in stdlib_docstring_sentences(docstrings) if s not in kept_out]
     pairs = held_out_pairs()
     train = without_pair_sentences(train, pairs)  # as the recipe: the scored sentences never train
     train = train[:max_train] if max_train else train  # as data.max_train_samples does in the recipe
@@ -220,8 +233,10 @@ def main() -> None:
             results["encoder"] = sec
             _write(results)
         if "reference" not in a.skip:  # a section of its own, so it can run in a parallel process
-            results["reference"] = {**_st_reference(a.encoder_steps, 32, 1e-4, min(20, a.encoder_steps // 4), 300, work,
-                                                              a.encoder_train), **stamp}
+            pre = _encoder_preset()
+            results["reference"] = {**_st_reference(a.encoder_steps, pre["batch"], pre["lr"], min(20, a.encoder_steps // 4),
+                                                    300, work, a.encoder_train, pre["layers"], pre["docstrings"]),
+                                    "layers": pre["layers"], "lr": pre["lr"], **stamp}
             _write(results)
         if "decoder" not in a.skip:
             sec = _hfx_run(["plugin=distill", "preset=decoder", f"train.max_steps={a.decoder_steps}",

@@ -8,6 +8,7 @@ collate = collator_for_task(tokenizer, "sequence-classification")
 
 from hfx.data.bundled import BUNDLED, BundledDataset, bundled_path, load_bundled
 from hfx.data.collate import IGNORE_INDEX, TASKS, collator_for_task, tokenize_for_task
+from hfx.data.docstrings import stdlib_docstring_sentences
 from hfx.data.loading import EXTENSIONS, DataConfig, load_data, read_source
 from hfx.data.text import pydoc_paragraphs, pydoc_sentences, pydoc_texts, pydoc_token_windows
 
@@ -27,5 +28,6 @@ __all__ = [
     "pydoc_texts",
     "pydoc_token_windows",
     "read_source",
+    "stdlib_docstring_sentences",
     "tokenize_for_task",
 ]

@@ -41,11 +41,14 @@ class _NoResume:
 
 
 class BaselineContext:
-    """The run context as the no-teacher run sees it: metrics logged as ``no_teacher_*``, no checkpoints."""
+    """The run context as the no-teacher run sees it: metrics logged as ``no_teacher_*``, no checkpoints, and
+    its own learning rate if given (a loss without a teacher may want another one)."""
 
-    def __init__(self, ctx: Any, prefix: str = "no_teacher_") -> None:
+    def __init__(self, ctx: Any, prefix: str = "no_teacher_", learning_rate: float = 0.0) -> None:
         self._ctx, self._prefix = ctx, prefix
-        self.run = dataclasses.replace(ctx.run, train=dataclasses.replace(ctx.run.train, save_every=0, eval_every=0))
+        lr = learning_rate or ctx.run.train.learning_rate  # 0 = the distilled student's learning rate
+        self.run = dataclasses.replace(ctx.run, train=dataclasses.replace(ctx.run.train, save_every=0, eval_every=0,
+                                                                          learning_rate=lr))
         self.run_dir = _NoResume(ctx.run_dir)
 
     def __getattr__(self, name: str) -> Any:

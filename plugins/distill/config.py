@@ -36,8 +36,12 @@ class DistillConfig:
     """Compute the teacher's outputs once into teacher_cache.safetensors in the run folder and train from it (offline distillation); for causal LMs this stores T x vocabulary floats per text."""
     baseline: bool = True
     """Also train the same student without the teacher (hard labels; SimCSE for embeddings), so the gain shows."""
+    baseline_learning_rate: float = 0.0
+    """Learning rate of the no-teacher run; 0 = train.learning_rate (SimCSE wants a smaller one than the MSE)."""
     eval_sentences: int = 300
     """Embedding task without data.path: held-out sentences (the last ones of pydoc_data.topics) for the Spearman score."""
+    docstring_sentences: int = 0
+    """Embedding task without data.path: add up to this many sentences of the standard library's docstrings to the training sentences (hfx.data.docstrings; 0 = none, about 12,000 exist)."""
     speed_repeats: int = 3
     """Timing passes over the evaluation texts per model; the fastest counts (the CPU may be shared)."""
 
@@ -47,7 +51,11 @@ class DistillConfig:
             raise HfxError(f"distill.pooling must be mean or cls, got {self.pooling!r}")
         if self.eval_sentences < 10:
             raise HfxError(f"distill.eval_sentences must be at least 10, got {self.eval_sentences}")
+        if self.docstring_sentences < 0:
+            raise HfxError(f"distill.docstring_sentences must be >= 0 (0 = none), got {self.docstring_sentences}")
         if self.speed_repeats < 1:
             raise HfxError(f"distill.speed_repeats must be at least 1, got {self.speed_repeats}")
+        if self.baseline_learning_rate < 0:
+            raise HfxError(f"distill.baseline_learning_rate must be >= 0 (0 = train.learning_rate), got {self.baseline_learning_rate}")
         if self.layers and self.student:
             raise HfxError("give distill.layers (cut the teacher) or distill.student (a separate model), not both")

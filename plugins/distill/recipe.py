@@ -30,6 +30,7 @@ from transformers import DataCollatorWithPadding
 
 from hfx.data.bundled import load_bundled
 from hfx.data.collate import collator_for_task, tokenize_for_task
+from hfx.data.docstrings import stdlib_docstring_sentences
 from hfx.data.loading import load_data
 from hfx.data.text import pydoc_sentences
 from hfx.errors import HfxError
@@ -99,6 +100,9 @@ class DistillRecipe(Recipe):
             else:  # the last sentences (last topics) are held out: different subjects from training
                 sentences = pydoc_sentences()
                 train, held_out = sentences[: -self.cfg.eval_sentences], sentences[-self.cfg.eval_sentences:]
+                if self.cfg.docstring_sentences:  # more text for the teacher to label
+                    kept_out = set(held_out)
+                    train += [s for s in stdlib_docstring_sentences(self.cfg.docstring_sentences) if s not in kept_out]
             # The scored pairs of pydoc_pairs' test split are the task score: their sentences never train.
             self.pairs = metrics.held_out_pairs()  # [(text, text, 0 / 0.5 / 1)]
             train = metrics.without_pair_sentences(train, self.pairs)
@@ -184,8 +188,8 @@ class DistillRecipe(Recipe):
         self._after = self._quality(self.student)
         rows.append(self._row("student (distilled)", self.student, self._after))
         if self.baseline is not None:
-            base = TrainLoop(BaselineContext(ctx), self.baseline, self.train_set, self.collate,
-                             loss_fn=self._baseline_loss).run()
+            base_ctx = BaselineContext(ctx, learning_rate=self.cfg.baseline_learning_rate)
+            base = TrainLoop(base_ctx, self.baseline, self.train_set, self.collate, loss_fn=self._baseline_loss).run()
             scores = self._quality(self.baseline)
             rows.append(self._row("student (no teacher)", self.baseline, scores))
             out.update({"no_teacher_train_loss": base["train_loss"], **{f"no_teacher_{k}": v for k, v in scores.items()}})

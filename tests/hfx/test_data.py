@@ -25,6 +25,7 @@ from hfx.data import (
     pydoc_sentences,
     pydoc_texts,
     pydoc_token_windows,
+    stdlib_docstring_sentences,
     tokenize_for_task,
 )
 from hfx.errors import HfxError
@@ -172,6 +173,17 @@ def test_bundled_pydoc_and_sentences() -> None:
         sentences[0]
         == "Assert statements are a convenient way to insert debugging assertions into a program:"
     )
+
+
+def test_stdlib_docstring_sentences_are_prose_from_the_standard_library() -> None:
+    every = stdlib_docstring_sentences()
+    assert len(every) > 5000 and len(set(every)) == len(every)  # about 12,000 distinct on CPython 3.11
+    assert all(40 <= len(s) <= 300 and s[0].isupper() and ">>>" not in s for s in every)
+    # heapq's module docstring (CPython source): a sentence that any 3.x standard library carries.
+    assert "The interesting property of a heap is that a[0] is always its smallest element." in every
+    some = stdlib_docstring_sentences(50)
+    assert some == every[:50] and some == stdlib_docstring_sentences(50)  # a fixed shuffle: deterministic
+    assert stdlib_docstring_sentences(50, seed=1) != some
 
 
 def test_pydoc_token_windows_are_the_first_tokens() -> None:

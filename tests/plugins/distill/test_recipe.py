@@ -35,6 +35,24 @@ def test_embedding_run_writes_student_cache_and_comparison(tmp_path) -> None:
     assert any("no_teacher_train_loss" in r for r in logged)  # the baseline's curve is kept apart
 
 
+def test_docstring_sentences_extend_training_and_baseline_has_its_own_learning_rate(tmp_path) -> None:
+    from hfx.data.text import pydoc_sentences
+    from hfx_plugins.distill.cache import TeacherCache
+    from hfx_plugins.distill.metrics import held_out_pairs, without_pair_sentences
+
+    model = save_tiny_model(tmp_path / "bert", "bert", "base")
+    res = _run(tmp_path, "plugin=distill", f"model={model}", "train.max_steps=3", "train.batch_size=8",
+               "distill.eval_sentences=20", "train.eval_batch_size=64", "distill.docstring_sentences=30",
+               "train.learning_rate=0.001", "train.warmup_steps=0", "train.log_every=1",
+               "distill.baseline_learning_rate=0.0005")
+    pydoc_train = without_pair_sentences(pydoc_sentences()[:-20], held_out_pairs())
+    assert len(TeacherCache(res.run_dir / "teacher_cache.safetensors")) == len(pydoc_train) + 30  # the teacher labels both
+    logged = [json.loads(line) for line in (res.run_dir / "metrics.jsonl").read_text().splitlines()]
+    lrs = [r["lr"] for r in logged if "lr" in r]
+    base_lrs = [r["no_teacher_lr"] for r in logged if "no_teacher_lr" in r]
+    assert base_lrs and max(base_lrs) <= 0.0005 < max(lrs) <= 0.001  # linear decay from each peak
+
+
 def test_causal_lm_run_reports_perplexities(tmp_path) -> None:
     model = save_tiny_model(tmp_path / "llama", "llama", "causal-lm")
     res = _run(tmp_path, "plugin=distill", f"model={model}", "task=causal-lm", "data.path=pydoc",
@@ -51,7 +69,9 @@ def test_causal_lm_run_reports_perplexities(tmp_path) -> None:
 
 @pytest.mark.parametrize("override,match", [("distill.temperature=0", "distill.temperature must be > 0"),
                                             ("distill.alpha=2", r"distill.alpha must be in \[0, 1\]"),
-                                            ("task=masked-lm", "trains task=base")])
+                                            ("task=masked-lm", "trains task=base"),
+                                            ("distill.docstring_sentences=-1", "docstring_sentences must be >= 0"),
+                                            ("distill.baseline_learning_rate=-1", "baseline_learning_rate must be >= 0")])
 def test_bad_config_is_one_line_error(tmp_path, override: str, match: str) -> None:
     model = save_tiny_model(tmp_path / "bert", "bert", "base")
     with pytest.raises(HfxError, match=match) as err:
