@@ -203,7 +203,7 @@ def main() -> None:
 
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--encoder-steps", type=int, default=300)
-    p.add_argument("--encoder-train", type=int, default=0, help="first N training sentences (0 = all 1,655)")
+    p.add_argument("--encoder-train", type=int, default=0, help="first N training sentences (0 = all: 1,424 pydoc sentences, plus docstrings if the preset adds them)")
     p.add_argument("--decoder-steps", type=int, default=30)
     p.add_argument("--decoder-eval", type=int, default=32, help="held-out pydoc texts for the perplexity")
     p.add_argument("--threads", type=int, default=0, help="torch threads (0 = torch's default)")
