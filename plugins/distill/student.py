@@ -72,7 +72,8 @@ def _check_layers(layers: Sequence[int], stacks: list[tuple[str, nn.ModuleList]]
     for name, stack in stacks:
         bad = [i for i in layers if not 0 <= i < len(stack)]
         if bad:
-            raise HfxError(f"layers {bad} do not exist in {name} ({len(stack)} layers, 0..{len(stack) - 1})")
+            raise HfxError(f"layers {bad} do not exist in {name} ({len(stack)} layers, 0..{len(stack) - 1}); pick "
+                           "layers of this model (distill.layers=[...]), or none for every other layer")
         has_bias = any(getattr(m, "has_relative_attention_bias", False) for m in stack[0].modules())
         if has_bias and 0 not in layers:
             raise HfxError(f"{name}: layer 0 holds the relative position bias (T5 family); include layer 0 in layers")

@@ -19,8 +19,9 @@ def _run(tmp_path, *args: str):
 
 def test_embedding_run_writes_student_cache_and_comparison(tmp_path) -> None:
     model = save_tiny_model(tmp_path / "bert", "bert", "base")
+    # The preset keeps minilm's layers 0, 4, 5; this 2-layer model takes make_student's default (every other one).
     res = _run(tmp_path, "plugin=distill", f"model={model}", "train.max_steps=3", "train.batch_size=8",
-               "data.max_train_samples=48", "distill.eval_sentences=20", "train.eval_batch_size=32")
+               "data.max_train_samples=48", "distill.eval_sentences=20", "train.eval_batch_size=32", "distill.layers=[]")
     rows = json.loads((res.run_dir / "comparison.json").read_text())
     assert [r["model"] for r in rows] == ["teacher", "student (distilled)", "student (no teacher)", "student (untrained)"]
     assert rows[0]["layers"] == 2 and rows[1]["layers"] == 1 and rows[1]["parameters"] < rows[0]["parameters"]
@@ -44,7 +45,7 @@ def test_docstring_sentences_extend_training_and_baseline_has_its_own_learning_r
     res = _run(tmp_path, "plugin=distill", f"model={model}", "train.max_steps=3", "train.batch_size=8",
                "distill.eval_sentences=20", "train.eval_batch_size=64", "distill.docstring_sentences=30",
                "train.learning_rate=0.001", "train.warmup_steps=0", "train.log_every=1",
-               "distill.baseline_learning_rate=0.0005")
+               "distill.baseline_learning_rate=0.0005", "distill.layers=[1]")
     pydoc_train = without_pair_sentences(pydoc_sentences()[:-20], held_out_pairs())
     assert len(TeacherCache(res.run_dir / "teacher_cache.safetensors")) == len(pydoc_train) + 30  # the teacher labels both
     logged = [json.loads(line) for line in (res.run_dir / "metrics.jsonl").read_text().splitlines()]
@@ -57,7 +58,7 @@ def test_causal_lm_run_reports_perplexities(tmp_path) -> None:
     model = save_tiny_model(tmp_path / "llama", "llama", "causal-lm")
     res = _run(tmp_path, "plugin=distill", f"model={model}", "task=causal-lm", "data.path=pydoc",
                "data.max_length=32", "data.max_train_samples=16", "data.max_eval_samples=8", "train.max_steps=2",
-               "train.batch_size=4", "distill.cache_teacher=false", "distill.alpha=0.5")
+               "train.batch_size=4", "distill.cache_teacher=false", "distill.alpha=0.5", "distill.layers=[]")
     rows = json.loads((res.run_dir / "comparison.json").read_text())
     assert all(r["perplexity"] > 1 for r in rows)
     assert rows[0]["kept"] == 1.0
@@ -71,7 +72,8 @@ def test_causal_lm_run_reports_perplexities(tmp_path) -> None:
                                             ("distill.alpha=2", r"distill.alpha must be in \[0, 1\]"),
                                             ("task=masked-lm", "trains task=base"),
                                             ("distill.docstring_sentences=-1", "docstring_sentences must be >= 0"),
-                                            ("distill.baseline_learning_rate=-1", "baseline_learning_rate must be >= 0")])
+                                            ("distill.baseline_learning_rate=-1", "baseline_learning_rate must be >= 0"),
+                                            ("distill.layers=[0,5]", r"layers \[5\] do not exist in .*pick layers of this")])
 def test_bad_config_is_one_line_error(tmp_path, override: str, match: str) -> None:
     model = save_tiny_model(tmp_path / "bert", "bert", "base")
     with pytest.raises(HfxError, match=match) as err:
