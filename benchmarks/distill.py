@@ -10,7 +10,7 @@ beats the same student trained without the teacher. Sections (each result is wri
   similarities with the teacher on 300 held-out sentences, plus sentiment-probe accuracy. Reference, same
   student init, same sentences, steps, batch, learning rate and warm-up: sentence-transformers' own
   layer-reduction distillation (``SentenceTransformerTrainer`` + ``MSELoss``), scored the same way.
-- ``decoder``: ``hfx run plugin=distill preset=decoder`` (smollm2-135m, 30 layers -> 15, forward KL at T=1
+- ``decoder``: ``hfx run plugin=distill preset=decoder`` (smollm2-135m, 30 layers -> 15, 0.5 forward KL at T=1 + 0.5 CE
   on pydoc text) with the hard-label baseline; score = held-out perplexity, kept = teacher ppl / student ppl.
 - ``loss``: hfx's KD loss against trl's ``generalized_jsd_loss`` on (4, 128, 49152) logits (smollm2's
   vocabulary), forward + backward, alternated, median time.
