@@ -69,11 +69,10 @@ def _st_reference(steps: int, batch: int, lr: float, warmup: int, eval_sentences
     from sentence_transformers.sentence_transformer.losses import MSELoss
 
     from hfx.data.bundled import load_bundled
-    from hfx.data.docstrings import stdlib_docstring_sentences
-    from hfx.data.text import pydoc_sentences
     from hfx.models.loading import load_model
     from hfx.models.zoo import resolve_model
     from hfx_plugins.distill.metrics import (
+        default_sentences,
         held_out_pairs,
         pairs_spearman,
         pairwise_spearman,
@@ -91,11 +90,7 @@ def _st_reference(steps: int, batch: int, lr: float, warmup: int, eval_sentences
     tok.save_pretrained(student_dir)
     _copy_sentence_transformers_files(Path(teacher_dir), student_dir)
     student = SentenceTransformer(str(student_dir), device="cpu")
-    sentences = pydoc_sentences()
-    train, held_out = sentences[:-eval_sentences], sentences[-eval_sentences:]
-    if docstrings:  # as distill.docstring_sentences does in the recipe
-        kept_out = set(held_out)
-        train += [s for s in stdlib_docstring_sentences(docstrings) if s not in kept_out]
+    train, held_out = default_sentences(eval_sentences, docstrings)  # the recipe's sentences
     pairs = held_out_pairs()
     train = without_pair_sentences(train, pairs)  # as the recipe: the scored sentences never train
     train = train[:max_train] if max_train else train  # as data.max_train_samples does in the recipe

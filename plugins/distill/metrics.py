@@ -26,7 +26,7 @@ from torch import nn
 
 from hfx_plugins.distill.objective import DistillationObjective
 
-__all__ = ["encode", "held_out_pairs", "pairs_spearman", "pairwise_spearman", "perplexity", "probe_accuracy", "throughput",
+__all__ = ["default_sentences", "encode", "held_out_pairs", "pairs_spearman", "pairwise_spearman", "perplexity", "probe_accuracy", "throughput",
            "without_pair_sentences"]
 
 
@@ -70,6 +70,24 @@ def without_pair_sentences(texts: Sequence[str], pairs: Sequence[tuple[str, str,
     """``texts`` less every sentence of ``pairs``, so that the scored sentences never train."""
     in_pairs = {t for a, b, _ in pairs for t in (a, b)}
     return [t for t in texts if t not in in_pairs]
+
+
+def default_sentences(eval_sentences: int, docstring_sentences: int = 0) -> tuple[list[str], list[str]]:
+    """(train, held_out) sentences of an embedding student without ``data.path``.
+
+    The last ``eval_sentences`` pydoc sentences (the last topics: different subjects) are held out; the rest,
+    plus up to ``docstring_sentences`` standard-library docstring sentences that are not held out, train. The
+    caller still removes the scored pairs' sentences (:func:`without_pair_sentences`).
+    """
+    from hfx.data.docstrings import stdlib_docstring_sentences
+    from hfx.data.text import pydoc_sentences
+
+    sentences = pydoc_sentences()
+    train, held_out = sentences[:-eval_sentences], sentences[-eval_sentences:]
+    if docstring_sentences:  # more text for the teacher to label
+        kept_out = set(held_out)
+        train += [s for s in stdlib_docstring_sentences(docstring_sentences) if s not in kept_out]
+    return train, held_out
 
 
 def pairs_spearman(embed: Callable[[list[str]], torch.Tensor], pairs: Sequence[tuple[str, str, float]]) -> float:

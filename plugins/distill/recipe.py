@@ -30,9 +30,7 @@ from transformers import DataCollatorWithPadding
 
 from hfx.data.bundled import load_bundled
 from hfx.data.collate import collator_for_task, tokenize_for_task
-from hfx.data.docstrings import stdlib_docstring_sentences
 from hfx.data.loading import load_data
-from hfx.data.text import pydoc_sentences
 from hfx.errors import HfxError
 from hfx.io import atomic_dir
 from hfx.models.loading import load_config, load_model, model_family
@@ -97,12 +95,8 @@ class DistillRecipe(Recipe):
             if run.data.path:
                 splits = load_data(run.data, seed=run.seed, required=[run.data.text_column])
                 train, held_out = list(splits["train"]["text"]), list(splits["eval"]["text"])[: self.cfg.eval_sentences]
-            else:  # the last sentences (last topics) are held out: different subjects from training
-                sentences = pydoc_sentences()
-                train, held_out = sentences[: -self.cfg.eval_sentences], sentences[-self.cfg.eval_sentences:]
-                if self.cfg.docstring_sentences:  # more text for the teacher to label
-                    kept_out = set(held_out)
-                    train += [s for s in stdlib_docstring_sentences(self.cfg.docstring_sentences) if s not in kept_out]
+            else:  # pydoc sentences, the last ones held out, plus docstring sentences if configured
+                train, held_out = metrics.default_sentences(self.cfg.eval_sentences, self.cfg.docstring_sentences)
             # The scored pairs of pydoc_pairs' test split are the task score: their sentences never train.
             self.pairs = metrics.held_out_pairs()  # [(text, text, 0 / 0.5 / 1)]
             train = metrics.without_pair_sentences(train, self.pairs)

@@ -24,7 +24,6 @@ from hfx.models.zoo import resolve_model
 from hfx.registry import Recipe
 from hfx_plugins.quant.apply import apply, select_linear, storage_summary
 from hfx_plugins.quant.calibration import lm_calibration, sentence_calibration
-from hfx_plugins.quant.config import parse_table_entry
 from hfx_plugins.quant.io import save as save_quantized
 from hfx_plugins.quant.measure import perplexity
 from hfx_plugins.quant.tables import (
@@ -32,6 +31,7 @@ from hfx_plugins.quant.tables import (
     embedding_rows,
     entry_key,
     format_rows,
+    has_gptq_entries,
     markdown_table,
     ppl_rows,
     print_table,
@@ -83,7 +83,7 @@ class QuantRecipe(Recipe):
             show(f"float formats; error of casting {ctx.run.model}'s linear weights (scaled: per-tensor absmax scale)",
                  self.tables["formats"])
         by_entry: dict[str, float] = {}
-        gptq_rows = any(parse_table_entry(e)[2] == "gptq" for e in cfg.table)
+        gptq_rows = has_gptq_entries(cfg)
         if self.windows is not None:
             fresh = lambda: ctx.load_model(self.task)[0].eval()  # noqa: E731
             self.tables["perplexity"], by_entry = ppl_rows(fresh, self.windows, cfg, self.fp32_ppl, ctx.print,
@@ -119,7 +119,7 @@ class QuantRecipe(Recipe):
         atomic_write_json(out_dir / "quant_tables.json", self.tables)
         md = "".join(f"## {k}\n\n{markdown_table(v)}\n" for k, v in self.tables.items())
         cfg = self.cfg
-        if any(parse_table_entry(e)[2] == "gptq" for e in cfg.table):
+        if has_gptq_entries(cfg):
             md += (f"GPTQ rows: calibrated on the {cfg.calibration_samples} x {cfg.calibration_window} pydoc tokens "
                    f"after the {cfg.eval_windows} evaluated windows, and (embeddings) on the "
                    f"{cfg.calibration_sentences} sentences after the 600 evaluated ones: disjoint from the evaluation.\n")

@@ -35,8 +35,8 @@ from hfx_plugins.quant.measure import (
     perplexity,
 )
 
-__all__ = ["CAVEAT", "embedding_rows", "entry_key", "format_rows", "groups_note", "markdown_table", "ppl_rows",
-           "print_table"]
+__all__ = ["CAVEAT", "embedding_rows", "entry_key", "format_rows", "groups_note", "has_gptq_entries", "markdown_table",
+           "ppl_rows", "print_table"]
 
 CAVEAT = ("smollm2-135m's weights come from a Q4_1 GGUF (4-bit grid per 32 inputs): its 4-bit perplexity "
           "losses flatter every 4-bit scheme; see the minilm embedding rows (original fp32 weights).")
@@ -80,6 +80,11 @@ def _entries(cfg: QuantConfig) -> list[tuple[str, int, int, str]]:
     return [(e, *parse_table_entry(e)) for e in cfg.table]
 
 
+def has_gptq_entries(cfg: QuantConfig) -> bool:
+    """Whether any ``cfg.table`` row is GPTQ (and so needs calibration batches)."""
+    return any(method == "gptq" for *_, method in _entries(cfg))
+
+
 def entry_key(bits: int, group_size: int, method: str) -> str:
     """The table entry naming a setting: "4:128" (round to nearest) or "4:128:gptq"."""
     return f"{bits}:{group_size}" + ("" if method == "rtn" else f":{method}")
@@ -110,7 +115,7 @@ def ppl_rows(fresh: Callable[[], nn.Module], windows: torch.Tensor, cfg: QuantCo
     ``calibration`` (input_ids batches, disjoint from ``windows``: :func:`.calibration.lm_calibration`) is
     required by the GPTQ entries. ``quantize s`` is the wall time of quantizing the model.
     """
-    if calibration is None and any(m == "gptq" for *_, m in _entries(cfg)):
+    if calibration is None and has_gptq_entries(cfg):
         raise HfxError("the quant.table has GPTQ entries but no calibration batches were given")
     base = fresh()
     names = select_linear(base, cfg.target_modules, cfg.exclude_modules)
