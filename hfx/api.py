@@ -5,7 +5,7 @@
     trainer = transformers.Trainer(model=model, ...)                            # train as usual
     hfx.save(model, "out/adapter")                                              # peft's format for LoRA
 
-Each applied plugin is recorded on the model (``model.hfx_plugins``), so :func:`save` knows what to write:
+Each applied plugin is recorded on the model (:func:`hfx.protocols.record`), so :func:`save` knows what to write:
 one applied plugin writes its own format at ``path``; several write one sub-folder each, in order, plus
 ``hfx_plugins.json`` listing them, which :func:`load` reads back.
 """
@@ -21,30 +21,24 @@ from torch import nn
 from hfx import registry
 from hfx.errors import HfxError
 from hfx.io import atomic_dir, atomic_write_json
+from hfx.protocols import applied, record
 
 __all__ = ["MANIFEST", "applied", "apply", "load", "save"]
 
 MANIFEST = "hfx_plugins.json"
-_ATTR = "hfx_plugins"
-
-
-def applied(model: nn.Module) -> list[tuple[str, Any]]:
-    """The ``(plugin name, config)`` pairs applied to ``model``, in order."""
-    return list(getattr(model, _ATTR, []))
-
-
-def _record(model: nn.Module, name: str, cfg: Any) -> None:
-    # A plain list attribute: nn.Module keeps it out of state_dict and parameters().
-    object.__setattr__(model, _ATTR, [*applied(model), (name, cfg)])
 
 
 def apply(model: nn.Module, plugin: str, cfg: Any = None, **fields: Any) -> nn.Module:
     """Apply plugin ``plugin`` to ``model`` with its config fields given as keyword arguments.
 
-    Returns the (possibly new) model; for transformers models it is still a transformers model, usable by
-    ``transformers.Trainer``. ``cfg`` may be a ready config object instead of keyword fields. Keyword
-    arguments the plugin lists in ``Plugin.apply_inputs`` are data, not config (e.g. quant's
+    Changes ``model`` in place and returns it (for transformers models it is still a transformers model,
+    usable by ``transformers.Trainer``). ``cfg`` may be a ready config object instead of keyword fields.
+    Keyword arguments the plugin lists in ``Plugin.apply_inputs`` are data, not config (e.g. quant's
     ``calibration=``): they go to the plugin's apply function and are not recorded.
+
+    Raises:
+        HfxError: an unknown plugin, a plugin without a drop-in ``apply``, a field only ``hfx run`` uses, an
+            unknown field or a wrong value, or both ``cfg`` and keyword fields.
     """
     p = registry.get(plugin)
     if p.apply is None:
@@ -55,8 +49,9 @@ def apply(model: nn.Module, plugin: str, cfg: Any = None, **fields: Any) -> nn.M
     elif fields:
         raise HfxError("give either a config object or keyword fields to hfx.apply, not both")
     out = p.apply(model, cfg, **inputs)
-    _record(out, p.name, cfg)
+    record(out, p.name, cfg, replace=p.record_once)
     return out
+
 
 
 def save(obj: nn.Module, path: str | Path) -> Path:
@@ -102,5 +97,5 @@ def load(model: nn.Module, path: str | Path) -> nn.Module:
 
 def _load_one(p: registry.Plugin, model: nn.Module, path: Path) -> nn.Module:
     out, cfg = p.load(model, path)  # type: ignore[misc]
-    _record(out, p.name, cfg)
+    record(out, p.name, cfg, replace=p.record_once)
     return out

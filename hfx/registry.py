@@ -7,12 +7,15 @@ package adds a plugin by declaring, in its ``pyproject.toml``::
     [project.entry-points."hfx.plugins"]
     mine = "my_package.hfx_plugin:plugin"
 
-Discovery is lazy: nothing is imported until a plugin is first asked for.
+Discovery is lazy: nothing is imported until a plugin is first asked for, and a plugin's heavy parts
+(``apply``, ``recipe``, ``checks``, ``save``, ``load``, ``can_load``) may be given as ``"module:attribute"``
+strings wrapped in :func:`lazy`, so that listing plugins and checking a config never imports torch.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import importlib
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -27,10 +30,84 @@ if TYPE_CHECKING:
 
     from hfx.validate import Check
 
-__all__ = ["ENTRY_POINT_GROUP", "Plugin", "Recipe", "available", "get", "iter_plugins", "reset"]
+__all__ = [
+    "ENTRY_POINT_GROUP",
+    "Lazy",
+    "Plugin",
+    "Recipe",
+    "available",
+    "get",
+    "iter_plugins",
+    "lazy",
+    "lazy_exports",
+    "reset",
+]
 
 ENTRY_POINT_GROUP = "hfx.plugins"
 _NAME_RE = re.compile(r"^[a-z][a-z0-9_]*$")
+
+
+class Lazy:
+    """A callable that stands for ``module:attribute`` and imports it on first use.
+
+    ``Plugin(apply=lazy("my_pkg.apply:apply"))`` keeps ``import my_pkg`` (and so ``hfx plugins`` and every
+    config error) free of torch and transformers: the module is imported when the plugin is first applied,
+    run, validated, saved or loaded.
+    """
+
+    def __init__(self, target: str) -> None:
+        module, sep, attr = target.partition(":")
+        if not sep or not module or not attr:
+            raise HfxError(f"lazy target {target!r} must look like 'package.module:attribute'")
+        self.target = target
+        self._obj: Any = None
+
+    def resolve(self) -> Any:
+        """Import the module and return the attribute (cached).
+
+        Raises:
+            HfxError: the module cannot be imported or lacks the attribute.
+        """
+        if self._obj is None:
+            module, _, attr = self.target.partition(":")
+            try:
+                self._obj = getattr(importlib.import_module(module), attr)
+            except (ImportError, AttributeError) as err:
+                raise HfxError(f"cannot load {self.target!r}: {type(err).__name__}: {err}; "
+                               "reinstall the package that provides it") from err
+        return self._obj
+
+    @property
+    def __module__(self) -> str:  # type: ignore[override]
+        return self.target.partition(":")[0]
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        return self.resolve()(*args, **kwargs)
+
+    def __repr__(self) -> str:
+        return f"lazy({self.target!r})"
+
+
+def lazy(target: str) -> Lazy:
+    """Wrap ``"package.module:attribute"`` so that it is imported on first call (see :class:`Lazy`)."""
+    return Lazy(target)
+
+
+def lazy_exports(package: str, exports: dict[str, str]) -> Callable[[str], Any]:
+    """A module ``__getattr__`` (PEP 562) that imports each public name from its submodule on first access.
+
+    A plugin package lists its public names in ``__all__`` and maps each to the module defining it, so that
+    ``import hfx_plugins.lora`` stays light while ``from hfx_plugins.lora import disable_adapters`` works::
+
+        __getattr__ = lazy_exports(__name__, {"disable_adapters": "hfx_plugins.lora.model"})
+    """
+
+    def __getattr__(name: str) -> Any:
+        if name in exports:
+            return getattr(importlib.import_module(exports[name]), name)
+        raise AttributeError(f"module {package!r} has no attribute {name!r}")
+
+    return __getattr__
 
 
 class Recipe:
@@ -70,7 +147,16 @@ class Plugin:
     Attributes:
         name: Lower-case identifier; also the plugin's config key (``lora.r``) and its CLI name.
         description: One line shown by ``hfx plugins``.
-        config_cls: A dataclass whose every field has a type, a default and a docstring (the help text).
+        config_cls: A dataclass whose every field has a type, a default and a docstring (the help text):
+            the method's own fields, named as the reference library names them. It is what
+            :func:`hfx.apply` accepts, and it must import without torch.
+        run_config_cls: Optional subclass of ``config_cls`` adding the fields only ``hfx run`` uses (data,
+            evaluation, merge-on-save, tables). ``hfx run`` types the plugin's section with it; :func:`hfx.apply`
+            refuses its extra fields by name.
+        requires: Names of plugins this one builds on (qat converts to quant's layers). It may import only
+            their public names (``__all__`` of ``hfx_plugins.<name>``); a missing one is an error at load time.
+        record_once: ``save`` writes every application of this plugin at once (several named LoRA adapters), so
+            the model's record keeps only the latest entry instead of one per call.
         apply: ``apply(model, cfg) -> model``, the drop-in transformation used by :func:`hfx.apply`.
         apply_inputs: Keyword arguments of :func:`hfx.apply` that are data for ``apply``, not config fields
             (quant's GPTQ ``calibration`` batches): passed as ``apply(model, cfg, **inputs)``, never stored in
@@ -88,6 +174,9 @@ class Plugin:
     name: str
     description: str
     config_cls: type
+    run_config_cls: type | None = None
+    requires: tuple[str, ...] = ()
+    record_once: bool = False
     apply: Callable[..., nn.Module] | None = None
     apply_inputs: tuple[str, ...] = ()
     recipe: type | None = None
@@ -105,11 +194,39 @@ class Plugin:
             )
         if not dataclasses.is_dataclass(self.config_cls):
             raise HfxError(f"plugin {self.name!r}: config_cls must be a dataclass, got {self.config_cls!r}")
+        run = self.run_config_cls
+        if run is not None and not (dataclasses.is_dataclass(run) and issubclass(run, self.config_cls)):
+            raise HfxError(f"plugin {self.name!r}: run_config_cls must be a dataclass subclassing config_cls "
+                           f"({self.config_cls.__name__}), got {run!r}")
+
+    @property
+    def section_cls(self) -> type:
+        """The dataclass that types this plugin's section of an ``hfx run`` config."""
+        return self.run_config_cls or self.config_cls
+
+    def run_only_fields(self) -> list[str]:
+        """Names of the fields that only ``hfx run`` uses (in ``run_config_cls`` but not ``config_cls``)."""
+        if self.run_config_cls is None:
+            return []
+        own = {f.name for f in dataclasses.fields(self.config_cls)}
+        return [f.name for f in dataclasses.fields(self.run_config_cls) if f.name not in own]
 
     def make_config(self, **fields: Any) -> Any:
-        """Build this plugin's config from keyword arguments, rejecting unknown names and wrong types."""
+        """Build this plugin's :attr:`config_cls` from keyword arguments (what :func:`hfx.apply` takes).
+
+        Raises:
+            HfxError: a field only ``hfx run`` uses, an unknown field (with the nearest name), or a value of
+                the wrong type.
+        """
         from hfx.config.schema import build_dataclass
 
+        run_only = [name for name in fields if name in self.run_only_fields()]
+        if run_only:
+            raise HfxError(
+                f"{self.name}.{run_only[0]} is a field of `hfx run` (the {self.name}: section of a run config), "
+                f"not of hfx.apply({self.name!r}); drop it here and set it on the command line as "
+                f"{self.name}.{run_only[0]}=..."
+            )
         return build_dataclass(self.config_cls, fields, prefix=self.name)
 
 
@@ -145,7 +262,13 @@ def available() -> list[str]:
 
 
 def get(name: str) -> Plugin:
-    """Load the plugin called ``name``; an unknown name lists the installed ones and the nearest match."""
+    """Load the plugin called ``name``.
+
+    Raises:
+        HfxError: an unknown name (listing the installed ones and the nearest match), an entry point that
+            fails to import or holds something other than a :class:`Plugin`, or a plugin it ``requires``
+            that is not installed.
+    """
     if name in _cache:
         return _cache[name]
     eps = _discover()
@@ -171,6 +294,10 @@ def get(name: str) -> Plugin:
             f"entry point {name!r} ({eps[name].value}) holds a plugin named {plugin.name!r}; "
             "the entry-point name and Plugin.name must agree"
         )
+    missing = [dep for dep in plugin.requires if dep not in eps]
+    if missing:
+        raise HfxError(f"plugin {name!r} builds on the plugin(s) {', '.join(missing)}, which are not installed; "
+                       "install the package that provides them")
     _cache[name] = plugin
     return plugin
 

@@ -72,7 +72,7 @@ def _cmd_config(overrides: list[str], config_file: str | None) -> int:
     cfg, plugins = compose(overrides, config_file)
     help_rows = list(describe(RunConfig))
     for p in plugins:
-        help_rows += list(describe(p.config_cls, p.name))
+        help_rows += list(describe(p.section_cls, p.name))
     table = Table(title=f"resolved config for plugin={cfg.plugin}")
     for col in ("key", "value", "type", "help"):
         table.add_column(col, overflow="fold")

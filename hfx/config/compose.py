@@ -80,7 +80,7 @@ def _schema(plugins: list[registry.Plugin]) -> DictConfig:
     # wholesale (`finetune={...}`, `finetune=null`) is checked instead of silently dropping its schema.
     schema = dataclasses.make_dataclass(
         "HfxRunConfig",
-        [(p.name, p.config_cls, dataclasses.field(default_factory=p.config_cls)) for p in plugins],
+        [(p.name, p.section_cls, dataclasses.field(default_factory=p.section_cls)) for p in plugins],
         bases=(RunConfig,),
     )
     cfg = OmegaConf.structured(schema)

@@ -7,34 +7,35 @@
     from hfx_plugins.lora import disable_adapters, merge_and_unload, set_adapter
     with disable_adapters(model): ...         # the frozen base model, without a second copy
 
-Lives in ``plugins/lora/`` (installed as ``hfx_plugins.lora``); see its README.md.
+Lives in ``plugins/lora/`` (installed as ``hfx_plugins.lora``); see its README.md. Importing this package
+imports no torch: the public names below are loaded from their modules on first use.
 """
 
 from pathlib import Path
 
-from torch import nn
+from hfx.registry import Plugin, lazy, lazy_exports
+from hfx_plugins.lora.config import LoraConfig, LoraRunConfig
 
-from hfx.registry import Plugin
-from hfx_plugins.lora.checks import checks
-from hfx_plugins.lora.config import LoraConfig
-from hfx_plugins.lora.embedding import LoraEmbedding
-from hfx_plugins.lora.io import can_load, load, load_adapter, save
-from hfx_plugins.lora.layer import LoraLayer, LoraLinear
-from hfx_plugins.lora.model import (
-    add_adapter,
-    delete_adapter,
-    disable_adapters,
-    get_state,
-    merge_adapter,
-    merge_and_unload,
-    set_adapter,
-    unload,
-    unmerge_adapter,
-)
-from hfx_plugins.lora.optim import loraplus_param_groups
-from hfx_plugins.lora.recipe import LoraRecipe
-from hfx_plugins.lora.trainable import parameter_counts
-from hfx_plugins.lora.weighted import add_weighted_adapter
+_EXPORTS = {
+    "LoraEmbedding": "hfx_plugins.lora.embedding",
+    "LoraLayer": "hfx_plugins.lora.layer",
+    "LoraLinear": "hfx_plugins.lora.layer",
+    "LoraRecipe": "hfx_plugins.lora.recipe",
+    "add_adapter": "hfx_plugins.lora.model",
+    "add_weighted_adapter": "hfx_plugins.lora.weighted",
+    "delete_adapter": "hfx_plugins.lora.model",
+    "disable_adapters": "hfx_plugins.lora.model",
+    "get_state": "hfx_plugins.lora.model",
+    "load_adapter": "hfx_plugins.lora.io",
+    "loraplus_param_groups": "hfx_plugins.lora.optim",
+    "merge_adapter": "hfx_plugins.lora.model",
+    "merge_and_unload": "hfx_plugins.lora.model",
+    "parameter_counts": "hfx_plugins.lora.trainable",
+    "set_adapter": "hfx_plugins.lora.model",
+    "unload": "hfx_plugins.lora.model",
+    "unmerge_adapter": "hfx_plugins.lora.model",
+}
+__getattr__ = lazy_exports(__name__, _EXPORTS)
 
 __all__ = [
     "LoraConfig",
@@ -42,6 +43,7 @@ __all__ = [
     "LoraLayer",
     "LoraLinear",
     "LoraRecipe",
+    "LoraRunConfig",
     "add_adapter",
     "add_weighted_adapter",
     "delete_adapter",
@@ -58,29 +60,17 @@ __all__ = [
     "unmerge_adapter",
 ]
 
-
-def _apply(model: nn.Module, cfg: LoraConfig) -> nn.Module:
-    """``hfx.apply(model, "lora", ...)``: add adapter ``cfg.adapter_name`` and make it the active one.
-
-    hfx.apply records each call on the model; a second adapter must not make ``hfx.save`` run lora's saver
-    twice (it writes every adapter at once), so the earlier record is dropped and hfx.apply adds this one.
-    """
-    from hfx.api import applied
-
-    model = add_adapter(model, cfg)
-    object.__setattr__(model, "hfx_plugins", [(n, c) for n, c in applied(model) if n != "lora"])
-    return model
-
-
 plugin = Plugin(
     name="lora",
     description="Low-rank adapters (LoRA, rsLoRA, DoRA, LoRA+) in peft's format, loaded strictly",
     config_cls=LoraConfig,
-    apply=_apply,
-    recipe=LoraRecipe,
-    checks=checks,
-    save=save,
-    load=load,
-    can_load=can_load,
+    run_config_cls=LoraRunConfig,
+    record_once=True,
+    apply=lazy("hfx_plugins.lora.apply:apply"),
+    recipe=lazy("hfx_plugins.lora.recipe:LoraRecipe"),
+    checks=lazy("hfx_plugins.lora.checks:checks"),
+    save=lazy("hfx_plugins.lora.io:save"),
+    load=lazy("hfx_plugins.lora.io:load"),
+    can_load=lazy("hfx_plugins.lora.io:can_load"),
     presets_dir=Path(__file__).parent / "configs",
 )

@@ -1,7 +1,9 @@
-"""Config of the ``lora`` plugin (the ``lora:`` section of ``hfx run``; keyword fields of ``hfx.apply``).
+"""Config of the ``lora`` plugin.
 
-The first block of fields has peft's ``LoraConfig`` names and meanings, so a peft user's config carries over
-unchanged; the second block is hfx-only (adapter naming, LoRA+, what the recipe saves and shows).
+:class:`LoraConfig` is what ``hfx.apply(model, "lora", ...)`` takes: first peft's ``LoraConfig`` fields with
+their names and meanings, so a peft user's config carries over unchanged, then hfx's own (adapter naming,
+LoRA+). :class:`LoraRunConfig` adds what only ``hfx run`` uses (the ``lora:`` section: merge on save, the
+generation comparison).
 OmegaConf cannot type unions such as ``str | list[str]``: those fields are ``Any`` and checked here.
 """
 
@@ -13,7 +15,7 @@ from typing import Any
 
 from hfx.errors import HfxError
 
-__all__ = ["BIAS_MODES", "TASK_TYPES", "LoraConfig"]
+__all__ = ["BIAS_MODES", "TASK_TYPES", "LoraConfig", "LoraRunConfig"]
 
 BIAS_MODES = ("none", "all", "lora_only")
 TASK_TYPES = ("", "CAUSAL_LM", "SEQ_CLS", "SEQ_2_SEQ_LM", "TOKEN_CLS", "QUESTION_ANS", "FEATURE_EXTRACTION")
@@ -87,13 +89,6 @@ class LoraConfig:
     https://arxiv.org/abs/2402.12354"""
     loraplus_lr_embedding: float = 1e-6
     """LoRA+: learning rate of the embedding adapters' A and B (peft's default)."""
-    merge: bool = False
-    """hfx run: also save the model with the adapter merged into its weights (a plain transformers model)."""
-    eval_generations: int = 48
-    """hfx run (instruction tuning, seq2seq): held-out prompts answered greedily before and after training for
-    the exact-match score; the first 6 are shown side by side."""
-    max_new_tokens: int = 24
-    """hfx run: tokens generated per prompt for that comparison and the exact-match score."""
 
     def __post_init__(self) -> None:
         if not isinstance(self.r, int) or isinstance(self.r, bool) or self.r < 1:
@@ -118,8 +113,6 @@ class LoraConfig:
                            "not starting with 'lora_' (it becomes part of parameter names and a folder name)")
         if self.loraplus_lr_ratio < 0 or 0 < self.loraplus_lr_ratio < 1:
             raise HfxError(f"lora.loraplus_lr_ratio must be 0 (off) or >= 1 (B learns faster than A), got {self.loraplus_lr_ratio}")
-        if self.eval_generations < 0 or self.max_new_tokens < 1:
-            raise HfxError("lora.eval_generations must be >= 0 and lora.max_new_tokens >= 1")
 
     def _check_layers(self) -> None:
         idx = self.layers_to_transform
@@ -158,3 +151,21 @@ class LoraConfig:
     def scaling(self, r: int, alpha: float) -> float:
         """The factor on B @ A: alpha / r, or alpha / sqrt(r) with rsLoRA."""
         return alpha / (r**0.5) if self.use_rslora else alpha / r
+
+
+@dataclass
+class LoraRunConfig(LoraConfig):
+    """The ``lora:`` section of ``hfx run``: :class:`LoraConfig` plus what only the recipe uses."""
+
+    merge: bool = False
+    """Also save the model with the adapter merged into its weights (a plain transformers model)."""
+    eval_generations: int = 48
+    """Instruction tuning and seq2seq: held-out prompts answered greedily before and after training for the
+    exact-match score; the first 6 are shown side by side."""
+    max_new_tokens: int = 24
+    """Tokens generated per prompt for that comparison and the exact-match score."""
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.eval_generations < 0 or self.max_new_tokens < 1:
+            raise HfxError("lora.eval_generations must be >= 0 and lora.max_new_tokens >= 1")

@@ -135,9 +135,6 @@ def load(model: nn.Module, path: Path) -> tuple[nn.Module, LoraConfig]:
             delete_adapter(model, name)
         raise
     set_adapter(model, [a for a in active if a in folders] or loaded[:1])
-    from hfx.api import applied  # hfx.load records lora once more: one record, or hfx.save would run twice
-
-    object.__setattr__(model, "hfx_plugins", [(n, c) for n, c in applied(model) if n != "lora"])
     return model, get_state(model).configs[loaded[0]]
 
 

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from torch import nn
 
 from hfx.errors import HfxError
+from hfx.protocols import forget
 from hfx_plugins.lora.config import LoraConfig
 from hfx_plugins.lora.inject import inject, modules_to_save_paths, wrap_modules_to_save
 from hfx_plugins.lora.layer import LoraLayer
@@ -178,9 +179,7 @@ def _strip(model: nn.Module, merge: bool, adapter_names: list[str] | None, safe_
         p.requires_grad_(True)  # a plain transformers model again, as from_pretrained gives it
     state.configs.clear()
     object.__delattr__(model, _ATTR)
-    from hfx.api import applied  # forget the plugin: hfx.save now writes the whole model
-
-    object.__setattr__(model, "hfx_plugins", [(n, c) for n, c in applied(model) if n != "lora"])
+    forget(model, "lora")  # hfx.save now writes the whole model
     return model
 
 
