@@ -13,7 +13,7 @@ from hfx.errors import HfxError
 
 __all__ = ["RunConfig", "TrainConfig"]
 
-_PRECISIONS = ("no", "fp16", "bf16")
+_PRECISIONS = ("no", "bf16", "fp16", "auto")  # hfx.precision.PRECISIONS, kept here without importing torch
 _SCHEDULERS = ("linear", "cosine", "constant", "constant_with_warmup")
 
 
@@ -46,7 +46,9 @@ class TrainConfig:
     log_every: int = 10
     """Log the training loss every N optimizer steps."""
     mixed_precision: str = "no"
-    """accelerate's mixed precision: no, fp16 or bf16 (keep `no` on CPUs without native bf16)."""
+    """accelerate's mixed precision: no (float32), bf16, fp16 (CUDA only), or auto: bf16 where the device computes it
+    natively (CUDA with bf16; a CPU whose bf16 matmul a short probe measures faster than fp32), float32 elsewhere.
+    Master weights, optimizer state, LoRA A/B and quantization scales stay float32; summary.json says what was used."""
     eval_batch_size: int = 64
     """Examples per batch during evaluation."""
 

@@ -14,6 +14,7 @@ from accelerate.utils import GradientAccumulationPlugin, broadcast_object_list, 
 
 from hfx.config.compose import compose, typed
 from hfx.errors import HfxError
+from hfx.precision import PrecisionChoice, resolve_mixed_precision
 from hfx.runner.context import RunContext
 from hfx.runner.report import plot_curves, print_results
 from hfx.runner.run_dir import RunDir
@@ -29,9 +30,16 @@ class RunResult:
     summary: dict[str, Any]
 
 
-def _accelerator(mixed_precision: str, accumulation: int) -> Accelerator:
+def _accelerator(mixed_precision: str, accumulation: int) -> tuple[Accelerator, PrecisionChoice]:
+    """accelerate's Accelerator with ``train.mixed_precision`` resolved (``auto`` measures the device)."""
+    import torch
+
+    use_cpu = str_to_bool(os.environ.get("ACCELERATE_USE_CPU", "0")) or not torch.cuda.is_available()
+    choice = resolve_mixed_precision(mixed_precision, "cpu" if use_cpu else "cuda")
+    if choice.warning:
+        print(f"hfx: warning: {choice.warning}", file=sys.stderr)
     plugin = GradientAccumulationPlugin(num_steps=accumulation, sync_with_dataloader=False)
-    return Accelerator(mixed_precision=mixed_precision, gradient_accumulation_plugin=plugin)
+    return Accelerator(mixed_precision=choice.mode, gradient_accumulation_plugin=plugin), choice
 
 
 def _warn_single_cpu_launch(acc: Accelerator) -> None:
@@ -67,7 +75,7 @@ def run(args: list[str], config_file: str | None = None) -> RunResult:
     driver = plugins[-1]
     if driver.recipe is None:
         raise HfxError(f"plugin {driver.name!r} has no recipe for hfx run; put a plugin with one last in plugin=[...]")
-    acc = _accelerator(run_cfg.train.mixed_precision, run_cfg.train.gradient_accumulation_steps)
+    acc, precision = _accelerator(run_cfg.train.mixed_precision, run_cfg.train.gradient_accumulation_steps)
     _warn_single_cpu_launch(acc)
     # Every process must agree on the folder name, which contains the time.
     stamp = broadcast_object_list([RunDir.stamp()])[0] if acc.num_processes > 1 else RunDir.stamp()
@@ -103,6 +111,7 @@ def run(args: list[str], config_file: str | None = None) -> RunResult:
                       for a in artifacts],
         "seconds": round(time.time() - started, 1),
         "processes": acc.num_processes,
+        "mixed_precision": {"requested": precision.requested, "used": precision.mode, "reason": precision.reason},
     }
     if acc.is_main_process:
         plot_curves(run_dir.metrics(), run_dir.path / "curves.png", f"hfx run {'+'.join(cfg.plugin)} on {run_cfg.model}")
