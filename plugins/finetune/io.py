@@ -2,7 +2,8 @@
 
 The folder is what ``save_pretrained`` writes (``config.json`` + ``model.safetensors``), so
 ``AutoModelForSequenceClassification`` / ``AutoModelForCausalLM`` / ``AutoModelForSeq2SeqLM`` load it
-without hfx; ``hfx_finetune.json`` beside it records the plugin config so :func:`load` can rebuild the head.
+without hfx; ``hfx_finetune.json`` beside it records the plugin config (the :class:`FinetuneConfig` fields
+only: what ``hfx run`` alone uses does not shape the model) so :func:`load` can rebuild the head.
 """
 
 from __future__ import annotations
@@ -38,15 +39,25 @@ def to_transformers(model: SequenceClassifier) -> nn.Module:
     return hf.eval()
 
 
+def _method_fields(data: dict) -> dict:
+    """The :class:`FinetuneConfig` fields of ``data`` (a run config's or an older file's extra keys dropped)."""
+    own = {f.name for f in dataclasses.fields(FinetuneConfig)}
+    return {k: v for k, v in data.items() if k in own}
+
+
 def save(model: nn.Module, path: Path, cfg: FinetuneConfig | None = None) -> None:
-    """Write ``model`` with ``save_pretrained`` (safetensors) plus the plugin config."""
+    """Write ``model`` with ``save_pretrained`` (safetensors) plus the plugin config.
+
+    Raises:
+        HfxError: an hfx head whose architecture transformers' ``*ForSequenceClassification`` cannot hold.
+    """
     path.mkdir(parents=True, exist_ok=True)
     hf = to_transformers(model) if isinstance(model, SequenceClassifier) else model
     hf.save_pretrained(path)  # type: ignore[operator]
     from hfx.api import applied
 
     cfg = cfg or next((c for name, c in applied(model) if name == "finetune"), None) or FinetuneConfig()
-    atomic_write_json(path / MARKER, dataclasses.asdict(cfg))
+    atomic_write_json(path / MARKER, _method_fields(dataclasses.asdict(cfg)))
 
 
 def can_load(path: Path) -> bool:
@@ -54,8 +65,13 @@ def can_load(path: Path) -> bool:
 
 
 def load(model: nn.Module, path: Path) -> tuple[nn.Module, FinetuneConfig]:
-    """Rebuild the head on ``model`` and load every weight from ``path`` strictly."""
-    cfg = FinetuneConfig(**json.loads((Path(path) / MARKER).read_text()))
+    """Rebuild the head on ``model`` and load every weight from ``path`` strictly.
+
+    Raises:
+        HfxError: a saved weight of another shape, or weights missing from / unknown to the model (``model`` is
+            not the base the folder was trained from).
+    """
+    cfg = FinetuneConfig(**_method_fields(json.loads((Path(path) / MARKER).read_text())))
     model = apply(model, cfg)
     weights = load_file(str(Path(path) / "model.safetensors"))
     own = model.state_dict()

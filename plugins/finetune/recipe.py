@@ -6,19 +6,18 @@ evaluate before and after, save in transformers' format (model + tokenizer) unde
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
-from typing import Any
 
 import torch
-from torch.utils.data import DataLoader
 
 from hfx.data.collate import collator_for_task, tokenize_for_task
 from hfx.errors import HfxError
 from hfx.io import atomic_dir
+from hfx.metrics import exact_match
 from hfx.models.loading import load_config, model_family, resolve_task
 from hfx.models.zoo import resolve_model
 from hfx.registry import Recipe
+from hfx.runner.evaluation import greedy_answers, task_metrics
 from hfx.runner.loop import TrainLoop
 from hfx_plugins.finetune.io import save as save_finetuned
 from hfx_plugins.finetune.losses import causal_lm_loss, seq2seq_loss
@@ -75,47 +74,17 @@ class FinetuneRecipe(Recipe):
         batch["labels"] = labels
         return causal_lm_loss(logits, labels) if self.task == "causal-lm" else seq2seq_loss(logits, labels)
 
-    @torch.no_grad()
     def evaluate(self) -> dict[str, float]:
+        """Held-out loss (+ accuracy for classifiers, perplexity for LMs, exact match of greedy seq2seq answers)."""
         model = self.ctx.accelerator.unwrap_model(self.loop.model if hasattr(self, "loop") else self.model)
-        was_training = model.training
-        model.eval()
-        loader = DataLoader(self.eval_set, batch_size=self.ctx.run.train.eval_batch_size, collate_fn=self.collate)
-        total_loss, n_batches, correct, seen = 0.0, 0, 0, 0
-        for batch in loader:
-            batch = {k: v.to(self.ctx.accelerator.device) for k, v in batch.items()}
-            if self.task == "sequence-classification":
-                out = model(**batch)
-                total_loss += out.loss.item()
-                if self.cfg.num_labels > 1:
-                    correct += (out.logits.argmax(-1) == batch["labels"]).sum().item()
-                    seen += batch["labels"].numel()
-            else:
-                total_loss += self._loss(model, batch).item()
-            n_batches += 1
-        metrics = {"loss": total_loss / max(n_batches, 1)}
-        if self.task == "sequence-classification" and seen:
-            metrics["accuracy"] = correct / seen
-        if self.task == "causal-lm":
-            metrics["perplexity"] = math.exp(min(metrics["loss"], 50.0))
-        if self.task == "seq2seq-lm":
-            metrics["exact_match"] = self._exact_match(model)
-        model.train(was_training)
+        loss_fn = None if self.task == "sequence-classification" else self._loss
+        metrics = task_metrics(model, self.eval_set, self.collate, self.task, self.ctx.run.train.eval_batch_size, loss_fn)
+        if self.task == "seq2seq-lm" and self.cfg.eval_generations:
+            rows = self.data["eval"].select(range(min(self.cfg.eval_generations, len(self.data["eval"]))))
+            answers = greedy_answers(model, self.tokenizer, list(rows["text"]), self.cfg.max_new_tokens, seq2seq=True,
+                                     batch_size=32, max_length=self.ctx.run.data.max_length)
+            metrics["exact_match"] = exact_match(answers, list(rows["target"]))
         return metrics
-
-    def _exact_match(self, model: Any) -> float:
-        """Greedy generations compared with the targets, on the first ``eval_generations`` eval examples."""
-        rows = self.data["eval"].select(range(min(self.cfg.eval_generations, len(self.data["eval"]))))
-        hits = 0
-        for start in range(0, len(rows), 32):
-            chunk = rows[start:start + 32]
-            enc = self.tokenizer(chunk["text"], padding=True, truncation=True, max_length=self.ctx.run.data.max_length,
-                                 return_tensors="pt").to(self.ctx.accelerator.device)
-            enc.pop("token_type_ids", None)
-            out = model.generate(**enc, max_new_tokens=self.cfg.generate_max_new_tokens, do_sample=False)
-            texts = self.tokenizer.batch_decode(out, skip_special_tokens=True)
-            hits += sum(t.strip().lower() == str(g).strip().lower() for t, g in zip(texts, chunk["target"], strict=True))
-        return hits / max(len(rows), 1)
 
     def train(self) -> dict[str, float]:
         return self.loop.run()

@@ -8,6 +8,7 @@ correct / examples). Each run uses a few steps and a few dozen examples so the m
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
 import json
 import math
@@ -199,3 +200,29 @@ def test_freeze_base_trains_only_the_head() -> None:
     model = hfx.apply(tiny_model("bert", "base")[0], "finetune", num_labels=3, freeze_base=True)
     trainable = {n for n, p in model.named_parameters() if p.requires_grad}
     assert trainable == {"classifier.weight", "classifier.bias"}
+
+
+def test_apply_refuses_a_run_only_field() -> None:
+    """eval_generations belongs to FinetuneRunConfig (the recipe's evaluation), not to hfx.apply."""
+    import hfx
+    from hfx.errors import HfxError
+    from hfx.testing import tiny_model
+
+    with pytest.raises(HfxError) as err:
+        hfx.apply(tiny_model("bert", "base")[0], "finetune", eval_generations=8)
+    assert len(str(err.value).splitlines()) == 1
+    assert "finetune.eval_generations is a field of `hfx run`" in str(err.value)
+
+
+def test_saved_config_holds_only_apply_fields(tmp_path: Path) -> None:
+    """The folder records FinetuneConfig's fields; a run config's extra fields (or an older file's) are not kept."""
+    import hfx
+    from hfx.testing import tiny_model
+    from hfx_plugins.finetune.config import FinetuneConfig, FinetuneRunConfig
+    from hfx_plugins.finetune.io import MARKER, load, save
+
+    model = hfx.apply(tiny_model("bert", "base")[0], "finetune", num_labels=3)
+    save(model, tmp_path / "m", FinetuneRunConfig(num_labels=3, eval_generations=5))
+    assert set(json.loads((tmp_path / "m" / MARKER).read_text())) == {f.name for f in dataclasses.fields(FinetuneConfig)}
+    _, cfg = load(tiny_model("bert", "base")[0], tmp_path / "m")
+    assert cfg == FinetuneConfig(num_labels=3)
