@@ -1,0 +1,159 @@
+"""Rollouts: sample responses that stop at the stop token, then score them, without gradients.
+
+Order of operations (trl 1.12.0 ``ppo_trainer.py`` L672-753, with the departures noted):
+
+1. sample ``response_length`` tokens per left-padded prompt with ``do_sample=True``, ``top_k=0``,
+   ``top_p=1`` at ``temperature``; generation stops at the stop token (trl only stops when
+   ``stop_token="eos"`` is set: issue #2387);
+2. cut each response after its first stop token: ``seq_lengths`` is the index of that token (kept), or
+   T - 1 when there is none; every later position is padding. Masks are built from these lengths, not by
+   comparing ids with the pad id, so ``pad_token_id == eos_token_id`` works (trl requires pad != eos);
+3. log-probs of the sampled tokens under the policy and the reference from one forward pass each, with the
+   logits divided by the **same temperature** the tokens were sampled at (trl takes the policy's from
+   ``generate``'s scores, already divided; recomputing them makes the rollout's log-probs identical to the
+   training forward's, so the first ratio of each update is exactly 1). Both are the distributions the
+   KL is meant to compare, so a mismatch cannot turn the KL negative (trl #925, #1005, #1017);
+4. values per position, and the reward model's score at each response's last real token.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+from transformers import GenerationConfig
+
+__all__ = ["Rollout", "forward_logprobs", "last_token_scores", "sample", "sequence_lengths", "value_forward"]
+
+
+@dataclass
+class Rollout:
+    """One batch of sampled responses and everything PPO needs about them (no gradients).
+
+    Shapes: B responses, P prompt positions (left-padded), T = response_length.
+    """
+
+    query_responses: torch.Tensor  # (B, P + T) prompt ids then response ids (padding after the stop token)
+    attention_mask: torch.Tensor  # (B, P + T) 1 on real tokens (prompt and response through its stop token)
+    context_length: int  # P
+    responses: torch.Tensor  # (B, T)
+    seq_lengths: torch.Tensor  # (B,) index of each response's last real token
+    contains_stop: torch.Tensor  # (B,) bool, the response has its stop token
+
+
+def sequence_lengths(responses: torch.Tensor, stop_token_id: int | None) -> tuple[torch.Tensor, torch.Tensor]:
+    """(B,) index of the first stop token of each response (T - 1 without one), and (B,) whether it has one.
+
+    Args:
+        responses: (B, T) sampled token ids (whatever follows the stop token is ignored).
+        stop_token_id: the stop token, or None (every response runs to T).
+    """
+    length = responses.size(1)
+    if stop_token_id is None:
+        return torch.full_like(responses[:, 0], length - 1), torch.zeros_like(responses[:, 0], dtype=torch.bool)
+    is_stop = responses == stop_token_id  # (B, T)
+    idx = torch.arange(length, device=responses.device).expand_as(responses)
+    first = torch.where(is_stop, idx, torch.full_like(idx, length)).min(dim=1).values  # (B,) T when none
+    has = first < length
+    return torch.where(has, first, torch.full_like(first, length - 1)), has
+
+
+def build_rollout(queries: torch.Tensor, query_mask: torch.Tensor, responses: torch.Tensor,
+                  stop_token_id: int | None, pad_token_id: int) -> Rollout:
+    """Cut ``responses`` (B, T) after their stop token, pad the rest, and join them to the prompts (B, P)."""
+    seq_lengths, has = sequence_lengths(responses, stop_token_id)
+    idx = torch.arange(responses.size(1), device=responses.device).unsqueeze(0)
+    valid = idx <= seq_lengths.unsqueeze(1)  # (B, T)
+    responses = responses.masked_fill(~valid, pad_token_id)
+    return Rollout(torch.cat([queries, responses], 1), torch.cat([query_mask.bool(), valid], 1), queries.size(1),
+                   responses, seq_lengths, has)
+
+
+@torch.no_grad()
+def sample(policy: nn.Module, queries: torch.Tensor, query_mask: torch.Tensor, response_length: int,
+           temperature: float, stop_token_id: int | None, pad_token_id: int) -> Rollout:
+    """Sample one response per left-padded prompt at ``temperature`` (no top-k/top-p) and build the rollout.
+
+    Args:
+        policy: the causal LM (with its adapter active).
+        queries: (B, P) left-padded prompt ids.
+        query_mask: (B, P) 1 on real prompt tokens.
+        response_length: T, most tokens sampled.
+        temperature: the logits are divided by it before sampling.
+        stop_token_id: generation stops there (None: always T tokens).
+        pad_token_id: fills finished rows (may equal the stop token).
+    """
+    gen = GenerationConfig(  # a fresh config: the model's own (e.g. top_p=0.9) would change the distribution
+        max_new_tokens=response_length, min_new_tokens=0, do_sample=True, temperature=temperature, top_k=0,
+        top_p=1.0, repetition_penalty=1.0, no_repeat_ngram_size=0, eos_token_id=stop_token_id,
+        pad_token_id=pad_token_id, use_cache=True,
+    )
+    out = policy.generate(input_ids=queries, attention_mask=query_mask, generation_config=gen)
+    responses = out[:, queries.size(1):]  # (B, <= T)
+    if responses.size(1) < response_length:  # every row stopped early: pad to T
+        fill = responses.new_full((responses.size(0), response_length - responses.size(1)), pad_token_id)
+        responses = torch.cat([responses, fill], 1)
+    return build_rollout(queries, query_mask, responses, stop_token_id, pad_token_id)
+
+
+def _inputs(query_responses: torch.Tensor, attention_mask: torch.Tensor) -> dict[str, torch.Tensor]:
+    """trl's ``forward`` inputs: masked ids set to 0, positions counted over real tokens (``utils.py``)."""
+    mask = attention_mask.long()
+    return {"input_ids": query_responses.masked_fill(~attention_mask.bool(), 0), "attention_mask": mask,
+            "position_ids": mask.cumsum(1) - mask}
+
+
+def forward_logprobs(model: nn.Module, query_responses: torch.Tensor, attention_mask: torch.Tensor,
+                     context_length: int, temperature: float, hidden: bool = False
+                     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    """Log-probs of the response tokens under ``model`` at ``temperature``, and the per-token entropy.
+
+    Args:
+        model: a causal LM.
+        query_responses: (B, P + T) ids.
+        attention_mask: (B, P + T) real tokens.
+        context_length: P.
+        temperature: the logits are divided by it (the sampling distribution).
+        hidden: also return the last hidden states of the response-predicting positions (for a value head).
+
+    Returns:
+        ``(logprobs (B, T), entropy (B, T), hidden (B, T, H) or None)``.
+    """
+    out = model(**_inputs(query_responses, attention_mask), output_hidden_states=hidden, use_cache=False)
+    logits = out.logits[:, context_length - 1:-1] / temperature  # (B, T, V): position t predicts token t + 1
+    logp = torch.log_softmax(logits.float(), dim=-1)
+    responses = query_responses[:, context_length:]  # (B, T)
+    logprobs = torch.gather(logp, 2, responses.unsqueeze(-1)).squeeze(-1)
+    entropy = -(logp.exp() * logp).sum(-1)  # (B, T) nats
+    h = out.hidden_states[-1][:, context_length - 1:-1] if hidden else None
+    return logprobs, entropy, h
+
+
+def _trunk_and_head(model: nn.Module) -> tuple[nn.Module, nn.Module]:
+    """The transformer trunk and the one-output ``score`` head of a sequence-classification model (trl's contract)."""
+    return getattr(model, model.base_model_prefix), model.score
+
+
+def value_forward(value_model: nn.Module, query_responses: torch.Tensor, attention_mask: torch.Tensor,
+                  context_length: int) -> torch.Tensor:
+    """(B, T) values of a separate value model (score head on every position, as trl's ``get_reward``)."""
+    trunk, head = _trunk_and_head(value_model)
+    out = trunk(**_inputs(query_responses, attention_mask), output_hidden_states=True, use_cache=False)
+    return head(out.hidden_states[-1]).squeeze(-1)[:, context_length - 1:-1]
+
+
+def last_token_scores(reward_model: Any, query_responses: torch.Tensor, attention_mask: torch.Tensor,
+                      last_index: torch.Tensor) -> torch.Tensor:
+    """(B,) reward-model score read at ``last_index`` (B,), each sequence's last real token.
+
+    ``reward_model`` is a sequence-classification model with one label (its ``score`` head is applied at
+    every position, trl's ``get_reward``), or any callable ``(input_ids, attention_mask, last_index) -> (B,)``.
+    """
+    if not hasattr(reward_model, "base_model_prefix"):
+        return reward_model(query_responses, attention_mask, last_index)
+    trunk, head = _trunk_and_head(reward_model)
+    out = trunk(**_inputs(query_responses, attention_mask), output_hidden_states=True, use_cache=False)
+    per_token = head(out.hidden_states[-1]).squeeze(-1)  # (B, S)
+    return per_token[torch.arange(per_token.size(0), device=per_token.device), last_index]
