@@ -8,6 +8,9 @@ No plugin imports another plugin's internals. Where two plugins compose, they me
   stored quantized, and to fold an update into it. A plain ``nn.Linear`` (or GPT-2's ``Conv1D``) answers
   with its own weight; a layer of a quantization plugin implements :class:`FoldableBase` (a dequantized
   weight, and a requantized copy with the update folded in plus a report of the rounding error it added).
+- **Wrapping layers** hold the layer they wrap as their ``base_layer`` submodule (peft's convention). A plugin
+  that saves or selects base layers (quant) reads the model as it was before wrapping through
+  :func:`base_path`, :func:`base_named_modules` and :func:`base_state_dict`, never by the wrapper's class.
 - **The applied-plugins record.** Each model carries the list of ``(plugin name, config)`` applied to it, in
   order; :func:`hfx.save` reads it to know what to write. It is read with :func:`applied` and written only
   with :func:`record` and :func:`forget`, never by setting the attribute.
@@ -26,9 +29,13 @@ if TYPE_CHECKING:
     from torch import nn
 
 __all__ = [
+    "WRAPPED",
     "FoldReport",
     "FoldableBase",
     "applied",
+    "base_named_modules",
+    "base_path",
+    "base_state_dict",
     "effective_weight",
     "fold_update",
     "forget",
@@ -37,6 +44,8 @@ __all__ = [
 ]
 
 _ATTR = "hfx_plugins"
+WRAPPED = "base_layer"
+"""The attribute under which a wrapping layer holds the layer it wraps (peft's name)."""
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -167,3 +176,58 @@ def fold_update(layer: nn.Module, delta: torch.Tensor, name: str = "") -> tuple[
     report = FoldReport(name, delta.float().norm().item(), diff.norm().item(),
                         diff.abs().max().item() if diff.numel() else 0.0)
     return layer, report
+
+
+# ---------------------------------------------------------------------------------------------------------
+# The model as it was before wrapping
+# ---------------------------------------------------------------------------------------------------------
+
+def _wrappers(model: nn.Module) -> set[str]:
+    """Paths of the modules that hold a wrapped layer as their :data:`WRAPPED` submodule."""
+    from torch import nn
+
+    return {n for n, m in model.named_modules() if isinstance(getattr(m, WRAPPED, None), nn.Module)}
+
+
+def _unwrap(path: str, wrappers: set[str]) -> str | None:
+    """``path`` in the unwrapped model, or None when it lies in a wrapper but outside its base (an adapter)."""
+    seen, kept = "", []
+    for part in path.split(".") if path else []:
+        if seen in wrappers:
+            if part != WRAPPED:
+                return None
+            seen = f"{seen}.{part}" if seen else part
+            continue
+        seen = f"{seen}.{part}" if seen else part
+        kept.append(part)
+    return ".".join(kept)
+
+
+def base_path(path: str) -> str:
+    """The dotted path a layer had before wrapping: ``"...q_proj.base_layer"`` -> ``"...q_proj"``."""
+    return ".".join(p for p in path.split(".") if p != WRAPPED)
+
+
+def base_named_modules(model: nn.Module) -> list[tuple[str, nn.Module]]:
+    """``model.named_modules()`` without what wrapping layers added: the wrappers themselves and their adapters.
+
+    Paths are the real ones (``"...q_proj.base_layer"`` under a wrapper), so that the caller can replace the
+    module there; :func:`base_path` gives the name it had before wrapping.
+    """
+    wrappers = _wrappers(model)
+    return [(n, m) for n, m in model.named_modules() if n not in wrappers and _unwrap(n, wrappers) is not None]
+
+
+def base_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
+    """``model.state_dict()`` as the unwrapped model would give it: adapters left out, base tensors renamed.
+
+    ``"...q_proj.base_layer.weight"`` becomes ``"...q_proj.weight"`` and ``"...q_proj.lora_A.default.weight"``
+    is dropped, so that what a plugin saves of the base loads onto a model that was never wrapped.
+    """
+    wrappers = _wrappers(model)
+    out = {}
+    for key, tensor in model.state_dict().items():
+        name = _unwrap(key, wrappers)
+        if name is not None:
+            out[name] = tensor
+    return out

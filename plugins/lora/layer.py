@@ -24,6 +24,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from hfx.errors import HfxError
+from hfx.protocols import effective_weight, fold_update, is_quantized
 
 __all__ = ["DoraMagnitude", "LoraLayer", "LoraLinear", "add_low_rank"]
 
@@ -38,15 +39,6 @@ def add_low_rank(result: torch.Tensor, h: torch.Tensor, B: torch.Tensor, s: floa
         return result + (F.linear(h, B) * s).to(result.dtype)
     out = torch.addmm(result.reshape(-1, result.shape[-1]), h.reshape(-1, h.shape[-1]), B.t(), alpha=s)  # (N, out)
     return out.view(result.shape)
-
-
-def _is_quantized(layer: nn.Module) -> bool:
-    """Whether ``layer`` is a packed-integer layer of the quant plugin (its weight cannot be written in place)."""
-    try:
-        from hfx_plugins.quant.layer import QuantLinear
-    except ImportError:  # the quant plugin is not installed: no such layer can exist
-        return False
-    return isinstance(layer, QuantLinear)
 
 
 class DoraMagnitude(nn.Module):
@@ -145,17 +137,29 @@ class LoraLayer(nn.Module):
     def merge(self, names: list[str] | None = None, safe: bool = False) -> list[dict[str, float | str]]:
         """Add adapters ``names`` (default: the active ones) into the base weight; forward then skips them.
 
-        On a quantized base (``hfx_plugins.quant``'s QuantLinear, QLoRA) the weight is integers: the merge
-        dequantizes, adds, and requantizes with the base's own layout (:func:`hfx_plugins.quant.qlora.
-        requantize_with_update`), and returns the report of the rounding error that adds (also appended to
-        ``merge_reports``); ``unmerge`` restores the original quantized layer exactly. Float bases return [].
+        A float base is changed in place (W += s B A, DoRA's rescaled weight for DoRA adapters). A base whose
+        weight is stored quantized (``hfx.protocols.is_quantized``: QLoRA, Dettmers et al. 2023) cannot be
+        written in place: the sum of the updates is folded in by ``hfx.protocols.fold_update``, which returns a
+        new base layer in the base's own storage format and the report of the rounding error that adds.
+
+        Args:
+            names: Adapters to merge; unknown names are skipped.
+            safe: Check the merged weights (or the update, on a quantized base) for NaN/inf first.
+
+        Returns:
+            One report row per merge into a quantized base (``FoldReport.as_row()`` plus ``adapters``, also
+            appended to ``merge_reports``); [] for a float base. ``unmerge`` restores the original quantized
+            layer exactly.
+
+        Raises:
+            HfxError: an adapter already merged, NaN/inf with ``safe``, or a DoRA adapter on a quantized base.
         """
         names = list(self.active_adapters if names is None else [n for n in names if n in self.r])
         twice = [n for n in names if n in self.merged_adapters]
         if twice:
             raise HfxError(f"adapter {twice[0]!r} is already merged into {self.path!r}; call unmerge first "
                            "(merging twice would add the update twice)")
-        if _is_quantized(self.base_layer):
+        if is_quantized(self.base_layer):
             return self._merge_quantized(names, safe)
         weight = self.base_layer.weight
         for name in names:
@@ -167,9 +171,7 @@ class LoraLayer(nn.Module):
         return []
 
     def _merge_quantized(self, names: list[str], safe: bool) -> list[dict[str, float | str]]:
-        """Requantize W + sum of the adapters' s B A into a new quantized base layer (see :meth:`merge`)."""
-        from hfx_plugins.quant.qlora import requantize_with_update
-
+        """Fold the sum of the adapters' s B A into a quantized base through the protocol (see :meth:`merge`)."""
         if not names:
             return []
         dora = [n for n in names if n in getattr(self, "lora_magnitude_vector", {})]
@@ -180,8 +182,8 @@ class LoraLayer(nn.Module):
         delta = sum(self.delta_weight(n).float() for n in names)  # (out, in): a quantized base is never Conv1D
         if safe and not torch.isfinite(delta).all():
             raise HfxError(f"merging adapters {names} into {self.path!r} gives NaN or inf; the adapter is broken")
-        new, row = requantize_with_update(base, delta, name=self.path)
-        row["adapters"] = ",".join(names)
+        new, report = fold_update(base, delta, name=self.path)
+        row = {**report.as_row(), "adapters": ",".join(names)}
         if not self._premerge_base:
             self._premerge_base.append(base)
         self.base_layer = new
@@ -207,8 +209,11 @@ class LoraLinear(LoraLayer):
     adapter_param_names = ("lora_A", "lora_B", "lora_magnitude_vector")
 
     def __init__(self, base_layer: nn.Module, fan_in_fan_out: bool) -> None:
-        w = base_layer.weight
-        in_f, out_f = (w.shape[0], w.shape[1]) if fan_in_fan_out else (w.shape[1], w.shape[0])
+        if is_quantized(base_layer):  # packed weights: the protocol gives the sizes, nothing is dequantized
+            in_f, out_f = base_layer.in_features, base_layer.out_features
+        else:
+            w = base_layer.weight
+            in_f, out_f = (w.shape[0], w.shape[1]) if fan_in_fan_out else (w.shape[1], w.shape[0])
         super().__init__(base_layer, in_f, out_f)
         self.fan_in_fan_out = fan_in_fan_out
         self.lora_A, self.lora_B = nn.ModuleDict(), nn.ModuleDict()
@@ -229,7 +234,7 @@ class LoraLinear(LoraLayer):
         elif init == "gaussian":
             nn.init.normal_(A.weight, std=1 / r)
             nn.init.zeros_(B.weight)
-        base = self.base_layer.weight
+        base = self._weight_out_in()  # (out, in); dequantized fp32 for a quantized base
         # fp32 adapters on a half-precision base (peft's autocast_adapter_dtype): small updates survive rounding
         dtype = base.dtype if base.dtype in (torch.float32, torch.float64) else torch.float32
         self.lora_A[name], self.lora_B[name] = A.to(base.device, dtype), B.to(base.device, dtype)
@@ -240,7 +245,9 @@ class LoraLinear(LoraLayer):
             self.lora_magnitude_vector[name] = DoraMagnitude(norm)
 
     def _weight_out_in(self) -> torch.Tensor:
-        """The base weight as (out, in), a view for Conv1D."""
+        """The base weight as (out, in): a view for Conv1D, the dequantized weight for a quantized base."""
+        if is_quantized(self.base_layer):
+            return effective_weight(self.base_layer)
         w = self.base_layer.weight
         return w.t() if self.fan_in_fan_out else w
 

@@ -29,6 +29,7 @@ from torch import nn
 from transformers.pytorch_utils import Conv1D
 
 from hfx.errors import HfxError
+from hfx.protocols import FoldReport
 from hfx_plugins.quant.affine import SCALE_DTYPE, check_bits, n_groups, quantize, to_groups, ungroup
 from hfx_plugins.quant.clip import search_qparams
 from hfx_plugins.quant.packing import pack, packed_nbytes, unpack
@@ -51,8 +52,9 @@ class DequantizedWeight(torch.Tensor):
     def __torch_function__(cls, func, types, args=(), kwargs=None):  # type: ignore[no-untyped-def]
         name = getattr(func, "__name__", "")
         if name.endswith("_") and not name.startswith("__"):
-            raise HfxError(f"QuantLinear.weight is a dequantized copy and {name} on it would be lost; merge "
-                           "adapters with hfx_plugins.quant.qlora.merge_lora (dequantize, add, requantize)")
+            raise HfxError(f"QuantLinear.weight is a dequantized copy and {name} on it would be lost; fold an "
+                           "update in with hfx.protocols.fold_update (dequantize, add, requantize), as the lora "
+                           "plugin's merge_adapter does")
         if func == _DATA_GET:
             return args[0]
         with torch._C.DisableTorchFunctionSubclass():
@@ -115,11 +117,33 @@ class QuantLinear(nn.Linear):
     @torch.no_grad()
     def from_float(cls, module: nn.Module, bits: int, group_size: int, symmetric: bool, clip_steps: int = 20,
                    act_mode: str = "none", name: str = "") -> QuantLinear:
-        """Quantize an ``nn.Linear`` or ``Conv1D``, choosing each group's range by :func:`search_qparams`."""
-        w = checked_weight(module, name)  # (out, in)
+        """Quantize an ``nn.Linear`` or ``Conv1D``, choosing each group's range by :func:`search_qparams`.
+
+        Args:
+            module: The float layer (weight (out, in), or (in, out) for ``Conv1D``); left unchanged.
+            bits: 8, 4, 3 or 2.
+            group_size: -1 per tensor, 0 per output channel, N > 0 groups of N inputs.
+            symmetric: Zero point fixed at 2^(bits-1) instead of one per group.
+            clip_steps: Candidates of the clipping-range search; 0 = plain min/max.
+            act_mode: "none", "dynamic" or "static" activation quantization.
+            name: The layer's path, for error messages.
+
+        Raises:
+            HfxError: the weight has NaN/inf values (naming the layer), or an unsupported ``bits``/``act_mode``.
+        """
+        return cls._from_matrix(checked_weight(module, name), module.bias, bits, group_size, symmetric,
+                                clip_steps, act_mode)
+
+    @classmethod
+    @torch.no_grad()
+    def _from_matrix(cls, w: torch.Tensor, bias: torch.Tensor | None, bits: int, group_size: int, symmetric: bool,
+                     clip_steps: int, act_mode: str) -> QuantLinear:
+        """RTN with the clip search of a checked fp32 weight w (out, in)."""
         groups, mask = to_groups(w, group_size)  # (rows, G, g) each
         scale, zero = search_qparams(groups, mask, bits, symmetric, steps=clip_steps)  # (rows, G, 1) each
-        return cls.from_qparams(module, bits, group_size, symmetric, scale, zero, act_mode)
+        codes = ungroup(quantize(groups, scale, zero, bits), tuple(w.shape))  # (out, in) uint8
+        return cls.from_codes(codes, scale.squeeze(-1), zero.squeeze(-1), bits, group_size, symmetric, bias,
+                              act_mode)
 
     @classmethod
     @torch.no_grad()
@@ -182,12 +206,54 @@ class QuantLinear(nn.Linear):
         w = (groups - self.zero_points()[..., None]) * self.scales.float()[..., None]  # (out, G, g)
         return ungroup(w, (self.out_features, self.in_features))
 
+    # --- hfx.protocols.FoldableBase: how a wrapping layer (LoRA) reads this weight and folds an update in ----
+    def effective_weight(self) -> torch.Tensor:
+        """The weight the layer computes with: :meth:`dequantize`, (out, in) fp32, a new tensor."""
+        return self.dequantize()
+
+    @torch.no_grad()
+    def with_update(self, delta: torch.Tensor, name: str = "", clip_steps: int = 20) -> tuple[QuantLinear, FoldReport]:
+        """A new layer storing W' = Q(deq(W) + delta) with this layer's bits, grouping, symmetry and act_mode.
+
+        This layer is left unchanged (the caller keeps it to restore it exactly). The new ranges come from the
+        clip search (data-free, also for a GPTQ-quantized layer). Merging into a quantized base can do nothing
+        else (QLoRA, Dettmers et al. 2023, https://arxiv.org/abs/2305.14314; peft only warns about the rounding);
+        the report makes its cost a number.
+
+        Args:
+            delta: The update, (out_features, in_features), any float dtype.
+            name: The layer's path, for the report and error messages.
+            clip_steps: Candidates of the clipping-range search of the requantization (20, as RTN's default).
+
+        Returns:
+            The new layer and its ``FoldReport``: ``update_norm`` ||delta||_F, ``merge_error``
+            ||deq(W') - (deq(W) + delta)||_F and ``max_error`` max |deq(W') - (deq(W) + delta)|.
+
+        Raises:
+            HfxError: ``delta`` has the wrong shape, or W + delta has NaN/inf values.
+        """
+        if tuple(delta.shape) != (self.out_features, self.in_features):
+            raise HfxError(f"layer {name or 'QuantLinear'}: an update of shape {tuple(delta.shape)} does not fit the "
+                           f"weight {(self.out_features, self.in_features)} (out, in)")
+        w = self.dequantize()  # (out, in)
+        merged = w + delta.to(w)  # (out, in)
+        if not torch.isfinite(merged).all():
+            raise HfxError(f"layer {name or 'QuantLinear'}: the update gives NaN/inf weights; it cannot be folded in")
+        new = self._from_matrix(merged, self.bias, self.bits, self.group_size, self.symmetric, clip_steps,
+                                self.act_mode)
+        if self.act_mode == "static":  # the activation range is the layer's, not the weight's
+            new.act_scale, new.act_zero = self.act_scale.clone(), self.act_zero.clone()
+        diff = new.dequantize() - merged  # (out, in): what requantizing added
+        report = FoldReport(name, delta.float().norm().item(), diff.norm().item(),
+                            diff.abs().max().item() if diff.numel() else 0.0)
+        return new, report
+
     @property
     def weight(self) -> torch.Tensor:  # type: ignore[override]
         """A computed, not stored, fp32 copy of the weight for code that inspects ``.weight`` (T5 checks its
-        dtype, LoRA its shape). Writing into it (e.g. a LoRA merge doing ``weight.data.copy_(...)``) raises
-        instead of being silently lost; merge adapters into a quantized base with
-        :func:`hfx_plugins.quant.qlora.merge_lora`, which requantizes and reports the error it adds."""
+        dtype). Writing into it (e.g. a merge doing ``weight.data.copy_(...)``) raises instead of being silently
+        lost; an update is folded in with :meth:`with_update` (what ``hfx.protocols.fold_update`` calls, and so
+        the lora plugin's ``merge_adapter``), which requantizes and reports the error it adds."""
         return self.dequantize().detach().as_subclass(DequantizedWeight)
 
     @weight.setter
