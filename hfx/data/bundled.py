@@ -78,6 +78,23 @@ BUNDLED: dict[str, BundledDataset] = {
         columns=("instruction", "response", "task"),
         files={"train": "instructions/train.jsonl", "test": "instructions/test.jsonl"},
     ),
+    "sentiment_foobar": BundledDataset(
+        name="sentiment_foobar",
+        description="the sentiment set with label words a model has no prior for (negative -> foo, positive -> "
+        "bar), for in-context learning; 1200 train / 100 test (50 per class)",
+        source="derived from the bundled sentiment set (VADER lexicon, MIT licence) by scripts/make_icl_data.py",
+        columns=("text", "label", "label_text", "word"),
+        files={"train": "sentiment_foobar/train.jsonl", "test": "sentiment_foobar/test.jsonl"},
+        label_names=("foo", "bar"),
+    ),
+    "arithmetic_cot": BundledDataset(
+        name="arithmetic_cot",
+        description="multi-step arithmetic word problems with whole-number answers for chain of thought; "
+        "8 worked exemplars (train, 'The answer is N.') / 40 test problems",
+        source="written for hfx by scripts/make_icl_data.py from 8 templates, numbers from random.Random(1234)",
+        columns=("question", "rationale", "answer", "template"),
+        files={"train": "arithmetic_cot/train.jsonl", "test": "arithmetic_cot/test.jsonl"},
+    ),
     "pydoc": BundledDataset(
         name="pydoc",
         description="English prose paragraphs of the Python reference manual for language modelling; "
