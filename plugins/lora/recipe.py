@@ -13,24 +13,22 @@ peft's format; ``lora.merge=true`` adds ``artifacts/merged``, a plain transforme
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 from typing import Any
-
-import torch
-from torch.utils.data import DataLoader
 
 from hfx.data.collate import collator_for_task, tokenize_for_task
 from hfx.errors import HfxError
 from hfx.io import atomic_dir, atomic_write_json
+from hfx.metrics import exact_match
 from hfx.models.loading import load_config, model_family, resolve_task
 from hfx.models.zoo import resolve_model
 from hfx.registry import Recipe
+from hfx.runner.evaluation import greedy_answers, task_metrics
 from hfx.runner.loop import TrainLoop
 from hfx_plugins.lora.io import save as save_adapters
 from hfx_plugins.lora.model import merge_and_unload
 from hfx_plugins.lora.optim import loraplus_param_groups
-from hfx_plugins.lora.sft import answer, completion_loss, exact_match, tokenize_instructions
+from hfx_plugins.lora.sft import completion_loss, prompt_text, tokenize_instructions
 from hfx_plugins.lora.trainable import parameter_counts
 
 __all__ = ["LoraRecipe"]
@@ -87,37 +85,22 @@ class LoraRecipe(Recipe):
             return int(feature.num_classes)
         return len(set(self.data["train"]["label"]) | set(self.data["eval"]["label"]))
 
-    @torch.no_grad()
     def evaluate(self) -> dict[str, float]:
+        """Held-out loss, accuracy (classifiers) or perplexity, and exact match of greedy answers."""
         model = self.ctx.accelerator.unwrap_model(self.loop.model)
-        was_training = model.training
-        model.eval()
-        loader = DataLoader(self.eval_set, batch_size=self.ctx.run.train.eval_batch_size, collate_fn=self.collate)
-        total, n, correct, seen = 0.0, 0, 0, 0
-        for batch in loader:
-            batch = {k: v.to(self.ctx.accelerator.device) for k, v in batch.items()}
-            if self.task == "sequence-classification":
-                out = model(**batch)
-                loss = out.loss
-                correct += (out.logits.argmax(-1) == batch["labels"]).sum().item()  # logits (B, num_labels)
-                seen += batch["labels"].numel()
-            else:
-                loss = self.loss(model, batch)
-            total, n = total + loss.item(), n + 1
-        metrics = {"loss": total / max(n, 1)}
-        if seen:
-            metrics["accuracy"] = correct / seen
-        if self.task != "sequence-classification":
-            metrics["perplexity"] = math.exp(min(metrics["loss"], 50.0))
+        loss_fn = None if self.task == "sequence-classification" else self.loss
+        metrics = task_metrics(model, self.eval_set, self.collate, self.task, self.ctx.run.train.eval_batch_size, loss_fn)
         if self.generates and self.cfg.eval_generations:
             metrics["exact_match"] = self._generate(model)
-        model.train(was_training)
         return metrics
 
     def _generate(self, model: Any) -> float:
         rows = self.data["eval"].select(range(min(self.cfg.eval_generations, len(self.data["eval"]))))
-        got = answer(model, self.tokenizer, list(rows["text"]), self.cfg.max_new_tokens,
-                     seq2seq=self.task == "seq2seq-lm")
+        seq2seq = self.task == "seq2seq-lm"
+        # A decoder answers after its chat prompt, which already holds the special tokens it needs.
+        prompts = list(rows["text"]) if seq2seq else [prompt_text(self.tokenizer, q) for q in rows["text"]]
+        got = greedy_answers(model, self.tokenizer, prompts, self.cfg.max_new_tokens, seq2seq=seq2seq,
+                             add_special_tokens=seq2seq)
         self.answers["before" if "before" not in self.answers else "after"] = got  # first call: before training
         return exact_match(got, list(rows["target"]))
 
