@@ -43,7 +43,13 @@ def _tokenizer_from(folder: Path | None) -> Any:
 
 
 def apply(model: nn.Module, cfg: EmbedConfig) -> Embedder:
-    """Wrap ``model`` in an :class:`Embedder` with the pooling, normalisation and length of ``cfg``."""
+    """Wrap ``model`` in an :class:`Embedder` with the pooling, normalisation and length of ``cfg``.
+
+    The returned embedder holds ``model`` itself (``embedder.model``), not a copy: training one trains the other.
+
+    Raises:
+        HfxError: ``model`` is already an embedder, or not a transformers model (no ``config``).
+    """
     if isinstance(model, Embedder):
         raise HfxError("the model is already an embedder; apply embed to the transformers model inside (embedder.model)")
     if getattr(model, "config", None) is None:
@@ -72,6 +78,10 @@ def embed(
 
     ``embedder.encode(texts, batch_size=32)`` gives a float32 array (N, H); ``hfx.save(embedder, path)``
     writes a sentence-transformers folder. See the module docstring for the defaults.
+
+    Raises:
+        HfxError: an embedder or another kind of object, an unknown pooling mode or a negative ``max_length``,
+            or a model name that cannot be loaded.
     """
     from hfx import api, registry
     from hfx.models.loading import load_model

@@ -48,6 +48,9 @@ class CachedMNRL:
         embed: ``embed(input_ids=..., attention_mask=...) -> (b, H)``, e.g. an :class:`Embedder`.
         scale: Logit scale (1 / temperature).
         mini_batch_size: Texts per forward pass; memory grows with this, not with the batch.
+
+    Raises:
+        HfxError: ``mini_batch_size`` < 1 (and, when called, fewer than two columns).
     """
 
     def __init__(self, embed: Callable[..., torch.Tensor], scale: float = 20.0, mini_batch_size: int = 8) -> None:

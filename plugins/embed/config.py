@@ -1,14 +1,21 @@
-"""Config of the ``embed`` plugin (the ``embed:`` section of ``hfx run``; keyword fields of ``hfx.apply``)."""
+"""Config of the ``embed`` plugin.
+
+:class:`EmbedConfig` is what ``hfx.apply(model, "embed", ...)`` and ``hfx.embed`` take: how a transformer
+becomes a sentence embedder (sentence-transformers' pooling modes, normalisation, input length).
+:class:`EmbedRunConfig` adds what only ``hfx run`` uses (the ``embed:`` section: the training loss and its
+settings, and what the evaluation reports). No torch import: the constants checked here live here.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
 from hfx.errors import HfxError, did_you_mean
-from hfx_plugins.embed.pooling import POOLING_MODES
 
-__all__ = ["DISTANCES", "LOSSES", "EmbedConfig"]
+__all__ = ["DISTANCES", "LOSSES", "POOLING_MODES", "EmbedConfig", "EmbedRunConfig"]
 
+POOLING_MODES: tuple[str, ...] = ("mean", "max", "cls", "lasttoken", "weightedmean")
+"""The pooling modes hfx implements (sentence-transformers' ``Pooling`` names)."""
 LOSSES = ("triplet", "cosine", "mnrl", "cached_mnrl")
 DISTANCES = ("cosine", "euclidean")
 
@@ -20,7 +27,7 @@ def _choose(key: str, value: str, choices: tuple[str, ...]) -> None:
 
 @dataclass
 class EmbedConfig:
-    """Sentence embeddings: a pooling head on a transformer, its training loss, and what the recipe shows."""
+    """Sentence embeddings: a pooling head on a transformer (Sentence-BERT, https://arxiv.org/abs/1908.10084)."""
 
     pooling: str = "auto"
     """mean, max, cls, lasttoken or weightedmean; auto = the model folder's sentence-transformers pooling (1_Pooling/config.json), else mean for encoders and lasttoken for decoders."""
@@ -28,10 +35,22 @@ class EmbedConfig:
     """L2-normalise each embedding; empty (null) = as the model folder's sentence-transformers modules say (a Normalize module), else false."""
     max_length: int = 0
     """Longest input in tokens (longer texts are truncated, with one notice); 0 = the folder's sentence-transformers max_seq_length, else the tokenizer's limit."""
+
+    def __post_init__(self) -> None:
+        if self.pooling != "auto":
+            _choose("pooling", self.pooling, POOLING_MODES)
+        if self.max_length < 0:
+            raise HfxError(f"embed.max_length must be >= 0 (0 = the model's limit), got {self.max_length}")
+
+
+@dataclass
+class EmbedRunConfig(EmbedConfig):
+    """The ``embed:`` section of ``hfx run``: :class:`EmbedConfig` plus the training loss and the evaluation."""
+
     loss: str = "triplet"
     """Training loss: triplet (anchor, positive, negative), cosine (siamese regression on pair scores), mnrl (multiple-negatives ranking, in-batch negatives) or cached_mnrl (the same with gradient caching)."""
     distance: str = "cosine"
-    """Triplet distance: cosine (max(0, margin - cos(a, p) + cos(a, n)), as in the course) or euclidean."""
+    """Triplet distance: cosine (max(0, margin - cos(a, p) + cos(a, n))) or euclidean (sentence-transformers' TripletLoss default)."""
     margin: float = 0.3
     """Triplet margin: how much closer the positive must be than the negative (sentence-transformers uses 5 with euclidean)."""
     scale: float = 20.0
@@ -41,17 +60,14 @@ class EmbedConfig:
     encode_batch_size: int = 64
     """Texts per forward pass when encoding for evaluation and retrieval."""
     recall_k: list[int] = field(default_factory=lambda: [1, 5, 10])
-    """Recipe: report retrieval recall@k for these k."""
+    """Report retrieval recall@k for these k."""
     demo_queries: int = 3
-    """Recipe: held-out queries shown with their nearest neighbours after training."""
+    """Held-out queries shown with their nearest neighbours after training."""
 
     def __post_init__(self) -> None:
-        if self.pooling != "auto":
-            _choose("pooling", self.pooling, POOLING_MODES)
+        super().__post_init__()
         _choose("loss", self.loss, LOSSES)
         _choose("distance", self.distance, DISTANCES)
-        if self.max_length < 0:
-            raise HfxError(f"embed.max_length must be >= 0 (0 = the model's limit), got {self.max_length}")
         if self.margin < 0:
             raise HfxError(f"embed.margin must be >= 0, got {self.margin}")
         if self.scale <= 0:

@@ -43,7 +43,11 @@ PROGRESS_FROM = 512
 
 
 def backbone_of(model: nn.Module) -> nn.Module:
-    """The part of ``model`` whose ``last_hidden_state`` is pooled: the bare transformer, or T5's encoder."""
+    """The part of ``model`` whose ``last_hidden_state`` is pooled: the bare transformer, or T5's encoder.
+
+    Raises:
+        HfxError: ``model`` is not a transformers model (no ``config``).
+    """
     if hasattr(model, "get_base_model"):  # a peft model: the adapted transformers model inside
         model = model.get_base_model()
     config = getattr(model, "config", None)
@@ -63,6 +67,9 @@ class Embedder(nn.Module):
         pooling: Pooling mode, see :mod:`hfx_plugins.embed.pooling`.
         normalize: L2-normalise the embeddings.
         max_length: Longest input in tokens; 0 = the tokenizer's limit (at most the model's positions).
+
+    Raises:
+        HfxError: ``model`` is not a transformers model, or ``pooling`` is unknown.
     """
 
     def __init__(
@@ -88,7 +95,11 @@ class Embedder(nn.Module):
         return next(self.parameters()).device
 
     def limit(self) -> int:
-        """Token limit applied to each text: ``max_length``, else the tokenizer's, capped by the model's positions."""
+        """Token limit applied to each text: ``max_length``, else the tokenizer's, capped by the model's positions.
+
+        Raises:
+            HfxError: no ``max_length`` is set and the embedder has no tokenizer.
+        """
         positions = getattr(self.backbone.config, "max_position_embeddings", None) or 10**9
         if self.max_length:
             return min(self.max_length, positions)
@@ -106,7 +117,11 @@ class Embedder(nn.Module):
         return self.pooling(hidden, attention_mask)  # (B, H)
 
     def tokenize(self, texts: Sequence[str]) -> dict[str, torch.Tensor]:
-        """Pad and truncate ``texts`` into a training batch: input_ids and attention_mask, (B, T)."""
+        """Pad and truncate ``texts`` into a training batch: input_ids and attention_mask, (B, T).
+
+        Raises:
+            HfxError: the embedder has no tokenizer.
+        """
         enc = self._tok()(list(texts), padding=True, truncation=True, max_length=self.limit(), return_tensors="pt")
         return {"input_ids": enc["input_ids"], "attention_mask": enc["attention_mask"]}
 
@@ -134,6 +149,9 @@ class Embedder(nn.Module):
         ``batch_size`` bounds the texts per forward pass and does not change any vector (module docstring).
         An empty list gives an array of shape (0, H); a text with no tokens at all (an empty string for a
         tokenizer that adds no special tokens) gives a zero vector, as mean pooling over nothing does.
+
+        Raises:
+            HfxError: an item of ``texts`` is not a string, ``batch_size`` < 1, or the embedder has no tokenizer.
         """
         single = isinstance(texts, str)
         items = [texts] if single else list(texts)

@@ -30,6 +30,9 @@ class VectorIndex:
     Args:
         dim: Size of each vector.
         metric: cosine, dot or euclidean (scores: cosine and dot are similarities, euclidean is a distance).
+
+    Raises:
+        HfxError: an unknown ``metric`` or ``dim`` < 1.
     """
 
     def __init__(self, dim: int, metric: str = "cosine") -> None:
@@ -45,7 +48,11 @@ class VectorIndex:
 
     @classmethod
     def build(cls, vectors: np.ndarray, metric: str = "cosine") -> VectorIndex:
-        """A new index holding ``vectors`` (N, H); their row numbers are their ids."""
+        """A new index holding ``vectors`` (N, H); their row numbers are their ids.
+
+        Raises:
+            HfxError: ``vectors`` is not 2-D, holds NaN/inf, or ``metric`` is unknown.
+        """
         vectors = np.asarray(vectors)
         if vectors.ndim != 2:
             raise HfxError(f"index vectors must be a 2-D array (N, H), got shape {vectors.shape}")
@@ -71,11 +78,19 @@ class VectorIndex:
         return x
 
     def add(self, vectors: np.ndarray) -> None:
-        """Append ``vectors`` (N, H); their ids continue from ``len(self)``."""
+        """Append ``vectors`` (N, H); their ids continue from ``len(self)``.
+
+        Raises:
+            HfxError: vectors of another width than the index's, or NaN/inf values.
+        """
         self.index.add(self._prepare(vectors, "vectors added to the index"))
 
     def search(self, queries: np.ndarray, k: int = 10) -> tuple[np.ndarray, np.ndarray]:
-        """Top-``k`` (scores, ids) per query, each (Q, k), best first; ``k`` is capped at the index size."""
+        """Top-``k`` (scores, ids) per query, each (Q, k), best first; ``k`` is capped at the index size.
+
+        Raises:
+            HfxError: ``k`` < 1, an empty index, or queries of another width (or NaN/inf).
+        """
         if k < 1:
             raise HfxError(f"k must be at least 1, got {k}")
         if len(self) == 0:
@@ -98,7 +113,11 @@ class VectorIndex:
 
     @classmethod
     def load(cls, path: str | Path) -> VectorIndex:
-        """Read an index folder written by :meth:`save`."""
+        """Read an index folder written by :meth:`save`.
+
+        Raises:
+            HfxError: ``path`` is not an index folder, or its two files disagree on the width.
+        """
         import faiss
 
         path = Path(path)
@@ -124,7 +143,11 @@ def drop_query_texts(found: np.ndarray, corpus: Sequence[str], queries: Sequence
 
 
 def recall_at_k(retrieved: np.ndarray, relevant: Sequence[set[int] | int], k: int) -> float:
-    """Mean over queries of |top-k retrieved ∩ relevant| / |relevant| (retrieved ids: (Q, >= k))."""
+    """Mean over queries of |top-k retrieved ∩ relevant| / |relevant| (retrieved ids: (Q, >= k)).
+
+    Raises:
+        HfxError: not one row of ids per query, ``k`` < 1, or a query without relevant ids.
+    """
     retrieved = np.asarray(retrieved)
     if retrieved.ndim != 2 or len(retrieved) != len(relevant):
         raise HfxError(f"need one row of retrieved ids per query: {retrieved.shape} ids for {len(relevant)} queries")

@@ -37,7 +37,11 @@ def _saved_module(embedder: Embedder) -> nn.Module:
 
 
 def save(model: nn.Module, path: Path) -> None:
-    """Write ``model`` (an :class:`Embedder`) into ``path`` as a sentence-transformers folder."""
+    """Write ``model`` (an :class:`Embedder`) into ``path`` as a sentence-transformers folder.
+
+    Raises:
+        HfxError: ``model`` is not an embedder, has no tokenizer, or wraps a peft model or a non-transformers one.
+    """
     if not isinstance(model, Embedder):
         raise HfxError(f"embed's save needs an embedder (from hfx.embed), got {type(model).__name__}")
     if model.tokenizer is None:
@@ -56,7 +60,12 @@ def can_load(path: Path) -> bool:
 
 
 def load(model: nn.Module, path: Path) -> tuple[Embedder, EmbedConfig]:
-    """Rebuild the embedder on ``model`` and load the saved transformer weights into it strictly."""
+    """Rebuild the embedder on ``model`` and load the saved transformer weights into it strictly.
+
+    Raises:
+        HfxError: a saved weight of another shape, or weights missing from / unknown to ``model`` (not the base
+            the embedder was trained from).
+    """
     from hfx_plugins.embed.apply import _tokenizer_from, apply
 
     path = Path(path)

@@ -37,6 +37,9 @@ def cosine_similarity_loss(u: torch.Tensor, v: torch.Tensor, scores: torch.Tenso
 
     Sentence-BERT's regression objective; sentence-transformers' ``CosineSimilarityLoss`` with its default
     ``MSELoss``.
+
+    Raises:
+        HfxError: u, v and scores differ in their number of rows.
     """
     _same_rows(u, v, scores.view(-1))
     return ((pairwise_cos(u, v) - scores.view(-1).to(u.dtype)) ** 2).mean()
@@ -47,9 +50,13 @@ def triplet_loss(
 ) -> torch.Tensor:
     """mean_i max(0, d(a_i, p_i) - d(a_i, n_i) + margin); all inputs (B, H).
 
-    ``cosine``: d = 1 - cos, which gives the course's max(0, margin - cos(a, p) + cos(a, n)) since the
-    ones cancel. ``euclidean``: d = ||a - p||_2 (FaceNet, Schroff et al. 2015, without the square, as
-    sentence-transformers' ``TripletLoss``, whose default is euclidean with margin 5).
+    ``cosine``: d = 1 - cos, which gives max(0, margin - cos(a, p) + cos(a, n)) since the ones cancel
+    (sentence-transformers' ``TripletDistanceMetric.COSINE``). ``euclidean``: d = ||a - p||_2 (FaceNet,
+    Schroff et al. 2015, without the square, as sentence-transformers' ``TripletLoss``, whose default is
+    euclidean with margin 5).
+
+    Raises:
+        HfxError: the three columns differ in rows, or ``distance`` is unknown.
     """
     _same_rows(anchor, positive, negative)
     if distance == "cosine":
@@ -72,6 +79,9 @@ def mnrl_loss(
     positives and all hard negatives of the batch; the right one is positive i, the others are
     in-batch negatives (Henderson et al. 2017, https://arxiv.org/abs/1705.00652). Logits are
     ``scale * cos`` (scale = 1 / temperature).
+
+    Raises:
+        HfxError: the columns differ in their number of rows.
     """
     negatives = negatives or []
     _same_rows(anchors, positives, *negatives)

@@ -21,15 +21,17 @@ import torch
 from torch import nn
 
 from hfx.errors import HfxError, did_you_mean
+from hfx_plugins.embed.config import POOLING_MODES
 
 __all__ = ["POOLING_MODES", "Pooling", "check_pooling", "pool"]
 
-POOLING_MODES: tuple[str, ...] = ("mean", "max", "cls", "lasttoken", "weightedmean")
-"""The pooling modes hfx implements (sentence-transformers' names)."""
-
 
 def check_pooling(mode: str) -> str:
-    """Return ``mode`` if it is a known pooling mode; raise one-line HfxError otherwise."""
+    """Return ``mode`` if it is a known pooling mode; raise one-line HfxError otherwise.
+
+    Raises:
+        HfxError: ``mode`` is not one of :data:`POOLING_MODES`.
+    """
     if mode not in POOLING_MODES:
         raise HfxError(
             f"unknown pooling mode {mode!r}{did_you_mean(mode, POOLING_MODES)}; choose one of: {', '.join(POOLING_MODES)}"
@@ -38,7 +40,11 @@ def check_pooling(mode: str) -> str:
 
 
 def pool(hidden: torch.Tensor, mask: torch.Tensor, mode: str) -> torch.Tensor:
-    """Pool token vectors ``hidden`` (B, T, H) with attention mask ``mask`` (B, T) into (B, H)."""
+    """Pool token vectors ``hidden`` (B, T, H) with attention mask ``mask`` (B, T) into (B, H).
+
+    Raises:
+        HfxError: ``mode`` is unknown.
+    """
     B, T, H = hidden.shape
     m = mask.to(hidden.dtype).unsqueeze(-1)  # (B, T, 1)
     if mode == "mean":
@@ -76,6 +82,9 @@ class Pooling(nn.Module):
     Args:
         mode: One of :data:`POOLING_MODES`.
         normalize: Divide each sentence vector by its L2 norm (cosine similarity becomes a dot product).
+
+    Raises:
+        HfxError: ``mode`` is unknown.
     """
 
     def __init__(self, mode: str = "mean", normalize: bool = False) -> None:

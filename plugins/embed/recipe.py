@@ -1,14 +1,15 @@
 """``hfx run plugin=embed``: fine-tune a sentence embedder and show what it is good for.
 
-One linear script. Default: ``minilm`` on the bundled ``pydoc_pairs`` triplets with the course's cosine
-triplet loss. Before and after training it reports similarity quality (Spearman of cosine similarities
-against the held-out pair scores), triplet accuracy, retrieval recall@k with a FAISS index, clustering
+One linear script. Default: ``minilm`` on the bundled ``pydoc_pairs`` triplets with a cosine triplet loss
+(sentence-transformers' ``TripletLoss`` with its cosine distance). Before and after training it reports
+similarity quality (Spearman of cosine similarities against the held-out pair scores), triplet accuracy, retrieval recall@k with a FAISS index, clustering
 (k-means and agglomerative, adjusted Rand index against the topics) and a classification head on the
 embeddings (topic accuracy); after training it prints a short retrieval demo and saves a
 sentence-transformers folder (``artifacts/model``) and the FAISS index of the held-out corpus.
 
 Data: rows with ``anchor, positive, negative`` (optional ``related`` and ``topic``), or scored pairs
-``text, text_pair, label`` (the ``data.*_column`` options map other names). Training inputs are cut at
+``text, text_pair, label`` (the ``data.*_column`` options map other names); :func:`hfx.metrics.scored_pairs`
+turns either into the (text, text, score) pairs of the Spearman score. Training inputs are cut at
 ``data.max_length`` tokens; ``embed.max_length`` is the limit of ``encode``.
 """
 
@@ -23,31 +24,19 @@ import torch
 
 from hfx.errors import HfxError
 from hfx.io import atomic_dir, atomic_write_text
+from hfx.metrics import paired_cosine, scored_pairs, spearman
 from hfx.registry import Recipe
 from hfx.runner.loop import TrainLoop
 from hfx_plugins.embed.cached import CachedMNRL
 from hfx_plugins.embed.index import VectorIndex, drop_query_texts, recall_at_k
 from hfx_plugins.embed.io import save as save_embedder
 from hfx_plugins.embed.losses import cosine_similarity_loss, mnrl_loss, triplet_loss
-from hfx_plugins.embed.uses import EmbeddingClassifier, cluster, paired_cosine, spearman
+from hfx_plugins.embed.uses import EmbeddingClassifier, cluster
 
-__all__ = ["EmbedRecipe", "scored_pairs"]
+__all__ = ["EmbedRecipe"]
 
 TRIPLET = ("anchor", "positive", "negative")
 PAIR = ("text", "text_pair", "label")
-
-
-def scored_pairs(ds: datasets.Dataset) -> list[tuple[str, str, float]]:
-    """(text, text, score) pairs: triplet rows give (a, p, 1), (a, related, 0.5), (a, n, 0); pair rows as they are."""
-    if all(c in ds.column_names for c in TRIPLET):
-        with_related = "related" in ds.column_names
-        out = []
-        for r in ds:
-            out += [(r["anchor"], r["positive"], 1.0), (r["anchor"], r["negative"], 0.0)]
-            if with_related:
-                out.append((r["anchor"], r["related"], 0.5))
-        return out
-    return [(r["text"], r["text_pair"], float(r["label"])) for r in ds]
 
 
 class EmbedRecipe(Recipe):

@@ -54,8 +54,9 @@ def _version(dist: str) -> str:
 def read_settings(folder: str | Path) -> dict[str, Any]:
     """Pooling mode, normalisation and max length of a sentence-transformers folder ({} for a plain model folder).
 
-    Raises HfxError when the pipeline holds a module hfx does not implement (Dense, LayerNorm, ...):
-    its embeddings would silently differ from sentence-transformers'.
+    Raises:
+        HfxError: a module hfx does not implement (Dense, LayerNorm, ...) or a pooling mode it does not
+            support: its embeddings would silently differ from sentence-transformers'.
     """
     folder = Path(folder)
     if not (folder / "modules.json").is_file():

@@ -1,8 +1,9 @@
-"""What embeddings are for: a similarity matrix, a classification head, clustering, similarity quality.
+"""What embeddings are for: a similarity matrix, a classification head, clustering.
 
 All functions take float arrays (N, H), as ``Embedder.encode`` returns, and check their shapes with a
-one-line HfxError. Clustering is scikit-learn's; the classification head is a small torch module
-trained on frozen embeddings (the course's "add a new network to predict the class from the vector").
+one-line HfxError. Clustering is scikit-learn's; the classification head is a linear softmax layer trained
+on frozen embeddings (a linear probe, as in SentEval's transfer tasks, Conneau & Kiela 2018,
+https://arxiv.org/abs/1803.05449). Similarity quality (Spearman of paired cosines) is :mod:`hfx.metrics`'.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from torch import nn
 
 from hfx.errors import HfxError, did_you_mean
 
-__all__ = ["CLUSTER_METHODS", "METRICS", "EmbeddingClassifier", "cluster", "paired_cosine", "similarity_matrix", "spearman"]
+__all__ = ["CLUSTER_METHODS", "METRICS", "EmbeddingClassifier", "cluster", "similarity_matrix"]
 
 METRICS = ("cosine", "dot", "euclidean")
 CLUSTER_METHODS = ("kmeans", "agglomerative")
@@ -33,6 +34,9 @@ def similarity_matrix(a: np.ndarray, b: np.ndarray | None = None, metric: str = 
 
     ``cosine``: dot product of L2-normalised rows; ``dot``: plain dot product; ``euclidean``: minus the
     Euclidean distance (larger is more similar for every metric, as in sentence-transformers).
+
+    Raises:
+        HfxError: an array is not 2-D, the two differ in width H, or ``metric`` is unknown.
     """
     a = _matrix(a, "a")
     b = a if b is None else _matrix(b, "b")
@@ -51,30 +55,14 @@ def similarity_matrix(a: np.ndarray, b: np.ndarray | None = None, metric: str = 
     raise HfxError(f"unknown similarity metric {metric!r}{did_you_mean(metric, METRICS)}; choose one of: {', '.join(METRICS)}")
 
 
-def paired_cosine(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """cos(a_i, b_i) for matching rows of a and b (N, H) -> (N,)."""
-    a, b = _matrix(a, "a"), _matrix(b, "b")
-    if a.shape != b.shape:
-        raise HfxError(f"paired_cosine needs arrays of the same shape, got {a.shape} and {b.shape}")
-    na = a / np.maximum(np.linalg.norm(a, axis=1, keepdims=True), 1e-12)
-    nb = b / np.maximum(np.linalg.norm(b, axis=1, keepdims=True), 1e-12)
-    return (na * nb).sum(1)  # (N,)
-
-
-def spearman(predicted: np.ndarray, gold: np.ndarray) -> float:
-    """Spearman rank correlation (scipy's, ties averaged), the STS-benchmark measure of similarity quality."""
-    from scipy.stats import spearmanr
-
-    if len(predicted) != len(gold) or len(gold) < 2:
-        raise HfxError(f"spearman needs two equally long lists of at least 2 scores, got {len(predicted)} and {len(gold)}")
-    return float(spearmanr(predicted, gold).statistic)
-
-
 def cluster(embeddings: np.ndarray, n_clusters: int, method: str = "kmeans", seed: int = 0) -> np.ndarray:
     """Cluster labels (N,) of the rows of ``embeddings`` with scikit-learn's k-means or agglomerative clustering.
 
     Rows are L2-normalised first, so k-means groups by cosine similarity (the geometry the embeddings are
     trained for); agglomerative clustering uses Ward linkage on the same normalised rows.
+
+    Raises:
+        HfxError: ``embeddings`` is not 2-D, ``n_clusters`` is not in [1, N], or ``method`` is unknown.
     """
     x = _matrix(embeddings, "embeddings")
     if not 1 <= n_clusters <= len(x):
@@ -109,6 +97,11 @@ class EmbeddingClassifier:
     seed: int = 0
 
     def fit(self, embeddings: np.ndarray, labels: np.ndarray) -> EmbeddingClassifier:
+        """Train the head on ``embeddings`` (N, H) and integer ``labels`` (N,) in 0..C-1; returns self.
+
+        Raises:
+            HfxError: not one label per embedding, no embeddings, or a negative label.
+        """
         x = torch.from_numpy(_matrix(embeddings, "embeddings"))  # (N, H)
         y = torch.as_tensor(np.asarray(labels), dtype=torch.long)  # (N,)
         if y.shape != (x.shape[0],):
@@ -128,6 +121,11 @@ class EmbeddingClassifier:
         return self
 
     def predict(self, embeddings: np.ndarray) -> np.ndarray:
+        """Predicted class (N,) of each row of ``embeddings`` (N, H).
+
+        Raises:
+            HfxError: called before :meth:`fit`, or embeddings of another width than the training ones.
+        """
         if not hasattr(self, "head"):
             raise HfxError("call fit(embeddings, labels) before predict")
         x = torch.from_numpy(_matrix(embeddings, "embeddings"))

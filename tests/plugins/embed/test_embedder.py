@@ -95,3 +95,17 @@ def test_training_forward_has_gradients(bert: Embedder) -> None:
     assert out.shape == (2, 32) and bert.backbone.embeddings.word_embeddings.weight.grad is not None
     bert.zero_grad()
     assert not torch.is_inference_mode_enabled()
+
+
+def test_apply_refuses_a_run_only_field() -> None:
+    """The training loss is a field of EmbedRunConfig (the recipe), not of hfx.apply, which only wraps the model."""
+    with pytest.raises(HfxError) as err:
+        hfx.apply(tiny_model("bert", "base")[0], "embed", loss="mnrl")
+    assert len(str(err.value).splitlines()) == 1
+    assert "embed.loss is a field of `hfx run`" in str(err.value)
+
+
+def test_apply_returns_an_embedder_around_the_given_model() -> None:
+    model = tiny_model("bert", "base")[0]
+    emb = hfx.apply(model, "embed", pooling="cls")
+    assert emb.model is model and emb.pooling.mode == "cls"  # the same weights, not a copy

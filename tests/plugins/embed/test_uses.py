@@ -1,4 +1,5 @@
-"""Similarity matrix, clustering, classification head, and the FAISS index with recall@k."""
+"""Similarity matrix (and hfx.metrics.paired_cosine vs sentence-transformers), clustering, classification
+head, and the FAISS index with recall@k."""
 
 from __future__ import annotations
 
@@ -9,8 +10,9 @@ import pytest
 import torch
 
 from hfx.errors import HfxError
+from hfx.metrics import paired_cosine
 from hfx_plugins.embed.index import VectorIndex, drop_query_texts, recall_at_k
-from hfx_plugins.embed.uses import EmbeddingClassifier, cluster, paired_cosine, similarity_matrix, spearman
+from hfx_plugins.embed.uses import EmbeddingClassifier, cluster, similarity_matrix
 
 RNG = np.random.default_rng(0)
 # Three well separated directions in 8-d, 10 noisy points around each.
@@ -30,11 +32,6 @@ def test_similarity_matrix_by_hand_and_vs_sentence_transformers() -> None:
     ref = cos_sim(torch.from_numpy(POINTS), torch.from_numpy(POINTS[:5])).numpy()
     assert np.abs(similarity_matrix(POINTS, POINTS[:5]) - ref).max() <= 1e-6
     assert np.abs(paired_cosine(POINTS[:5], POINTS[5:10]) - np.diag(ref[5:10])).max() <= 1e-6
-
-
-def test_spearman_by_hand() -> None:
-    assert spearman(np.array([0.1, 0.5, 0.9]), np.array([0, 1, 2])) == pytest.approx(1.0)
-    assert spearman(np.array([0.9, 0.5, 0.1]), np.array([0, 1, 2])) == pytest.approx(-1.0)
 
 
 @pytest.mark.parametrize("method", ["kmeans", "agglomerative"])
