@@ -69,13 +69,12 @@ def _st_reference(steps: int, batch: int, lr: float, warmup: int, eval_sentences
     from sentence_transformers.sentence_transformer.losses import MSELoss
 
     from hfx.data.bundled import load_bundled
+    from hfx.metrics import pairs_spearman, pairwise_spearman
     from hfx.models.loading import load_model
     from hfx.models.zoo import resolve_model
     from hfx_plugins.distill.metrics import (
         default_sentences,
         held_out_pairs,
-        pairs_spearman,
-        pairwise_spearman,
         probe_accuracy,
         without_pair_sentences,
     )
@@ -118,7 +117,7 @@ def _st_reference(steps: int, batch: int, lr: float, warmup: int, eval_sentences
 def _loss_bench(repeats: int) -> dict[str, Any]:
     from trl.experimental.gkd import GKDTrainer
 
-    from hfx_plugins.distill.loss import kd_loss
+    from hfx_plugins.distill.losses import kd_loss
 
     g = torch.Generator().manual_seed(0)
     s = torch.randn(4, 128, 49152, generator=g)

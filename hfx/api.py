@@ -42,7 +42,8 @@ def apply(model: nn.Module, plugin: str, cfg: Any = None, **fields: Any) -> nn.M
     """
     p = registry.get(plugin)
     if p.apply is None:
-        raise HfxError(f"plugin {plugin!r} has no drop-in apply(); use `hfx run plugin={plugin}` instead")
+        raise HfxError(f"plugin {plugin!r} has no drop-in apply(); use `hfx run plugin={plugin}` or its Python API "
+                       f"({p.description})")
     inputs = {k: fields.pop(k) for k in list(fields) if k in p.apply_inputs}
     if cfg is None:
         cfg = p.make_config(**fields)

@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 
 from hfx.validate import Check
-from hfx_plugins.distill.loss import kd_loss
+from hfx_plugins.distill.losses import kd_loss
 from hfx_plugins.distill.objective import DistillationObjective
 
 __all__ = ["checks"]

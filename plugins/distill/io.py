@@ -2,7 +2,7 @@
 
 The student is the teacher's class with fewer layers (its config says how many), so ``save_pretrained``
 writes a folder that ``AutoModel*.from_pretrained`` loads without hfx; ``hfx_distill.json`` beside it
-records the distillation config.
+records the distillation config (the :class:`DistillConfig` fields: what ``hfx run`` alone uses is left out).
 """
 
 from __future__ import annotations
@@ -22,16 +22,31 @@ __all__ = ["MARKER", "can_load", "load", "save"]
 MARKER = "hfx_distill.json"
 
 
+def _method_fields(data: dict) -> dict:
+    """The :class:`DistillConfig` fields of ``data`` (a run config's or an older file's extra keys dropped)."""
+    own = {f.name for f in dataclasses.fields(DistillConfig)}
+    return {k: v for k, v in data.items() if k in own}
+
+
 def save(model: nn.Module, path: Path, cfg: DistillConfig | None = None) -> None:
-    """Write the student with ``save_pretrained`` (safetensors) and the distillation config."""
-    from hfx.api import applied
+    """Write the student with ``save_pretrained`` (safetensors) and the distillation config.
+
+    Args:
+        model: The student (a transformers model).
+        path: Folder to write (created if missing).
+        cfg: The config to record; default: the one :func:`~hfx_plugins.distill.student.make_student` recorded.
+
+    Raises:
+        HfxError: ``model`` is not a transformers model.
+    """
+    from hfx.protocols import applied
 
     if not hasattr(model, "save_pretrained"):
         raise HfxError(f"cannot save {type(model).__name__}: the student must be a transformers model")
     path.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(path)
     cfg = cfg or next((c for name, c in applied(model) if name == "distill"), None) or DistillConfig()
-    atomic_write_json(path / MARKER, dataclasses.asdict(cfg))
+    atomic_write_json(path / MARKER, _method_fields(dataclasses.asdict(cfg)))
 
 
 def can_load(path: Path) -> bool:
@@ -39,9 +54,13 @@ def can_load(path: Path) -> bool:
 
 
 def load(model: nn.Module, path: Path) -> tuple[nn.Module, DistillConfig]:
-    """Load the student saved at ``path`` as ``model``'s class; ``model`` (the teacher) supplies class and vocabulary."""
+    """Load the student saved at ``path`` as ``model``'s class; ``model`` (the teacher) supplies class and vocabulary.
+
+    Raises:
+        HfxError: the student's vocabulary differs from ``model``'s (not the teacher it was distilled from).
+    """
     path = Path(path)
-    cfg = DistillConfig(**json.loads((path / MARKER).read_text()))
+    cfg = DistillConfig(**_method_fields(json.loads((path / MARKER).read_text())))
     student = type(model).from_pretrained(path, use_safetensors=True)
     ours, theirs = student.get_input_embeddings().num_embeddings, model.get_input_embeddings().num_embeddings
     if ours != theirs:

@@ -32,9 +32,10 @@ import math
 import torch
 import torch.nn.functional as F
 
+from hfx_plugins.distill.config import DIVERGENCES
+
 __all__ = ["DIVERGENCES", "divergence", "embedding_mse", "hidden_cosine_loss", "kd_loss", "masked_mean"]
 
-DIVERGENCES = ("forward_kl", "reverse_kl", "jsd")
 
 
 def masked_mean(values: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:

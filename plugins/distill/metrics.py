@@ -1,14 +1,18 @@
 """How much of the teacher a student keeps: embedding agreement, a downstream score, perplexity, speed.
 
-- ``pairwise_spearman``: Spearman correlation between the student's and the teacher's cosine similarities
-  over every pair of held-out sentences (1.0 = the student ranks all pairs exactly as the teacher does);
-  the quality measure of sentence-transformers' distillation examples, with the teacher as the reference.
-- ``pairs_spearman``: Spearman correlation of cosine similarities with the scores of ``held_out_pairs`` (the
-  test split of the bundled ``pydoc_pairs``: next sentence 1, same topic 0.5, other topic 0), a task score the
-  teacher has too.
+The two rank correlations are :mod:`hfx.metrics`' (shared with the embed plugin):
+
+- :func:`hfx.metrics.pairwise_spearman`: Spearman correlation between the student's and the teacher's cosine
+  similarities over every pair of held-out sentences (1.0 = the student ranks all pairs exactly as the teacher
+  does); the quality measure of sentence-transformers' distillation examples, with the teacher as reference.
+- :func:`hfx.metrics.pairs_spearman` on ``held_out_pairs`` (the test split of the bundled ``pydoc_pairs``:
+  next sentence 1, same topic 0.5, other topic 0): a task score the teacher has too.
+
+Here:
+
 - ``probe_accuracy``: a logistic-regression probe on frozen embeddings, trained on the train split of a
   labelled set and scored on its test split (the bundled ``sentiment`` set).
-- ``perplexity``: exp of the token-weighted mean next-token loss on held-out text.
+- ``token_perplexity``: exp of the token-weighted mean next-token loss on held-out text.
 - ``throughput``: items per second of a forward pass over pre-tokenised batches, models timed in turn,
   fastest of ``repeats`` passes (on a shared CPU the fastest pass is the least disturbed one).
 """
@@ -20,13 +24,13 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
-import numpy as np
 import torch
 from torch import nn
 
+from hfx.metrics import perplexity, scored_pairs
 from hfx_plugins.distill.objective import DistillationObjective
 
-__all__ = ["default_sentences", "encode", "held_out_pairs", "pairs_spearman", "pairwise_spearman", "perplexity", "probe_accuracy", "throughput",
+__all__ = ["default_sentences", "encode", "held_out_pairs", "probe_accuracy", "throughput", "token_perplexity",
            "without_pair_sentences"]
 
 
@@ -46,22 +50,9 @@ def encode(model: nn.Module, tokenizer: Any, texts: Sequence[str], objective: Di
     return torch.cat(out)  # (N, H)
 
 
-def pairwise_spearman(student_emb: torch.Tensor, teacher_emb: torch.Tensor) -> float:
-    """Spearman correlation of the two models' cosine similarities over all N(N-1)/2 pairs. (N, H), (N, H')"""
-    from scipy.stats import spearmanr
-
-    def sims(e: torch.Tensor) -> torch.Tensor:
-        e = torch.nn.functional.normalize(e.double(), dim=-1)
-        iu = torch.triu_indices(e.shape[0], e.shape[0], offset=1)  # (2, N(N-1)/2) upper triangle, no diagonal
-        return (e @ e.T)[iu[0], iu[1]]  # (N(N-1)/2,)
-
-    return float(spearmanr(sims(student_emb).numpy(), sims(teacher_emb).numpy()).statistic)
-
-
 def held_out_pairs() -> list[tuple[str, str, float]]:
     """(text, text, score) pairs of ``pydoc_pairs``' test split: the held-out task score of embedding students."""
     from hfx.data.bundled import load_bundled
-    from hfx_plugins.embed.recipe import scored_pairs
 
     return scored_pairs(load_bundled("pydoc_pairs")["test"])
 
@@ -90,19 +81,6 @@ def default_sentences(eval_sentences: int, docstring_sentences: int = 0) -> tupl
     return train, held_out
 
 
-def pairs_spearman(embed: Callable[[list[str]], torch.Tensor], pairs: Sequence[tuple[str, str, float]]) -> float:
-    """Spearman of cos(embed(a), embed(b)) with the pairs' scores; each distinct text is embedded once."""
-    from hfx_plugins.embed.uses import spearman
-
-    texts = list(dict.fromkeys(t for a, b, _ in pairs for t in (a, b)))  # anchors recur in three pairs
-    row = {t: i for i, t in enumerate(texts)}
-    emb = embed(texts)  # (N, H)
-    a = emb[[row[p[0]] for p in pairs]]  # (P, H)
-    b = emb[[row[p[1]] for p in pairs]]  # (P, H)
-    cos = torch.nn.functional.cosine_similarity(a, b, dim=-1)  # (P,)
-    return spearman(cos.numpy(), np.array([p[2] for p in pairs]))
-
-
 def probe_accuracy(train_emb: torch.Tensor, train_labels: Sequence[int],
                    test_emb: torch.Tensor, test_labels: Sequence[int]) -> float:
     """Accuracy of a logistic-regression probe (scikit-learn, L2, C=1) trained on frozen embeddings."""
@@ -114,8 +92,13 @@ def probe_accuracy(train_emb: torch.Tensor, train_labels: Sequence[int],
 
 
 @torch.no_grad()
-def perplexity(model: nn.Module, batches: Sequence[dict[str, torch.Tensor]]) -> float:
-    """exp(mean next-token loss), weighting every predicted token equally (not every batch)."""
+def token_perplexity(model: nn.Module, batches: Sequence[dict[str, torch.Tensor]]) -> float:
+    """exp(mean next-token loss), weighting every predicted token equally (not every batch).
+
+    Args:
+        model: A causal LM (``model(input_ids, attention_mask).logits``: (B, T, V)).
+        batches: Collated batches with ``input_ids``, ``attention_mask`` and ``labels`` (B, T), -100 at padding.
+    """
     was_training = model.training
     model.eval()
     device = next(model.parameters()).device
@@ -129,7 +112,7 @@ def perplexity(model: nn.Module, batches: Sequence[dict[str, torch.Tensor]]) -> 
         total += nll.item()
         count += int((target != -100).sum())
     model.train(was_training)
-    return math.exp(total / max(count, 1))
+    return perplexity(total / max(count, 1))  # nats per predicted token
 
 
 @torch.no_grad()

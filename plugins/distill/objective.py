@@ -29,29 +29,15 @@ import torch.nn.functional as F
 from torch import nn
 
 from hfx.errors import HfxError
-from hfx_plugins.distill.loss import DIVERGENCES, embedding_mse, hidden_cosine_loss, kd_loss
+from hfx_plugins.distill.config import check_params
+from hfx_plugins.distill.losses import embedding_mse, hidden_cosine_loss, kd_loss
 
-__all__ = ["CACHE_KEY", "TASKS", "DistillationObjective", "check_params", "infer_task", "output_positions", "pool"]
+__all__ = ["CACHE_KEY", "TASKS", "DistillationObjective", "infer_task", "output_positions", "pool"]
 
 TASKS = ("sequence-classification", "masked-lm", "causal-lm", "seq2seq-lm", "embedding")
 CACHE_KEY = "teacher_logits"
 """Batch key of cached teacher outputs (logits, or embeddings for the embedding task)."""
 IGNORE_INDEX = -100
-
-
-def check_params(alpha: float, temperature: float, divergence: str, beta: float, hidden_weight: float,
-                 prefix: str = "") -> None:
-    """Raise HfxError on a distillation setting out of range (``prefix`` names the config section)."""
-    if not 0.0 <= alpha <= 1.0:
-        raise HfxError(f"{prefix}alpha must be in [0, 1] (1 = distillation only, 0 = hard labels only), got {alpha}")
-    if not temperature > 0:
-        raise HfxError(f"{prefix}temperature must be > 0 (1 = unchanged softmax; 2-4 is usual), got {temperature}")
-    if divergence not in DIVERGENCES:
-        raise HfxError(f"{prefix}divergence must be one of {', '.join(DIVERGENCES)}, got {divergence!r}")
-    if divergence == "jsd" and not 0.0 < beta < 1.0:
-        raise HfxError(f"{prefix}beta must be in (0, 1) for jsd (use forward_kl for 0, reverse_kl for 1), got {beta}")
-    if hidden_weight < 0:
-        raise HfxError(f"{prefix}hidden_weight must be >= 0, got {hidden_weight}")
 
 
 def infer_task(model: nn.Module) -> str:
@@ -101,7 +87,7 @@ class DistillationObjective:
     temperature: float = 2.0
     """Softmax temperature T of both distributions."""
     divergence: str = "forward_kl"
-    """forward_kl, reverse_kl or jsd (see hfx_plugins.distill.loss)."""
+    """forward_kl, reverse_kl or jsd (see hfx_plugins.distill.losses)."""
     beta: float = 0.5
     """Mixture weight of the generalized JSD (divergence=jsd)."""
     hidden_weight: float = 0.0

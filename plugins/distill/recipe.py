@@ -33,6 +33,7 @@ from hfx.data.collate import collator_for_task, tokenize_for_task
 from hfx.data.loading import load_data
 from hfx.errors import HfxError
 from hfx.io import atomic_dir
+from hfx.metrics import pairs_spearman, pairwise_spearman
 from hfx.models.loading import load_config, load_model, model_family
 from hfx.models.zoo import resolve_model
 from hfx.registry import Recipe
@@ -47,7 +48,7 @@ from hfx_plugins.distill.cache import (
 from hfx_plugins.distill.compare import BaselineContext, print_comparison, simcse_loss
 from hfx_plugins.distill.io import save as save_student
 from hfx_plugins.distill.objective import DistillationObjective
-from hfx_plugins.distill.student import param_count
+from hfx_plugins.distill.student import make_student, param_count
 from hfx_plugins.distill.trainer import check_pair
 
 __all__ = ["DistillRecipe"]
@@ -75,8 +76,9 @@ class DistillRecipe(Recipe):
             student, student_tok = load_model(cfg.student, hf_task, trust_remote_code=run.trust_remote_code)
             check_pair(student, teacher, self.task, student_tok, self.tokenizer)
         else:
-            student = ctx.apply_plugins(teacher)  # distill's apply: make_student(teacher), a new model
+            student = make_student(teacher, layers=cfg.layers or None)
             check_pair(student, teacher, self.task)
+        student = ctx.apply_plugins(student)  # the run's other plugins (distill has no drop-in apply)
         device = ctx.accelerator.device
         self.teacher = teacher.eval().requires_grad_(False).to(device)
         self.student = student.to(device)
@@ -119,7 +121,7 @@ class DistillRecipe(Recipe):
     # ---- quality -------------------------------------------------------------------------------------
     def _quality(self, model: torch.nn.Module) -> dict[str, float]:
         if self.task == "causal-lm":
-            return {"perplexity": metrics.perplexity(model, self.eval_batches)}
+            return {"perplexity": metrics.token_perplexity(model, self.eval_batches)}
         bs, ml = self.ctx.run.train.eval_batch_size, self.ctx.run.data.max_length
         if not hasattr(self, "_teacher_held_out"):
             self._teacher_held_out = metrics.encode(self.teacher, self.tokenizer, self.held_out, self.objective, bs, ml)
@@ -127,9 +129,9 @@ class DistillRecipe(Recipe):
         tr, te = self.probe["train"], self.probe["test"]
         acc = metrics.probe_accuracy(metrics.encode(model, self.tokenizer, tr["text"], self.objective, bs, ml), tr["label"],
                                      metrics.encode(model, self.tokenizer, te["text"], self.objective, bs, ml), te["label"])
-        pairs = metrics.pairs_spearman(
-            lambda texts: metrics.encode(model, self.tokenizer, texts, self.objective, bs, ml), self.pairs)
-        return {"spearman_vs_teacher": metrics.pairwise_spearman(emb, self._teacher_held_out), "sentiment_accuracy": acc,
+        pairs = pairs_spearman(lambda texts: metrics.encode(model, self.tokenizer, texts, self.objective, bs, ml),
+                               self.pairs)
+        return {"spearman_vs_teacher": pairwise_spearman(emb, self._teacher_held_out), "sentiment_accuracy": acc,
                 "pairs_spearman": pairs}
 
     @torch.no_grad()

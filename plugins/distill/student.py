@@ -25,6 +25,8 @@ from torch import nn
 from transformers import PretrainedConfig, PreTrainedModel
 
 from hfx.errors import HfxError
+from hfx.protocols import record
+from hfx_plugins.distill.config import DistillConfig
 
 __all__ = ["LAYER_KEYS", "layer_stacks", "make_student", "param_count"]
 
@@ -47,7 +49,14 @@ def _configs(config: PretrainedConfig) -> list[PretrainedConfig]:
 
 
 def layer_stacks(model: nn.Module) -> list[tuple[str, nn.ModuleList]]:
-    """The outermost ModuleLists of identical blocks whose length is a layer count of the model's config."""
+    """The outermost ModuleLists of identical blocks whose length is a layer count of the model's config.
+
+    Returns:
+        ``(dotted path, ModuleList)`` pairs: one for an encoder or decoder, two for an encoder-decoder.
+
+    Raises:
+        HfxError: no such list (an architecture whose layers are not held in one ModuleList).
+    """
     counts = {getattr(c, k) for c in _configs(model.config) for k in LAYER_KEYS if isinstance(getattr(c, k, None), int)}
     stacks: list[tuple[str, nn.ModuleList]] = []
     for name, module in model.named_modules():
@@ -87,7 +96,7 @@ def _renumber(block: nn.Module, index: int) -> None:
             m.layer_idx = index
 
 
-def _from_layers(teacher: PreTrainedModel, layers: Sequence[int] | None) -> PreTrainedModel:
+def _from_layers(teacher: PreTrainedModel, layers: Sequence[int] | None) -> tuple[PreTrainedModel, list[int]]:
     stacks = layer_stacks(teacher)
     n = len(stacks[0][1])
     layers = _check_layers(range(0, n, 2) if layers is None else layers, stacks)
@@ -108,7 +117,7 @@ def _from_layers(teacher: PreTrainedModel, layers: Sequence[int] | None) -> PreT
         types = getattr(cfg, "layer_types", None)  # per-layer attention kinds (sliding/full) in newer configs
         if isinstance(types, list) and len(types) in old_counts:
             cfg.layer_types = [types[i] for i in layers]
-    return student
+    return student, layers
 
 
 def make_student(
@@ -118,17 +127,31 @@ def make_student(
 ) -> PreTrainedModel:
     """A student for ``teacher``: its layers ``layers`` (default every other one), or a fresh model from ``config``.
 
+    Distillation's entry point in Python (``hfx.make_student``): the student is a new model, so distill has no
+    ``hfx.apply``. The student records ``("distill", DistillConfig(layers=kept))`` (:mod:`hfx.protocols`), so
+    ``hfx.save(student, path)`` writes a transformers folder plus that config, and ``hfx.load(teacher, path)``
+    reads it back.
+
     Args:
         teacher: A transformers model (any head). It is not modified.
         layers: Teacher layer indices to keep, in order; None keeps 0, 2, 4, ... (DistilBERT's initialisation).
         config: Instead of layers: a config (or a dict of overrides of the teacher's config, e.g.
             ``{"num_hidden_layers": 2, "hidden_size": 128}``) for a randomly initialised student of the
             teacher's class. Its vocabulary must be the teacher's.
+
+    Returns:
+        The student: the teacher's class, with its layer counts in the config updated; every weight trains.
+
+    Raises:
+        HfxError: both ``layers`` and ``config``; layers that are empty, repeated or out of range (or a T5
+            student without layer 0); no layer stack found; a config override the config lacks, or another
+            vocabulary size.
     """
     if config is not None and layers is not None:
         raise HfxError("give make_student either layers=... or config=..., not both")
+    kept: list[int] = []
     if config is None:
-        student = _from_layers(teacher, layers)
+        student, kept = _from_layers(teacher, layers)
     else:
         if isinstance(config, dict):
             base = copy.deepcopy(teacher.config)
@@ -144,6 +167,7 @@ def make_student(
     student.train(teacher.training)
     student.requires_grad_(True)  # a student trains every weight, even if the teacher was frozen first
     warn_if_larger(student, teacher)
+    record(student, "distill", DistillConfig(layers=kept), replace=True)  # kept = [] for a config-built student
     return student
 
 

@@ -12,7 +12,7 @@ from torch import nn
 from transformers.modeling_outputs import SequenceClassifierOutput
 
 from hfx.errors import HfxError
-from hfx_plugins.distill.loss import divergence, hidden_cosine_loss, kd_loss
+from hfx_plugins.distill.losses import divergence, hidden_cosine_loss, kd_loss
 from hfx_plugins.distill.objective import DistillationObjective
 
 os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")

@@ -9,6 +9,7 @@ from transformers import BertConfig, BertForMaskedLM
 import hfx
 from hfx.errors import HfxError
 from hfx.testing import tiny_model, tiny_tokenizer
+from hfx_plugins.distill.config import DistillConfig
 from hfx_plugins.distill.student import make_student, param_count
 
 
@@ -96,36 +97,46 @@ def test_a_student_larger_than_its_teacher_warns() -> None:
         make_student(teacher, config={"num_hidden_layers": 4})
 
 
-def test_hfx_apply_save_load_round_trip(tmp_path) -> None:
+def test_make_student_save_load_round_trip(tmp_path) -> None:
+    """hfx.make_student records distill on the student, so hfx.save / hfx.load round-trip it exactly."""
     teacher, tok = tiny_model("llama", "causal-lm")
-    student = hfx.apply(teacher, "distill", layers=[1])
+    student = hfx.make_student(teacher, layers=[1])
     assert student is not teacher and student.config.num_hidden_layers == 1
+    assert hfx.api.applied(student)[-1] == ("distill", DistillConfig(layers=[1]))
+    assert hfx.api.applied(teacher) == []  # the teacher is untouched
     hfx.save(student, tmp_path / "s")
     loaded = hfx.load(teacher, tmp_path / "s")
     ids = tok(["a class"], return_tensors="pt")["input_ids"]
     with torch.no_grad():
         assert torch.equal(loaded.eval()(input_ids=ids).logits, student.eval()(input_ids=ids).logits)
-    assert hfx.api.applied(loaded)[-1][0] == "distill"
+    assert hfx.api.applied(loaded)[-1] == ("distill", DistillConfig(layers=[1]))
     assert tiny_tokenizer("llama").vocab_size == loaded.get_input_embeddings().num_embeddings
 
 
-def test_pairs_spearman_and_held_out_pairs_by_hand() -> None:
-    import torch
+def test_hfx_apply_distill_points_to_make_student() -> None:
+    """A student is a new model, so distill has no drop-in apply: hfx.apply says where to go instead."""
+    with pytest.raises(HfxError) as err:
+        hfx.apply(tiny_model("llama", "causal-lm")[0], "distill", layers=[1])
+    msg = str(err.value)
+    assert len(msg.splitlines()) == 1 and "has no drop-in apply()" in msg and "hfx.make_student(teacher)" in msg
 
-    from hfx_plugins.distill.metrics import held_out_pairs, pairs_spearman, without_pair_sentences
 
-    # Worked by hand: cosines 1.0, 0.6, 0.0 for scores 1, 0.5, 0 rank alike -> Spearman 1; reversed scores -> -1.
-    vec = {"a": [1.0, 0.0], "p": [1.0, 0.0], "r": [0.6, 0.8], "n": [0.0, 1.0]}
-    calls: list[list[str]] = []
+def test_saved_config_holds_only_distill_config_fields(tmp_path) -> None:
+    """A run config's fields (baseline, eval_sentences, ...) are not written beside the student."""
+    import dataclasses
+    import json
 
-    def embed(texts: list[str]) -> torch.Tensor:
-        calls.append(texts)
-        return torch.tensor([vec[t] for t in texts])
+    from hfx_plugins.distill.config import DistillRunConfig
+    from hfx_plugins.distill.io import MARKER, save
 
-    pairs = [("a", "p", 1.0), ("a", "r", 0.5), ("a", "n", 0.0)]
-    assert pairs_spearman(embed, pairs) == pytest.approx(1.0)
-    assert calls == [["a", "p", "r", "n"]]  # each distinct text embedded once
-    assert pairs_spearman(embed, [(x, y, 1.0 - s) for x, y, s in pairs]) == pytest.approx(-1.0)
+    save(make_student(tiny_model("bert", "base")[0]), tmp_path, DistillRunConfig(alpha=1.0, eval_sentences=20))
+    saved = json.loads((tmp_path / MARKER).read_text())
+    assert set(saved) == {f.name for f in dataclasses.fields(DistillConfig)} and saved["alpha"] == 1.0
+
+
+def test_held_out_pairs() -> None:
+    from hfx_plugins.distill.metrics import held_out_pairs, without_pair_sentences
+
     real = held_out_pairs()  # the bundled test split: 109 rows x (positive, related, negative)
     assert len(real) == 327 and {s for _, _, s in real} == {0.0, 0.5, 1.0}
     assert without_pair_sentences([real[0][0], "not a pair sentence"], real) == ["not a pair sentence"]
