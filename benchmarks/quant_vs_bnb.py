@@ -141,7 +141,7 @@ def main() -> None:
     from hfx_plugins.quant.apply import apply
     from hfx_plugins.quant.calibration import lm_calibration
     from hfx_plugins.quant.checks import error_table
-    from hfx_plugins.quant.config import QuantConfig
+    from hfx_plugins.quant.config import QuantConfig, QuantRunConfig
     from hfx_plugins.quant.io import save
     from hfx_plugins.quant.tables import embedding_rows, ppl_rows, print_table
 
@@ -182,7 +182,7 @@ def main() -> None:
     _, tok = load_model("smollm2-135m", "causal-lm")
     windows = pydoc_token_windows(tok, 512, windows_n)
     result["windows"] = windows_n
-    cfg = QuantConfig(table=table)
+    cfg = QuantRunConfig(table=table)
     # GPTQ's calibration: the 32 x 512 tokens that follow the evaluation windows (disjoint from them)
     calibration = lm_calibration(tok, cfg, windows.numel())
     result["calibration"] = (f"GPTQ rows: {cfg.calibration_samples} x {cfg.calibration_window} pydoc tokens after "

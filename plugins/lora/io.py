@@ -28,6 +28,7 @@ from torch import nn
 
 from hfx.errors import HfxError, did_you_mean
 from hfx.io import atomic_write_json
+from hfx.protocols import is_quantized
 from hfx_plugins.lora.config import LoraConfig
 from hfx_plugins.lora.embedding import LoraEmbedding
 from hfx_plugins.lora.inject import internal_prefixes, name_matches
@@ -82,8 +83,19 @@ def _written_targets(model: nn.Module, name: str) -> list[str]:
 
 
 def save(model: nn.Module, path: Path) -> None:
-    """Write every adapter of ``model`` under ``path`` in peft's format (first at the root, others in sub-folders)."""
+    """Write every adapter of ``model`` under ``path`` in peft's format (first at the root, others in sub-folders).
+
+    Raises:
+        HfxError: the model has no adapter, or an adapter is merged into a quantized base (QLoRA): the plugin
+            that saves that base (quant, written first by ``hfx.save``) would hold the update too, and loading
+            base and adapter would apply it twice.
+    """
     state = get_state(model)
+    merged = [k for k, m in model.named_modules()
+              if isinstance(m, LoraLayer) and m.merged_adapters and is_quantized(m.base_layer)]
+    if merged:
+        raise HfxError(f"LoRA adapters are merged into the quantized base ({merged[0]}); call unmerge_adapter(model) "
+                       "before hfx.save, or merge_and_unload(model) to save the merged quantized model alone")
     path = Path(path)
     folders: dict[str, str] = {}
     for i, name in enumerate(state.configs):

@@ -134,9 +134,23 @@ def merge_adapter(model: nn.Module, adapter_names: list[str] | None = None,
                   safe_merge: bool = False) -> list[dict[str, float | str]]:
     """Add the adapters (default: the active ones) into the base weights; forward is then the plain model's cost.
 
-    ``safe_merge`` checks the merged weights for NaN/inf first. Merging an adapter twice is an error. Returns
-    one report per layer whose base is quantized (QLoRA: merged by requantizing, with the error that adds;
-    see ``LoraLayer.merge``); [] for float bases.
+    A quantized base (QLoRA, ``plugin=[quant,lora]``) is merged by ``hfx.protocols.fold_update``: a new base
+    layer requantized in the base's own format, the original kept for :func:`unmerge_adapter` (see
+    ``LoraLayer.merge``).
+
+    Args:
+        model: A model carrying LoRA adapters.
+        adapter_names: Adapters to merge; default: the active ones.
+        safe_merge: Check the merged weights for NaN/inf first.
+
+    Returns:
+        One report row per layer whose base is quantized: ``layer``, ``update_norm`` ||s B A||_F,
+        ``merge_error`` ||W'_stored - (W + s B A)||_F (the rounding the requantization added), ``max_error``,
+        ``error_vs_update`` and ``adapters``; [] when every base is float.
+
+    Raises:
+        HfxError: the model has no adapter, an unknown adapter name, an adapter already merged, NaN/inf with
+            ``safe_merge``, or a DoRA adapter on a quantized base.
     """
     state = get_state(model)
     names = state.active if adapter_names is None else list(adapter_names)
@@ -160,11 +174,16 @@ def unmerge_adapter(model: nn.Module) -> None:
 
 def _strip(model: nn.Module, merge: bool, adapter_names: list[str] | None, safe_merge: bool) -> nn.Module:
     state = get_state(model)
-    if merge:
+    names = state.active if adapter_names is None else list(adapter_names)
+    _check_name(state, names)
+    layers = list(lora_layers(model))
+    # An earlier merge_adapter of exactly these adapters is kept (its reports describe this model); any other
+    # merged state is taken out first.
+    kept = merge and all(sorted(m.merged_adapters) == sorted(n for n in names if n in m.adapters) for m in layers)
+    if not kept:
         unmerge_adapter(model)
-        merge_adapter(model, adapter_names, safe_merge)
-    else:
-        unmerge_adapter(model)
+        if merge:
+            merge_adapter(model, names, safe_merge)
     for key, module in list(model.named_modules()):
         if isinstance(module, LoraLayer):
             new = module.base_layer
@@ -184,7 +203,18 @@ def _strip(model: nn.Module, merge: bool, adapter_names: list[str] | None, safe_
 
 
 def merge_and_unload(model: nn.Module, adapter_names: list[str] | None = None, safe_merge: bool = False) -> nn.Module:
-    """Merge the adapters (default: the active ones) and remove every LoRA layer: a plain transformers model."""
+    """Merge the adapters (default: the active ones) and remove every LoRA layer: a plain transformers model.
+
+    Returns the model, as peft's ``merge_and_unload`` does. On a quantized base the merge requantizes; to
+    keep its per-layer error reports, call :func:`merge_adapter` first (it returns them) and this afterwards:
+    a merge of exactly the requested adapters is kept as it is, not redone::
+
+        reports = merge_adapter(model)     # QLoRA: one row per layer, what requantizing cost
+        model = merge_and_unload(model)    # the same merged layers, unwrapped
+
+    Raises:
+        HfxError: as :func:`merge_adapter`.
+    """
     return _strip(model, True, adapter_names, safe_merge)
 
 

@@ -29,6 +29,7 @@ import math
 import torch
 
 from hfx.errors import HfxError
+from hfx_plugins.quant.config import SUPPORTED_BITS
 
 __all__ = [
     "MIN_SCALE",
@@ -45,7 +46,6 @@ __all__ = [
     "ungroup",
 ]
 
-SUPPORTED_BITS = (2, 3, 4, 8)
 SCALE_DTYPE = torch.float16
 MIN_SCALE = 2.0**-14  # fp16's smallest normal number
 

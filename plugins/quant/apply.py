@@ -8,6 +8,7 @@ from torch import nn
 from transformers.pytorch_utils import Conv1D
 
 from hfx.errors import HfxError
+from hfx.protocols import base_named_modules, base_path
 from hfx_plugins.quant.config import QuantConfig
 from hfx_plugins.quant.layer import QuantLinear
 
@@ -17,7 +18,12 @@ _BNB_CLASSES = ("Linear4bit", "Linear8bitLt", "LinearNF4", "LinearFP4")
 
 
 def check_not_quantized(model: nn.Module) -> None:
-    """Raise when ``model`` already carries quantized weights (hfx's, bitsandbytes', or a transformers quantizer)."""
+    """Refuse a model that already carries quantized weights.
+
+    Raises:
+        HfxError: a layer is hfx's ``QuantLinear`` or a bitsandbytes layer, a layer is a QAT fake-quantized one
+            (to be converted instead), or transformers loaded the model quantized (``quantization_config``).
+    """
     for name, m in model.named_modules():
         if isinstance(m, QuantLinear) or type(m).__name__ in _BNB_CLASSES:
             raise HfxError(f"the model is already quantized ({name}: {type(m).__name__}); "
@@ -36,13 +42,26 @@ def _matches(name: str, suffixes: list[str]) -> bool:
 
 
 def select_linear(model: nn.Module, target_modules: object, exclude_modules: list[str]) -> list[str]:
-    """Names of the linear layers (``nn.Linear`` / ``Conv1D``) to quantize, in model order."""
+    """Paths of the linear layers (``nn.Linear`` / ``Conv1D``) to quantize, in model order.
+
+    Names are matched as the model had them before any wrapping plugin: under LoRA, ``q_proj``'s base layer
+    (path ``...q_proj.base_layer``) is selected by ``q_proj``, and the adapters, which stay in full precision,
+    never are (``hfx.protocols.base_named_modules``).
+
+    Args:
+        model: The model whose layers are searched.
+        target_modules: "all-linear" (every linear layer but the output layer, as peft's "all-linear"), or a
+            list of module-name suffixes.
+        exclude_modules: Module-name suffixes never selected.
+
+    Raises:
+        HfxError: nothing matches (the message lists the model's first linear layers).
+    """
     out_layer = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
     names = []
-    linears = [(n, m) for n, m in model.named_modules() if isinstance(m, (nn.Linear, Conv1D))]
-    for name, m in linears:
-        if "lora_" in name:  # adapters stay in full precision (QLoRA quantizes the base only)
-            continue
+    linears = [(n, m) for n, m in base_named_modules(model) if isinstance(m, (nn.Linear, Conv1D))]
+    for path, m in linears:
+        name = base_path(path)
         if target_modules == "all-linear":
             if m is out_layer:  # as peft's "all-linear": the output layer (often tied to embeddings) stays
                 continue
@@ -50,7 +69,7 @@ def select_linear(model: nn.Module, target_modules: object, exclude_modules: lis
             continue
         if exclude_modules and _matches(name, exclude_modules):
             continue
-        names.append(name)
+        names.append(path)
     if not names:
         sample = ", ".join(n for n, _ in linears[:6]) or "none"
         raise HfxError(f"quant.target_modules={target_modules!r} matches no linear layer; the model has: {sample}, ...")
@@ -58,6 +77,7 @@ def select_linear(model: nn.Module, target_modules: object, exclude_modules: lis
 
 
 def set_module(model: nn.Module, name: str, new: nn.Module) -> None:
+    """Put ``new`` at the dotted path ``name`` of ``model`` (the module there is replaced)."""
     parent_name, _, child = name.rpartition(".")
     setattr(model.get_submodule(parent_name) if parent_name else model, child, new)
 
@@ -65,15 +85,24 @@ def set_module(model: nn.Module, name: str, new: nn.Module) -> None:
 def apply(model: nn.Module, cfg: QuantConfig, calibration: Any = None) -> nn.Module:
     """Quantize the selected linear layers of ``model`` in place and return it (frozen: weights are integers).
 
-    ``calibration`` (method=gptq only): batches of model inputs, see :data:`hfx_plugins.quant.gptq.Calibration`;
-    ``hfx.apply(model, "quant", method="gptq", calibration=batches)`` passes it here, outside the config.
+    Args:
+        model: A full-precision model.
+        cfg: The quantizer's settings.
+        calibration: method=gptq only: batches of model inputs, see
+            :data:`hfx_plugins.quant.gptq_inputs.Calibration`; ``hfx.apply(model, "quant", method="gptq",
+            calibration=batches)`` passes it here, outside the config.
+
+    Raises:
+        HfxError: the model is already quantized, nothing matches ``target_modules``, a weight has NaN/inf
+            values, gptq without calibration (or calibration with rtn), or what GPTQ refuses (see
+            :func:`hfx_plugins.quant.gptq_blocks.quantize_gptq`).
     """
     check_not_quantized(model)
     if cfg.method == "gptq":
         if calibration is None:
             raise HfxError("quant.method=gptq needs calibration data: hfx.apply(model, 'quant', method='gptq', "
                            "calibration=[input_ids, ...]) (tensors (B, T) or tokenizer outputs); or use method=rtn")
-        from hfx_plugins.quant.gptq import quantize_gptq
+        from hfx_plugins.quant.gptq_blocks import quantize_gptq
 
         return quantize_gptq(model, cfg, calibration)
     if calibration is not None:
@@ -87,6 +116,7 @@ def apply(model: nn.Module, cfg: QuantConfig, calibration: Any = None) -> nn.Mod
 
 
 def quantized_layers(model: nn.Module) -> dict[str, QuantLinear]:
+    """Every :class:`QuantLinear` of ``model`` by path (under LoRA: ``...q_proj.base_layer``)."""
     return {n: m for n, m in model.named_modules() if isinstance(m, QuantLinear)}
 
 

@@ -16,12 +16,12 @@ import torch
 
 from hfx.data.text import pydoc_sentences, pydoc_token_windows
 from hfx.errors import HfxError
-from hfx_plugins.quant.config import QuantConfig
+from hfx_plugins.quant.config import QuantRunConfig
 
 __all__ = ["lm_calibration", "sentence_calibration"]
 
 
-def lm_calibration(tokenizer: Any, cfg: QuantConfig, eval_tokens: int, batch_size: int = 4) -> list[torch.Tensor]:
+def lm_calibration(tokenizer: Any, cfg: QuantRunConfig, eval_tokens: int, batch_size: int = 4) -> list[torch.Tensor]:
     """Batches (B, calibration_window) of the pydoc tokens right after the first ``eval_tokens`` (the evaluation)."""
     n = cfg.calibration_samples * cfg.calibration_window
     stream = pydoc_token_windows(tokenizer, 1, eval_tokens + n).view(-1)  # the evaluation's token stream
@@ -29,7 +29,7 @@ def lm_calibration(tokenizer: Any, cfg: QuantConfig, eval_tokens: int, batch_siz
     return list(windows.split(batch_size))
 
 
-def sentence_calibration(tokenizer: Any, cfg: QuantConfig, n_evaluated: int = 600, batch_size: int = 32,
+def sentence_calibration(tokenizer: Any, cfg: QuantRunConfig, n_evaluated: int = 600, batch_size: int = 32,
                          max_length: int = 128) -> list[dict[str, torch.Tensor]]:
     """Tokenized batches of the ``cfg.calibration_sentences`` pydoc sentences after the ``n_evaluated`` first ones."""
     sentences = pydoc_sentences(40, 300)

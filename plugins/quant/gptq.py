@@ -22,10 +22,11 @@ paper's three devices, all kept here:
 
 Dead inputs (H_jj = 0: a feature that is 0 on every calibration token) get H_jj = 1 and W[:, j] = 0, and
 ``damp * mean(diag H)`` is added to the diagonal, as in the paper's reference code
-(github.com/IST-DASLab/gptq). A model is quantized block by block (transformer layer by layer): the inputs of
-the first block are captured on the calibration data; for each block, H is accumulated for each of its linear
-layers from the inputs that the already-quantized earlier blocks produce, the layers are quantized, and the
-quantized block is run again to give the next block its inputs.
+(github.com/IST-DASLab/gptq).
+
+This module is the algorithm on one weight matrix; :mod:`.gptq_inputs` turns calibration data into model
+inputs and accumulates H; :mod:`.gptq_blocks` runs the model block by block (``quantize_gptq``, what
+``hfx.apply(model, "quant", method="gptq", calibration=...)`` calls).
 
 Departures from the paper and from the reference code:
 
@@ -40,48 +41,29 @@ Departures from the paper and from the reference code:
   the reference does. A group size that does not divide the input features gives a shorter last group,
   exactly as RTN (576 = 4 x 128 + 64).
 - **No act_order** (the reference's optional column reordering by diag(H)), so groups stay contiguous and the
-  storage is RTN's. Inside a block every linear layer sees inputs computed by the float layers of that block
-  (the reference's default; its ``--true-sequential`` option, which requantizes q/k/v before o, is not here).
-- **Padding tokens** are left out of H when a batch has an ``attention_mask`` (the reference counts them).
+  storage is RTN's.
 - **A failed Cholesky factorisation** (float32, as the reference) is retried in float64, then with the damping
   multiplied by 10 (up to 4 times), instead of stopping.
 - **One CPU thread for the column loop** (the forward passes keep the caller's setting): see
   :func:`_one_cpu_thread`.
-- **Layers outside the blocks** (BERT's pooler, a classification head) are quantized after the blocks, from
-  one forward pass of the whole, partly quantized, model. A layer that the calibration data never reaches
-  (no token, H = 0) is rounded to nearest instead of being zeroed.
-- Every block is fed the keyword arguments (attention mask, position embeddings) captured at the first block;
-  models whose layers take different masks (sliding-window layers mixed with full attention) are refused.
 """
 
 from __future__ import annotations
 
 import contextlib
-import time
-from collections.abc import Callable, Iterable, Iterator, Mapping
-from typing import Any
+from collections.abc import Iterator
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from hfx.errors import HfxError
 from hfx_plugins.quant.affine import n_groups, to_groups
-from hfx_plugins.quant.apply import select_linear, set_module
 from hfx_plugins.quant.clip import search_qparams
 from hfx_plugins.quant.config import QuantConfig
 from hfx_plugins.quant.layer import QuantLinear, checked_weight
 
-__all__ = ["Calibration", "calibration_batches", "find_blocks", "gptq_quantize", "quantize_gptq"]
+__all__ = ["gptq_layer", "gptq_quantize"]
 
-Batch = dict[str, Any]
-Calibration = torch.Tensor | Mapping[str, Any] | Iterable[torch.Tensor | Mapping[str, Any]]
-"""What ``hfx.apply(model, "quant", method="gptq", calibration=...)`` accepts: a list of batches, each an
-``input_ids`` tensor (B, T) or a mapping of model inputs (what a tokenizer returns with ``return_tensors="pt"``,
-``attention_mask`` included); or one such mapping; or one (n, T) tensor, split into batches of 8 rows."""
-
-
-# --- one weight matrix ---------------------------------------------------------------------------------------
 
 def _inverse_cholesky(h: torch.Tensor, damp: float) -> torch.Tensor:
     """Upper Cholesky factor U of (H + lambda I)^-1, lambda = damp * mean(diag H): (in, in) -> (in, in) fp32.
@@ -193,240 +175,3 @@ def gptq_layer(module: nn.Module, h: torch.Tensor, cfg: QuantConfig, name: str =
                                            cfg.block_size)
     return QuantLinear.from_codes(codes, scale, zero, cfg.bits, cfg.group_size, cfg.symmetric, module.bias,
                                   cfg.activations)
-
-
-# --- calibration inputs and Hessians -------------------------------------------------------------------------
-
-def calibration_batches(calibration: Calibration, device: torch.device) -> list[Batch]:
-    """Normalise what the user gives (see :data:`Calibration`) to a list of model-input dicts on ``device``."""
-    if isinstance(calibration, torch.Tensor):
-        if calibration.dim() != 2:
-            raise HfxError(f"calibration: a tensor must be input_ids of shape (n, T), got {tuple(calibration.shape)}")
-        calibration = list(calibration.split(8))
-    elif isinstance(calibration, Mapping):
-        calibration = [calibration]
-    out: list[Batch] = []
-    for b in calibration:
-        if isinstance(b, torch.Tensor):
-            b = {"input_ids": b if b.dim() == 2 else b.view(1, -1)}  # (B, T)
-        elif isinstance(b, Mapping):
-            b = dict(b)
-        else:
-            raise HfxError(f"calibration: each batch must be an input_ids tensor or a dict of model inputs, "
-                           f"got {type(b).__name__}")
-        out.append({k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in b.items()})
-    if not out:
-        raise HfxError("calibration is empty; give at least one batch of input_ids")
-    return out
-
-
-def _kept_tokens(batch: Batch) -> torch.Tensor | None:
-    """(B * T,) bool: the tokens that count in H (not padding), or None when the batch has no attention_mask."""
-    mask = batch.get("attention_mask")
-    return None if mask is None or mask.dim() != 2 else mask.reshape(-1).bool()
-
-
-class _Hessians:
-    """Forward hooks that accumulate sum x^T x over the input tokens x (in,) of some linear layers.
-
-    Layers that read the same input tensor (q, k and v; gate and up) share one product per batch.
-    ``keep`` selects the tokens of the current batch that count (padding left out); it is used only when the
-    layer sees one row per token of the batch.
-    """
-
-    def __init__(self, modules: dict[str, nn.Module]) -> None:
-        self.xtx: dict[str, torch.Tensor] = {}  # name -> (in, in) fp32
-        self.tokens: dict[str, int] = dict.fromkeys(modules, 0)
-        self.keep: torch.Tensor | None = None
-        self._last: tuple[torch.Tensor | None, torch.Tensor | None, int] = (None, None, 0)
-        self.handles = [m.register_forward_hook(self._hook(n)) for n, m in modules.items()]
-
-    def _hook(self, name: str) -> Callable[..., None]:
-        def hook(module: nn.Module, args: tuple[Any, ...], output: Any) -> None:
-            x = args[0]  # (..., in)
-            if self._last[0] is not x:
-                x2 = x.detach().reshape(-1, x.shape[-1]).float()  # (tokens, in)
-                if self.keep is not None and self.keep.numel() == x2.shape[0]:
-                    x2 = x2[self.keep]
-                self._last = (x, x2.T @ x2, x2.shape[0])  # (in, in)
-            _, prod, n = self._last
-            if name in self.xtx:
-                self.xtx[name].add_(prod)
-            else:
-                self.xtx[name] = prod.clone()
-            self.tokens[name] += n
-        return hook
-
-    def hessian(self, name: str) -> torch.Tensor | None:
-        """H = 2 X^T X / n (in, in) for layer ``name``; None when no token reached it."""
-        n = self.tokens[name]
-        return None if n == 0 else self.xtx[name] * (2.0 / n)
-
-    def remove(self) -> None:
-        for h in self.handles:
-            h.remove()
-        self._last = (None, None, 0)
-
-
-# --- the model, block by block -------------------------------------------------------------------------------
-
-def find_blocks(model: nn.Module) -> tuple[str, nn.ModuleList]:
-    """The model's transformer blocks: the ``nn.ModuleList`` holding the most parameters, and its name.
-
-    ``model.layers`` for Llama, ``encoder.layer`` for BERT, ``transformer.h`` for GPT-2.
-    """
-    lists = [(sum(p.numel() for p in m.parameters()), n, m) for n, m in model.named_modules()
-             if isinstance(m, nn.ModuleList) and len(m) > 0]
-    if not lists:
-        raise HfxError(f"GPTQ quantizes transformer blocks one after another, and {type(model).__name__} has no "
-                       "nn.ModuleList of blocks; use quant.method=rtn")
-    _, name, blocks = max(lists, key=lambda t: t[0])
-    kinds = {getattr(b, "attention_type", None) for b in blocks}
-    if len(kinds) > 1:
-        raise HfxError(f"GPTQ replays the first block's attention mask in every block, but {name} mixes attention "
-                       f"types {sorted(map(str, kinds))}; use quant.method=rtn for this model")
-    return name, blocks
-
-
-class _Stop(Exception):
-    """Raised by the capture hook to end a forward pass once the first block's inputs are known."""
-
-
-def _capture(model: nn.Module, block: nn.Module, batches: list[Batch]) -> list[tuple[tuple[Any, ...], dict[str, Any]]]:
-    """The (args, kwargs) the first block receives for each batch; the rest of the model is not run."""
-    seen: list[tuple[tuple[Any, ...], dict[str, Any]]] = []
-
-    def pre_hook(module: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
-        seen.append((args, kwargs))
-        raise _Stop
-
-    handle = block.register_forward_pre_hook(pre_hook, with_kwargs=True)
-    try:
-        for batch in batches:
-            try:
-                model(**batch)
-            except _Stop:
-                continue
-            raise HfxError("GPTQ: the model's forward never reached its first block; check the calibration inputs")
-    finally:
-        handle.remove()
-    return seen
-
-
-def _with_hidden(args: tuple[Any, ...], kwargs: dict[str, Any],
-                 hidden: torch.Tensor) -> tuple[tuple[Any, ...], dict[str, Any]]:
-    if args:
-        return (hidden, *args[1:]), kwargs
-    return args, {**kwargs, "hidden_states": hidden}
-
-
-def _output_hidden(out: Any) -> torch.Tensor:
-    """A block's output hidden states: the tensor itself, or the first item of a tuple / ModelOutput."""
-    return out if isinstance(out, torch.Tensor) else out[0]
-
-
-class _Dequantized(nn.Module):
-    """What a weight-only :class:`QuantLinear` computes, with its weight dequantized once instead of per call.
-
-    Stands in for the new layer while the quantized block is rerun on every calibration batch.
-    """
-
-    def __init__(self, layer: QuantLinear) -> None:
-        super().__init__()
-        self.w, self.b = layer.dequantize(), layer.bias  # (out, in), (out,) or None
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.linear(x, self.w.to(x.dtype), None if self.b is None else self.b.to(x.dtype))
-
-
-def _quantize_layers(model: nn.Module, names: list[str], hs: _Hessians, cfg: QuantConfig,
-                     report: list[dict[str, Any]] | None) -> dict[str, QuantLinear]:
-    """GPTQ layers for ``names`` from the Hessians in ``hs``; the model is not changed yet."""
-    done: dict[str, QuantLinear] = {}
-    for name in names:
-        module = model.get_submodule(name)
-        h = hs.hessian(name)
-        if h is None:  # never reached by the calibration data: round to nearest rather than zero the weight
-            new = QuantLinear.from_float(module, cfg.bits, cfg.group_size, cfg.symmetric, cfg.clip_steps,
-                                         cfg.activations, name=name)
-        else:
-            new = gptq_layer(module, h, cfg, name)
-        if report is not None:
-            row: dict[str, Any] = {"layer": name, "method": "rtn (no calibration token)" if h is None else "gptq"}
-            if h is not None:  # relative output error on the calibration inputs: tr(D H D^T) / tr(W H W^T)
-                w = checked_weight(module, name)  # (out, in)
-                d = w - new.dequantize()  # (out, in)
-                row["rel_output_error"] = float(((d @ h) * d).sum() / ((w @ h) * w).sum().clamp(min=1e-30))
-            report.append(row)
-        done[name] = new
-    return done
-
-
-@torch.no_grad()
-def quantize_gptq(model: nn.Module, cfg: QuantConfig, calibration: Calibration,
-                  log: Callable[[str], None] | None = None,
-                  report: list[dict[str, Any]] | None = None) -> nn.Module:
-    """Quantize ``model``'s selected linear layers in place with GPTQ, block by block (see the module docstring).
-
-    ``calibration``: see :data:`Calibration`. ``log`` receives one progress line per block; ``report``, when
-    given, receives one row per layer with its relative output error on the calibration inputs. Returns the
-    model, whose quantized layers are ordinary :class:`QuantLinear` (saved and loaded as RTN's).
-    """
-    device = next(model.parameters()).device
-    batches = calibration_batches(calibration, device)
-    names = select_linear(model, cfg.target_modules, cfg.exclude_modules)
-    prefix, blocks = find_blocks(model)
-    per_block = [[n for n in names if n.startswith(f"{prefix}.{i}.")] for i in range(len(blocks))]
-    inside = {n for ns in per_block for n in ns}
-    outside = [n for n in names if n not in inside]
-    config = getattr(model, "config", None)
-    use_cache = getattr(config, "use_cache", None)
-    was_training = model.training
-    model.eval()
-    if use_cache is not None:
-        config.use_cache = False  # no KV cache: the blocks are replayed many times on the same inputs
-    start = time.perf_counter()
-    try:
-        if inside:
-            inputs = _capture(model, blocks[0], batches)  # [(args, kwargs)] per batch
-            last = max(i for i, ns in enumerate(per_block) if ns)
-            for i in range(last + 1):
-                block = blocks[i]
-                new: dict[str, QuantLinear] = {}
-                if per_block[i]:
-                    hs = _Hessians({n: model.get_submodule(n) for n in per_block[i]})
-                    try:
-                        for (args, kwargs), batch in zip(inputs, batches, strict=True):
-                            hs.keep = _kept_tokens(batch)
-                            block(*args, **kwargs)
-                    finally:
-                        hs.remove()
-                    new = _quantize_layers(model, per_block[i], hs, cfg, report)
-                    del hs
-                    for name, layer in new.items():
-                        set_module(model, name, _Dequantized(layer) if layer.act_mode == "none" else layer)
-                try:
-                    if i < last:  # the quantized block gives the next block its inputs
-                        inputs = [_with_hidden(a, k, _output_hidden(block(*a, **k))) for a, k in inputs]
-                finally:
-                    for name, layer in new.items():
-                        set_module(model, name, layer)
-                if log is not None:
-                    log(f"  gptq: block {i + 1}/{last + 1} ({len(per_block[i])} layers), "
-                        f"{time.perf_counter() - start:.0f} s")
-            del inputs
-        if outside:  # heads and poolers: one forward of the whole model, its blocks already quantized
-            hs = _Hessians({n: model.get_submodule(n) for n in outside})
-            try:
-                for batch in batches:
-                    hs.keep = _kept_tokens(batch)
-                    model(**batch)
-            finally:
-                hs.remove()
-            for name, layer in _quantize_layers(model, outside, hs, cfg, report).items():
-                set_module(model, name, layer)
-    finally:
-        if use_cache is not None:
-            config.use_cache = use_cache
-        model.train(was_training)
-    return model

@@ -25,6 +25,7 @@ from torch import nn
 
 from hfx.errors import HfxError
 from hfx.io import atomic_write_json
+from hfx.protocols import applied, base_path, base_state_dict, record
 from hfx_plugins.quant.apply import check_not_quantized, quantized_layers, set_module
 from hfx_plugins.quant.config import QuantConfig
 from hfx_plugins.quant.layer import QuantLinear
@@ -50,44 +51,53 @@ def _dedup(state: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], dic
     return kept, tied
 
 
-def _plain(name: str) -> str:
-    return name[: -len(".base_layer")] if name.endswith(".base_layer") else name
-
-
 def save(model: nn.Module, path: Path, cfg: QuantConfig | None = None) -> None:
-    """Write the quantized ``model`` to ``path`` (see the module docstring)."""
-    from hfx.api import applied
+    """Write the quantized ``model`` to ``path`` (see the module docstring).
 
+    Under a wrapping plugin (``plugin=[quant,lora]``) the base is written as it was before wrapping (the
+    adapters are the wrapping plugin's to save): names and tensors come from ``hfx.protocols.base_state_dict``.
+
+    Raises:
+        HfxError: the model has no quantized layer.
+    """
     path = Path(path)
     path.mkdir(parents=True, exist_ok=True)
     layers = quantized_layers(model)
     if not layers:
         raise HfxError("the model has no quantized layer to save; apply the quant plugin first")
-    merged = [n for n, m in model.named_modules()
-              if getattr(m, "merged_adapters", None) and isinstance(getattr(m, "base_layer", None), QuantLinear)]
-    if merged:  # the base holds the adapters too: saving it beside them would apply them twice on load
-        raise HfxError(f"LoRA adapters are merged into the quantized base ({merged[0]}); call unmerge_adapter(model) "
-                       "before hfx.save, or merge_and_unload(model) to save the merged quantized model alone")
     cfg = cfg or next((c for name, c in applied(model) if name == "quant"), None) or QuantConfig()
-    # Under LoRA (plugin=[quant,lora]) the base layers sit at "<name>.base_layer": the quantized base is saved
-    # under the plain names and without the adapters, which lora's own saver writes in peft's format.
-    state = {k.replace(".base_layer.", "."): v for k, v in model.state_dict().items() if "lora_" not in k}
+    state = base_state_dict(model)
     kept, tied = _dedup(state)
     save_file(kept, str(path / WEIGHTS), metadata={"format": "pt"})
     spec = {n: {"in_features": m.in_features, "out_features": m.out_features, "bits": m.bits,
                 "group_size": m.group_size, "symmetric": m.symmetric, "bias": m.bias is not None,
-                "act_mode": m.act_mode} for n, m in ((_plain(n), m) for n, m in layers.items())}
+                "act_mode": m.act_mode} for n, m in ((base_path(n), m) for n, m in layers.items())}
     if hasattr(model, "config") and hasattr(model.config, "to_json_file"):
         model.config.to_json_file(str(path / "config.json"))
-    atomic_write_json(path / MARKER, {"config": dataclasses.asdict(cfg), "layers": spec, "tied": tied})
+    # QuantConfig's fields only: a run's section (QuantRunConfig) also holds the recipe's table settings
+    fields = {f.name: getattr(cfg, f.name) for f in dataclasses.fields(QuantConfig)}
+    atomic_write_json(path / MARKER, {"config": fields, "layers": spec, "tied": tied})
 
 
 def can_load(path: Path) -> bool:
+    """Whether ``path`` is a folder written by :func:`save` (it holds ``hfx_quant.json``)."""
     return (Path(path) / MARKER).is_file()
 
 
 def load(model: nn.Module, path: Path) -> tuple[nn.Module, QuantConfig]:
-    """Swap in the recorded quantized layers on ``model`` and load every tensor from ``path``."""
+    """Swap in the recorded quantized layers on ``model`` and load every tensor from ``path``.
+
+    Args:
+        model: The full-precision base model the quantized one was made from (it may be on the meta device).
+        path: A folder written by :func:`save`.
+
+    Returns:
+        ``model`` with :class:`QuantLinear` layers, in eval mode, and the :class:`QuantConfig` it was saved with.
+
+    Raises:
+        HfxError: the model is already quantized, lacks a recorded layer, or a tensor's shape, a missing or an
+            unexpected key shows that it is not the architecture the folder was saved from.
+    """
     path = Path(path)
     meta = json.loads((path / MARKER).read_text())
     check_not_quantized(model)
@@ -114,13 +124,23 @@ def load(model: nn.Module, path: Path) -> tuple[nn.Module, QuantConfig]:
         raise HfxError(f"{path} does not fit {type(model).__name__}: missing {missing[:4]}, "
                        f"unexpected {result.unexpected_keys[:4]}; load onto the base model it was made from")
     model.eval()
-    return model, QuantConfig(**meta["config"])
+    known = {f.name for f in dataclasses.fields(QuantConfig)}  # folders from before the run-only fields moved out
+    return model, QuantConfig(**{k: v for k, v in meta["config"].items() if k in known})
 
 
 def load_quantized(path: str | Path, **model_kwargs: Any) -> nn.Module:
     """Build the model from ``path/config.json`` on the meta device and load the quantized weights into it.
 
-    No full-precision copy of the weights is ever made. Remote code is never run.
+    No full-precision copy of the weights is ever made. Remote code is never run. The model's record of
+    applied plugins (``hfx.protocols.applied``) gets the ``quant`` entry, so ``hfx.save`` writes it again.
+
+    Args:
+        path: A folder written by :func:`save` for a transformers model (with its ``config.json``).
+        **model_kwargs: Passed to the architecture's constructor.
+
+    Raises:
+        HfxError: the folder is not such a folder, or its config names no transformers architecture; and
+            what :func:`load` raises.
     """
     import transformers
     from accelerate import init_empty_weights
@@ -137,7 +157,5 @@ def load_quantized(path: str | Path, **model_kwargs: Any) -> nn.Module:
     with init_empty_weights():  # parameters on the meta device, buffers (e.g. rotary tables) real
         model = cls(config, **model_kwargs)
     model, cfg = load(model, path)
-    from hfx.api import _record
-
-    _record(model, "quant", cfg)
+    record(model, "quant", cfg)
     return model

@@ -32,12 +32,10 @@ from hfx.errors import HfxError
 from hfx.protocols import FoldReport
 from hfx_plugins.quant.affine import SCALE_DTYPE, check_bits, n_groups, quantize, to_groups, ungroup
 from hfx_plugins.quant.clip import search_qparams
+from hfx_plugins.quant.config import ACT_MODES
 from hfx_plugins.quant.packing import pack, packed_nbytes, unpack
 
 __all__ = ["ACT_MODES", "DequantizedWeight", "QuantLinear", "checked_weight", "dynamic_int8", "linear_weight"]
-
-ACT_MODES = ("none", "dynamic", "static")
-
 
 _DATA_GET = torch._C.TensorBase.data.__get__
 

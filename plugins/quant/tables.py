@@ -22,7 +22,7 @@ from hfx.data.text import pydoc_sentences
 from hfx.errors import HfxError
 from hfx_plugins.quant.apply import apply, select_linear, storage_summary
 from hfx_plugins.quant.calibration import sentence_calibration
-from hfx_plugins.quant.config import QuantConfig, parse_table_entry
+from hfx_plugins.quant.config import QuantRunConfig, parse_table_entry
 from hfx_plugins.quant.formats import FORMATS, cast_error
 from hfx_plugins.quant.io import save as save_quantized
 from hfx_plugins.quant.layer import linear_weight
@@ -75,12 +75,12 @@ def groups_note(group: int, in_features: set[int]) -> str:
     return f"g{group}" + (f" (short last group for in={short})" if short else "")
 
 
-def _entries(cfg: QuantConfig) -> list[tuple[str, int, int, str]]:
+def _entries(cfg: QuantRunConfig) -> list[tuple[str, int, int, str]]:
     """(entry, bits, group_size, method) for every ``cfg.table`` entry."""
     return [(e, *parse_table_entry(e)) for e in cfg.table]
 
 
-def has_gptq_entries(cfg: QuantConfig) -> bool:
+def has_gptq_entries(cfg: QuantRunConfig) -> bool:
     """Whether any ``cfg.table`` row is GPTQ (and so needs calibration batches)."""
     return any(method == "gptq" for *_, method in _entries(cfg))
 
@@ -107,7 +107,7 @@ def _bnb_model_bytes(model: nn.Module) -> int:
     return total
 
 
-def ppl_rows(fresh: Callable[[], nn.Module], windows: torch.Tensor, cfg: QuantConfig, fp32_ppl: float | None = None,
+def ppl_rows(fresh: Callable[[], nn.Module], windows: torch.Tensor, cfg: QuantRunConfig, fp32_ppl: float | None = None,
              log: Callable[[str], None] = print, reference_kinds: tuple[str, ...] = ("int8", "nf4", "fp4"),
              calibration: list[torch.Tensor] | None = None) -> tuple[list[Row], dict[str, float]]:
     """Rows for fp32, every ``cfg.table`` entry and (``cfg.reference_rows``) bitsandbytes; ``fresh()`` loads fp32.
@@ -151,7 +151,7 @@ def ppl_rows(fresh: Callable[[], nn.Module], windows: torch.Tensor, cfg: QuantCo
     return rows, by_entry
 
 
-def embedding_rows(name: str, cfg: QuantConfig, n_sentences: int = 600, log: Callable[[str], None] = print) -> list[Row]:
+def embedding_rows(name: str, cfg: QuantRunConfig, n_sentences: int = 600, log: Callable[[str], None] = print) -> list[Row]:
     """Embedding agreement with fp32 on ``n_sentences`` pydoc sentences, every linear layer of ``name`` quantized.
 
     Round-to-nearest entries give two rows (min/max, then the configured clip search); GPTQ entries one, calibrated

@@ -11,8 +11,8 @@ import hfx
 from hfx.data.text import pydoc_sentences
 from hfx.errors import HfxError
 from hfx.testing import tiny_model
+from hfx_plugins.quant import QuantRunConfig
 from hfx_plugins.quant.apply import select_linear
-from hfx_plugins.quant.config import QuantConfig
 from hfx_plugins.quant.gptq import gptq_quantize
 from hfx_plugins.quant.layer import QuantLinear
 
@@ -105,5 +105,5 @@ def test_gptq_bad_input() -> None:
     with pytest.raises(HfxError, match="calibration is empty"):
         hfx.apply(model, "quant", method="gptq", calibration=[])
     with pytest.raises(HfxError, match="bits:group_size\\[:method\\]"):
-        QuantConfig(table=["4:128:awq"])
+        QuantRunConfig(table=["4:128:awq"])
     assert not any(isinstance(m, QuantLinear) for m in model.modules())  # nothing was half-quantized

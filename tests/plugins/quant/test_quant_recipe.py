@@ -53,11 +53,11 @@ def test_calibration_text_is_disjoint_from_the_evaluated_text() -> None:
     # 600 sentences; calibration must be the tokens and sentences right after them, never the same ones.
     from hfx.data.text import pydoc_sentences, pydoc_token_windows
     from hfx.testing import tiny_tokenizer
+    from hfx_plugins.quant import QuantRunConfig
     from hfx_plugins.quant.calibration import lm_calibration, sentence_calibration
-    from hfx_plugins.quant.config import QuantConfig
 
     tok = tiny_tokenizer("llama")
-    cfg = QuantConfig(calibration_samples=3, calibration_window=40, calibration_sentences=5)
+    cfg = QuantRunConfig(calibration_samples=3, calibration_window=40, calibration_sentences=5)
     evaluated = pydoc_token_windows(tok, 64, 4)  # (4, 64), what the recipe scores
     calib = torch.cat(lm_calibration(tok, cfg, evaluated.numel(), batch_size=2))  # (3, 40)
     stream = pydoc_token_windows(tok, 1, 4 * 64 + 3 * 40).view(-1)
