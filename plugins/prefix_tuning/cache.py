@@ -1,0 +1,125 @@
+"""How the prefix reaches the attention layers: as the first ``n`` entries of the model's KV cache.
+
+A forward pre-hook on the model (not a wrapper: the model stays a transformers model) does what peft 0.21.2's
+``PeftModelForCausalLM.forward`` / ``prepare_inputs_for_generation`` do (``peft/peft_model.py``), on every call,
+``generate()``'s included:
+
+- an empty or absent cache is filled with the prefix, per layer ``(B, H_kv, n, head_dim)`` (self-attention
+  only for encoder-decoder models, as peft does);
+- the 2-D attention mask gets ``n`` ones in front (``cat(ones(B, n), mask)``);
+- explicit position ids move by ``n`` (peft >= 0.19; without them the model counts from the cache length, so the
+  real tokens sit at ``n ... n + T - 1`` either way; the prefix keys carry no rotary position);
+- the cache goes in under the name the model's forward takes: ``cache`` on transformers >= 5.24, which renamed
+  ``past_key_values``; peft 0.21.2 passes only ``past_key_values`` and so drops the prefix in ``generate()``.
+
+Gradient checkpointing is refused: transformers replays checkpointed layers without the cache
+(``modeling_layers.GradientCheckpointingLayer`` sets ``cache=None``), which would silently drop the prefix.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+from transformers import DynamicCache, EncoderDecoderCache
+from transformers.cache_utils import DynamicLayer
+
+from hfx.errors import HfxError
+from hfx.prompt_learning import bind_inputs, cache_argument, extend_mask
+from hfx_plugins.prefix_tuning.encoder import PrefixEncoder
+
+__all__ = ["PrefixInjector", "check_cache_layout", "layer_states"]
+
+
+def layer_states(flat: torch.Tensor, batch: int, num_layers: int, heads: int, submodules: int,
+                 dtype: torch.dtype) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """Per-layer (keys, values), each ``(B, H_kv, n, head_dim)``, from the flat prefix ``(n, L * 2 * d)``.
+
+    peft's ``get_prompt`` layout: view as ``(B, n, 2L, H, hd)``, repeated along the layer axis for encoder-decoder
+    models (``num_transformer_submodules`` 2), permuted to ``(2L s, B, H, n, hd)`` and split in chunks of ``2 s``; a
+    chunk's first two entries are the layer's self-attention keys and values. With s = 2 this makes decoder layer
+    ``i`` read entries ``(4i, 4i + 1) mod 2L`` of the flat vector (layer ``2i mod L``'s); hfx keeps that mapping so
+    that adapters mean the same thing in both libraries.
+    """
+    n, width = flat.shape
+    hd = width // (num_layers * 2 * heads)
+    x = flat.to(dtype).unsqueeze(0).expand(batch, n, width).reshape(batch, n, num_layers * 2, heads, hd)
+    if submodules == 2:
+        x = torch.cat([x, x], dim=2)  # (B, n, 4L, H, hd)
+    chunks = x.permute(2, 0, 3, 1, 4).split(submodules * 2)  # L chunks of (2s, B, H, n, hd)
+    return [(c[0], c[1]) for c in chunks]
+
+
+def check_cache_layout(model: nn.Module, num_layers: int) -> None:
+    """Refuse models whose cache would not keep a prefix: sliding-window, linear-attention or hybrid layers.
+
+    Raises:
+        HfxError: naming the model type and the first layer whose cache is not a plain growing one.
+    """
+    config = model.config
+    if getattr(config, "model_type", "") in ("gemma2", "gemma3", "gemma3_text", "gemma4"):
+        raise HfxError(f"prefix_tuning does not support {config.model_type} (its sliding-window layers evict the "
+                       "prefix and its KV shapes differ per layer); use prompt_tuning or lora")
+    layers = DynamicCache(config=config).layers
+    bad = next((i for i, layer in enumerate(layers) if type(layer) is not DynamicLayer), None)
+    if bad is not None:
+        raise HfxError(f"prefix_tuning cannot prefix {type(model).__name__}: cache layer {bad} is "
+                       f"{type(layers[bad]).__name__} (sliding-window or recurrent), which would drop or ignore the "
+                       "prefix; use prompt_tuning or lora")
+
+
+class PrefixInjector:
+    """The forward pre-hook that puts the prefix into the model's cache, mask and positions (see module docstring)."""
+
+    def __init__(self, encoder: PrefixEncoder, num_virtual_tokens: int, num_layers: int, heads: int,
+                 submodules: int) -> None:
+        self.encoder, self.n, self.num_layers, self.heads, self.submodules = (
+            encoder, num_virtual_tokens, num_layers, heads, submodules)
+        self.enabled = True
+
+    def _fill(self, model: nn.Module, cache: Any, batch: int, dtype: torch.dtype) -> Any:
+        encdec = self.submodules == 2
+        if cache is None:
+            cache = (EncoderDecoderCache(DynamicCache(config=model.config), DynamicCache(config=model.config))
+                     if encdec else DynamicCache(config=model.config))
+        target = cache.self_attention_cache if encdec else cache
+        if not isinstance(target, DynamicCache):
+            raise HfxError(f"prefix_tuning needs a DynamicCache, got {type(target).__name__}; do not pass a static "
+                           "cache (generate(..., cache_implementation='static')) to a prefix-tuned model")
+        for i, (k, v) in enumerate(layer_states(self.encoder(), batch, self.num_layers, self.heads,
+                                                self.submodules, dtype)):
+            target.update(k, v, i)
+        return cache
+
+    def __call__(self, model: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[tuple, dict]:
+        if not self.enabled:
+            return args, kwargs
+        if model.training and torch.is_grad_enabled() and any(
+                getattr(m, "gradient_checkpointing", False) for m in model.modules()):
+            raise HfxError("prefix_tuning does not work with gradient checkpointing: transformers replays checkpointed "
+                           "layers without the KV cache that holds the prefix; call "
+                           "model.gradient_checkpointing_disable()")
+        kw = bind_inputs(model, args, kwargs)
+        cache = kw.pop("cache", None)
+        legacy = kw.pop("past_key_values", None)
+        cache = legacy if cache is None else cache
+        encdec = self.submodules == 2
+        ids, embeds = ("decoder_input_ids", "decoder_inputs_embeds") if encdec else ("input_ids", "inputs_embeds")
+        ref = kw.get(ids) if kw.get(ids) is not None else kw.get(embeds)
+        if ref is None and encdec and kw.get("labels") is not None:
+            ref = kw["labels"]  # the decoder input is the shifted labels
+        if ref is None:
+            raise HfxError(f"prefix_tuning needs {ids} or {embeds} to size the prefix")
+        batch, length = ref.shape[:2]
+        held = cache.self_attention_cache if encdec and cache is not None else cache
+        if held is None or held.get_seq_length() == 0:
+            cache = self._fill(model, cache, batch, getattr(model, "dtype", torch.float32))
+            held = cache.self_attention_cache if encdec else cache
+        mask_key = "decoder_attention_mask" if encdec else "attention_mask"
+        kw[mask_key] = extend_mask(kw.get(mask_key), self.n, held.get_seq_length() + length, mask_key)
+        pos_key = "decoder_position_ids" if encdec else "position_ids"
+        if kw.get(pos_key) is not None:
+            kw[pos_key] = kw[pos_key] + self.n
+        kw[cache_argument(model)] = cache
+        return (), kw

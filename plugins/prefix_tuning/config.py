@@ -1,0 +1,85 @@
+"""Config of the ``prefix_tuning`` plugin.
+
+:class:`PrefixTuningConfig` is what ``hfx.apply(model, "prefix_tuning", ...)`` takes: peft 0.21.2's
+``PrefixTuningConfig`` fields with their names and meanings (the sizes left unset are read from the model
+config, as peft does). :class:`PrefixTuningRunConfig` adds what only ``hfx run`` uses (the label-word
+classification task of the recipe).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from hfx.errors import HfxError
+
+__all__ = ["PrefixTuningConfig", "PrefixTuningRunConfig"]
+
+TASK_TYPES = ("", "CAUSAL_LM", "SEQ_2_SEQ_LM")
+
+
+def _check_sizes(cfg: object, plugin: str) -> None:
+    """The prompt-learning sizes shared with prompt tuning: a positive token count, positive optional sizes."""
+    n = cfg.num_virtual_tokens  # type: ignore[attr-defined]
+    if not isinstance(n, int) or isinstance(n, bool) or n <= 0:
+        raise HfxError(f"{plugin}.num_virtual_tokens must be a positive integer (the number of virtual tokens), got {n!r}")
+    for key in ("token_dim", "num_transformer_submodules", "num_attention_heads", "num_layers"):
+        value = getattr(cfg, key)
+        if value is not None and value <= 0:
+            raise HfxError(f"{plugin}.{key} must be positive or unset (read from the model config), got {value}")
+    if cfg.num_transformer_submodules not in (None, 1, 2):  # type: ignore[attr-defined]
+        raise HfxError(f"{plugin}.num_transformer_submodules must be 1 (decoder), 2 (encoder-decoder) or unset")
+    if cfg.task_type not in TASK_TYPES:  # type: ignore[attr-defined]
+        raise HfxError(f"{plugin}.task_type must be CAUSAL_LM, SEQ_2_SEQ_LM or empty (inferred), got {cfg.task_type!r}")  # type: ignore[attr-defined]
+
+
+@dataclass
+class PrefixTuningConfig:
+    """Prefix tuning: trained keys and values prepended in every attention layer (Li & Liang 2021,
+    https://arxiv.org/abs/2101.00190), with peft's field names."""
+
+    num_virtual_tokens: int = 20
+    """Number of virtual tokens: the prefix length added to every layer's keys and values."""
+    token_dim: int | None = None
+    """Width of one layer's keys (heads x head_dim); unset: from the model (the KV heads' width under
+    grouped-query attention)."""
+    num_transformer_submodules: int | None = None
+    """1 for decoder models, 2 for encoder-decoder models; unset: from the model."""
+    num_attention_heads: int | None = None
+    """Heads of the prefix keys and values; unset: the model's KV heads (its attention heads without
+    grouped-query attention)."""
+    num_layers: int | None = None
+    """Number of layers that get a prefix; unset: the model's layer count."""
+    encoder_hidden_size: int | None = None
+    """Hidden width of the reparameterisation MLP (prefix_projection); unset: token_dim."""
+    prefix_projection: bool = False
+    """Reparameterise the prefix through a 2-layer MLP (Embedding(n, token_dim) -> Linear -> Tanh -> Linear to
+    num_layers x 2 x token_dim), as the paper does to stabilise training."""
+    init_weights: str | None = None
+    """zero: start from an all-zero prefix (the last MLP layer, or the prefix itself, zeroed); unset: N(0, 1)
+    embeddings and torch's default Linear init."""
+    task_type: str = ""
+    """peft task type written to adapter_config.json (CAUSAL_LM or SEQ_2_SEQ_LM); empty: from the model class."""
+
+    def __post_init__(self) -> None:
+        _check_sizes(self, "prefix_tuning")
+        if self.encoder_hidden_size is not None and self.encoder_hidden_size <= 0:
+            raise HfxError(f"prefix_tuning.encoder_hidden_size must be positive or unset, got {self.encoder_hidden_size}")
+        if self.init_weights not in (None, "zero"):
+            raise HfxError(f"prefix_tuning.init_weights must be 'zero' or unset (random), got {self.init_weights!r}")
+
+
+@dataclass
+class PrefixTuningRunConfig(PrefixTuningConfig):
+    """The ``prefix_tuning:`` section of ``hfx run``: :class:`PrefixTuningConfig` plus the recipe's task."""
+
+    template: str = "Review: {text}\nSentiment:"
+    """Prompt of one example; {text} is the example's text. The label word is its continuation."""
+    label_words: list[str] = field(default_factory=lambda: [" negative", " positive"])
+    """Continuation of each class, in label order; accuracy picks the one of highest log-likelihood."""
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if "{text}" not in self.template:
+            raise HfxError(f"prefix_tuning.template must contain {{text}}, got {self.template!r}")
+        if len(self.label_words) < 2 or len(set(self.label_words)) != len(self.label_words):
+            raise HfxError(f"prefix_tuning.label_words must be 2 or more distinct words, got {self.label_words!r}")
