@@ -22,8 +22,8 @@ from torch import nn
 from hfx.errors import HfxError
 from hfx.io import atomic_write_json
 
-__all__ = ["CONFIG_NAME", "EMBEDDINGS_KEY", "WEIGHTS_NAME", "bind_inputs", "cache_argument", "can_load",
-           "extend_mask", "model_sizes", "read_adapter", "task_type_of", "write_adapter"]
+__all__ = ["CONFIG_NAME", "EMBEDDINGS_KEY", "WEIGHTS_NAME", "bind_inputs", "cache_argument", "can_load", "extend_mask",
+           "greedy_by_forward", "model_sizes", "read_adapter", "task_type_of", "write_adapter"]
 
 CONFIG_NAME, WEIGHTS_NAME, EMBEDDINGS_KEY = "adapter_config.json", "adapter_model.safetensors", "prompt_embeddings"
 _FAMILIES = "decoder language models (Llama, GPT-2, Mistral, Qwen2, ...) and encoder-decoder models (T5, BART, ...)"
@@ -144,3 +144,27 @@ def read_adapter(path: Path, peft_type: str) -> tuple[dict[str, Any], dict[str, 
         raise HfxError(f"{path / WEIGHTS_NAME} has no {EMBEDDINGS_KEY!r} tensor (keys: {', '.join(sorted(tensors))}); "
                        "it is not a peft prompt-learning adapter")
     return raw, tensors
+
+
+@torch.no_grad()
+def greedy_by_forward(model: nn.Module, inputs: dict[str, torch.Tensor], steps: int,
+                      start_token_id: int | None = None) -> torch.Tensor:
+    """Greedy decoding by full forward passes, no cache: argmax of the last position, appended, ``steps`` times.
+
+    What ``generate(do_sample=False)`` must reproduce; a prompt or prefix dropped in one of ``generate``'s
+    cached steps makes the two differ. ``inputs`` holds one unpadded batch (``input_ids``, ``attention_mask``).
+    Encoder-decoder models (``start_token_id`` given) decode from ``[[start_token_id]]`` with the encoder input
+    fixed; decoder models extend ``input_ids``.
+
+    Returns:
+        ``(B, T + steps)`` for decoder models, ``(B, 1 + steps)`` for encoder-decoder models, like ``generate``.
+    """
+    ids = inputs["input_ids"]
+    out = ids if start_token_id is None else torch.full((ids.shape[0], 1), start_token_id, dtype=ids.dtype)
+    for _ in range(steps):
+        if start_token_id is None:
+            logits = model(input_ids=out, attention_mask=torch.ones_like(out)).logits  # (B, T, V)
+        else:
+            logits = model(input_ids=ids, attention_mask=inputs["attention_mask"], decoder_input_ids=out).logits
+        out = torch.cat([out, logits[:, -1].argmax(-1, keepdim=True)], dim=1)
+    return out

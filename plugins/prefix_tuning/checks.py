@@ -1,0 +1,158 @@
+"""``hfx validate plugin=prefix_tuning``: hfx's prefix tuning against peft's on tiny random models (seconds).
+
+Each check builds a tiny model (``hfx.testing``) with hfx and a copy with peft's ``get_peft_model`` from the same
+RNG state and returns the largest difference: of the logits (same initial prefix), across the two libraries'
+save/load, of the losses over 20 AdamW steps (relative), and of greedy ``generate()`` against argmax decoding
+by plain forward passes (the fraction of tokens that differ; 0 means the prefix is used in every step).
+peft 0.21.2's own ``generate()`` drops the prefix on transformers >= 5.24 (it passes ``past_key_values``, which
+5.24 renamed ``cache``), so generation is compared with hfx's own forward pass, not with peft's generate.
+"""
+
+from __future__ import annotations
+
+import copy
+import tempfile
+import warnings
+from typing import Any
+
+import torch
+from torch import nn
+
+from hfx.validate import Check
+
+__all__ = ["checks", "generation_mismatch", "hfx_to_peft", "pair", "peft_to_hfx", "training_gap"]
+
+TOL = 1e-5  # fp32 logits: the same sums, possibly in another order
+TASKS = {"llama": "CAUSAL_LM", "gpt2": "CAUSAL_LM", "t5": "SEQ_2_SEQ_LM"}
+TEXTS = ["the function returns a new list of values", "a class may define its own methods"]
+
+
+def pair(family: str, dropout: float | None = None, **fields: Any) -> tuple[nn.Module, nn.Module, Any]:
+    """(hfx model, peft model, tokenizer): the same tiny base with the same initial prefix."""
+    from peft import PrefixTuningConfig, get_peft_model
+
+    import hfx
+    from hfx.testing import tiny_model
+
+    base, tok = tiny_model(family, dropout=dropout)
+    twin = copy.deepcopy(base)
+    fields.setdefault("num_virtual_tokens", 4)
+    with torch.random.fork_rng(devices=[]), warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)  # transformers' is_gradient_checkpointing rename, read by peft
+        torch.manual_seed(0)
+        ours = hfx.apply(base, "prefix_tuning", **fields)
+        torch.manual_seed(0)
+        theirs = get_peft_model(twin, PrefixTuningConfig(task_type=TASKS[family], **fields))
+    return ours, theirs, tok
+
+
+def batch(tok: Any, family: str, texts: list[str] = TEXTS) -> dict[str, torch.Tensor]:
+    enc = dict(tok(texts, padding=True, return_tensors="pt"))
+    if family == "t5":
+        enc["decoder_input_ids"] = enc["input_ids"][:, :5]
+    return enc
+
+
+def logits(model: nn.Module, inputs: dict[str, torch.Tensor], start: int = 0) -> torch.Tensor:
+    """Eval-mode logits from position ``start`` on."""
+    model.eval()
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)
+        return model(**inputs).logits[:, start:]
+
+
+def outputs_gap(family: str, **fields: Any) -> float:
+    ours, theirs, tok = pair(family, **fields)
+    x = batch(tok, family)
+    return (logits(ours, x) - logits(theirs, x)).abs().max().item()
+
+
+def hfx_to_peft(family: str, **fields: Any) -> float:
+    """Save with hfx, load with ``PeftModel.from_pretrained`` (any warning but FutureWarning is an error)."""
+    from peft import PeftModel
+
+    import hfx
+    from hfx.testing import tiny_model
+
+    ours, _, tok = pair(family, **fields)
+    x = batch(tok, family)
+    with tempfile.TemporaryDirectory() as tmp:
+        hfx.save(ours, tmp)
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            warnings.filterwarnings("ignore", category=FutureWarning)
+            theirs = PeftModel.from_pretrained(tiny_model(family)[0], tmp)
+        return (logits(ours, x) - logits(theirs, x)).abs().max().item()
+
+
+def peft_to_hfx(family: str, **fields: Any) -> float:
+    import hfx
+    from hfx.testing import tiny_model
+
+    _, theirs, tok = pair(family, **fields)
+    x = batch(tok, family)
+    with tempfile.TemporaryDirectory() as tmp:
+        theirs.save_pretrained(tmp)
+        ours = hfx.load(tiny_model(family)[0], tmp)
+        return (logits(ours, x) - logits(theirs, x)).abs().max().item()
+
+
+def training_gap(family: str, steps: int = 20, **fields: Any) -> float:
+    """Largest relative difference of the losses over ``steps`` AdamW steps on one fixed batch (no dropout)."""
+    ours, theirs, tok = pair(family, dropout=0.0, **fields)
+    x = batch(tok, family)
+    x["labels"] = (x.pop("decoder_input_ids") if family == "t5" else x["input_ids"]).clone()
+    x["labels"][x["labels"] == tok.pad_token_id] = -100
+    runs = []
+    for model in (ours, theirs):
+        model.train()
+        opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-2)
+        run = []
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", FutureWarning)
+            for _ in range(steps):
+                loss = model(**x).loss
+                loss.backward()
+                opt.step()
+                opt.zero_grad()
+                run.append(loss.item())
+        runs.append(run)
+    return max(abs(a - b) / abs(b) for a, b in zip(*runs, strict=True))
+
+
+def generation_mismatch(model: nn.Module, tok: Any, family: str, max_new_tokens: int = 8) -> float:
+    """Fraction of tokens where greedy ``generate()`` differs from argmax decoding by full forward passes."""
+    from hfx.prompt_learning import greedy_by_forward
+
+    x = dict(tok(TEXTS[:1], return_tensors="pt"))
+    model.eval()
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)
+        got = model.generate(**x, max_new_tokens=max_new_tokens, do_sample=False)
+        start = tok.pad_token_id if family == "t5" else None
+        steps = got.shape[1] - (1 if family == "t5" else x["input_ids"].shape[1])
+        want = greedy_by_forward(model, x, steps, start)
+    return (got != want).float().mean().item()
+
+
+def _generation(family: str, **fields: Any) -> float:
+    ours, _, tok = pair(family, **fields)
+    return generation_mismatch(ours, tok, family)
+
+
+def checks() -> list[Check]:
+    out = []
+    for fam in ("llama", "gpt2", "t5"):
+        out += [
+            Check(f"logits, {fam}, same initial prefix", "peft", TOL, lambda f=fam: outputs_gap(f)),
+            Check(f"logits, {fam}, prefix_projection", "peft", TOL, lambda f=fam: outputs_gap(f, prefix_projection=True)),
+            Check(f"hfx-saved prefix in PeftModel.from_pretrained, no warning ({fam})", "peft", TOL,
+                  lambda f=fam: hfx_to_peft(f, prefix_projection=f == "llama")),
+            Check(f"peft-saved prefix in hfx.load ({fam})", "peft", TOL, lambda f=fam: peft_to_hfx(f)),
+            Check(f"20 AdamW steps, relative loss difference ({fam})", "peft", 1e-4, lambda f=fam: training_gap(f)),
+            Check(f"greedy generate() = argmax of forward with the prefix ({fam}, token mismatch rate)", "transformers",
+                  0.0, lambda f=fam: _generation(f)),
+        ]
+    out.append(Check("20 AdamW steps, relative loss difference (llama, prefix_projection)", "peft", 1e-4,
+                     lambda: training_gap("llama", prefix_projection=True)))
+    return out
