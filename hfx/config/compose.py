@@ -27,6 +27,7 @@ from omegaconf.errors import OmegaConfBaseException
 from hfx import registry
 from hfx.config.run import RunConfig
 from hfx.config.schema import omegaconf_error, to_dataclass
+from hfx.config.text import as_text, keep_yaml_text, override_value
 from hfx.errors import HfxError
 
 __all__ = ["compose", "parse_overrides", "plugin_names", "typed"]
@@ -137,9 +138,9 @@ def _apply_override(cfg: DictConfig, ov: Override, defaults: DictConfig) -> None
                 raise HfxError(f"{arg}: {where} is a typed section with fixed keys; only dict fields take new keys "
                                "(`hfx config` lists the keys)")
             with open_dict(parent):
-                OmegaConf.update(cfg, key, ov.value(), merge=False, force_add=True)
+                OmegaConf.update(cfg, key, override_value(cfg, key, ov), merge=False, force_add=True)
         else:
-            OmegaConf.update(cfg, key, ov.value(), merge=False)
+            OmegaConf.update(cfg, key, override_value(cfg, key, ov), merge=False)
     except OmegaConfBaseException as err:
         raise omegaconf_error(err, cfg, f"override {arg!r}") from err
 
@@ -151,7 +152,7 @@ def compose(args: list[str], config_file: str | None = None) -> tuple[DictConfig
     plugins = [registry.get(n) for n in plugin_names(overrides, file_cfg)]
     cfg = _schema(plugins)
     defaults = cfg.copy()
-    preset = next((str(ov.value()) for ov in overrides if ov.key_or_group == "preset"), None)
+    preset = next((as_text(ov) for ov in overrides if ov.key_or_group == "preset"), None)
     if preset is None and file_cfg is not None and "preset" in file_cfg:
         preset = str(file_cfg.preset)
     preset = preset or "default"
@@ -159,7 +160,7 @@ def compose(args: list[str], config_file: str | None = None) -> tuple[DictConfig
     for plugin in plugins:
         path = plugin.presets_dir / f"{preset}.yaml" if plugin.presets_dir else None
         if path is not None and path.is_file():
-            cfg = _merge(cfg, _load_yaml(path), f"preset {path}")
+            cfg = _merge(cfg, keep_yaml_text(cfg, _load_yaml(path), path), f"preset {path}")
             found_preset = True
     if not found_preset:
         names = sorted({p.stem for pl in plugins if pl.presets_dir for p in pl.presets_dir.glob("*.yaml")})
@@ -168,7 +169,7 @@ def compose(args: list[str], config_file: str | None = None) -> tuple[DictConfig
         if "plugin" in file_cfg:  # `plugin: name` or a list, already resolved above
             file_cfg = file_cfg.copy()
             file_cfg.pop("plugin")
-        cfg = _merge(cfg, file_cfg, f"config file {config_file}")
+        cfg = _merge(cfg, keep_yaml_text(cfg, file_cfg, Path(config_file)), f"config file {config_file}")
     for ov in overrides:
         if ov.key_or_group != "plugin":  # already resolved above (a name or a list of names)
             _apply_override(cfg, ov, defaults)
