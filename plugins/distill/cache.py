@@ -74,7 +74,11 @@ def cache_teacher_outputs(
 
 
 class TeacherCache:
-    """Read access to a cache file, one example at a time (memory-mapped: nothing is loaded up front)."""
+    """Read access to a cache file, one example at a time (memory-mapped: nothing is loaded up front).
+
+    Raises:
+        HfxError: ``path`` does not exist or is not an hfx teacher cache.
+    """
 
     def __init__(self, path: str | Path) -> None:
         path = Path(path)
@@ -93,7 +97,11 @@ class TeacherCache:
         return self._file.get_tensor(str(i))
 
     def check_student(self, student: nn.Module, task: str) -> None:
-        """The cache must be of the student's task and tokenizer (input vocabulary)."""
+        """The cache must be of the student's task and tokenizer (input vocabulary).
+
+        Raises:
+            HfxError: the cache is of another task, or of another vocabulary size than the student's.
+        """
         if self.task != task:
             raise HfxError(f"the teacher cache holds {self.task} outputs but the student is trained for {task}")
         if _vocab(student) != self.vocab_size:
@@ -102,7 +110,11 @@ class TeacherCache:
 
 
 class CachedTeacherDataset(Dataset):
-    """``dataset`` with each example's cached teacher output added under ``teacher_logits``."""
+    """``dataset`` with each example's cached teacher output added under ``teacher_logits``.
+
+    Raises:
+        HfxError: the cache and the data set differ in length.
+    """
 
     def __init__(self, dataset: Any, cache: TeacherCache) -> None:
         if len(dataset) != len(cache):

@@ -32,6 +32,7 @@ import math
 import torch
 import torch.nn.functional as F
 
+from hfx.errors import HfxError
 from hfx_plugins.distill.config import DIVERGENCES
 
 __all__ = ["DIVERGENCES", "divergence", "embedding_mse", "hidden_cosine_loss", "kd_loss", "masked_mean"]
@@ -58,6 +59,9 @@ def divergence(
 
     Computed in float32 from log-probabilities (``log_softmax``), never from probabilities: a probability
     that underflows to 0 would make ``log`` infinite.
+
+    Raises:
+        HfxError: an unknown ``kind``, or ``beta`` outside (0, 1) for jsd.
     """
     s = F.log_softmax(student_logits.float() / temperature, dim=-1)  # (..., V) log p_s
     t = F.log_softmax(teacher_logits.float() / temperature, dim=-1)  # (..., V) log p_t
@@ -67,13 +71,13 @@ def divergence(
         return (s.exp() * (s - t)).sum(-1)  # (...) KL(p_s || p_t)
     if kind == "jsd":
         if not 0.0 < beta < 1.0:
-            raise ValueError(f"jsd needs 0 < beta < 1 (beta 0 is forward_kl, 1 is reverse_kl), got {beta}")
+            raise HfxError(f"jsd needs 0 < beta < 1 (beta 0 is forward_kl, 1 is reverse_kl), got {beta}")
         # log m = log(beta * p_t + (1 - beta) * p_s), in log space for stability.
         m = torch.logsumexp(torch.stack([t + math.log(beta), s + math.log1p(-beta)]), dim=0)  # (..., V)
         kl_t = (t.exp() * (t - m)).sum(-1)  # (...) KL(p_t || m)
         kl_s = (s.exp() * (s - m)).sum(-1)  # (...) KL(p_s || m)
         return beta * kl_t + (1.0 - beta) * kl_s
-    raise ValueError(f"unknown divergence {kind!r}; choose one of {', '.join(DIVERGENCES)}")
+    raise HfxError(f"unknown divergence {kind!r}; choose one of {', '.join(DIVERGENCES)}")
 
 
 def kd_loss(

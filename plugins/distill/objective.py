@@ -29,7 +29,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from hfx.errors import HfxError
-from hfx_plugins.distill.config import check_params
+from hfx_plugins.distill.config import POOLING_MODES, check_params
 from hfx_plugins.distill.losses import embedding_mse, hidden_cosine_loss, kd_loss
 
 __all__ = ["CACHE_KEY", "TASKS", "DistillationObjective", "infer_task", "output_positions", "pool"]
@@ -41,7 +41,11 @@ IGNORE_INDEX = -100
 
 
 def infer_task(model: nn.Module) -> str:
-    """The distillation task of a transformers model, from its class (its head)."""
+    """The distillation task of a transformers model, from its class (its head).
+
+    Raises:
+        HfxError: the class name says no task and the model has a head (pass ``task=``).
+    """
     if getattr(getattr(model, "config", None), "is_encoder_decoder", False):
         return "seq2seq-lm"
     name = type(model).__name__
@@ -66,7 +70,11 @@ def pool(hidden: torch.Tensor, attention_mask: torch.Tensor, mode: str = "mean")
 
 
 def output_positions(batch: dict[str, torch.Tensor], task: str) -> torch.Tensor | None:
-    """Positions whose outputs exist for ``task``: (B, T) bool for token tasks, None for sequence-level ones."""
+    """Positions whose outputs exist for ``task``: (B, T) bool for token tasks, None for sequence-level ones.
+
+    Raises:
+        HfxError: a seq2seq batch without ``labels``.
+    """
     if task in ("sequence-classification", "embedding"):
         return None
     if task == "seq2seq-lm":
@@ -78,7 +86,12 @@ def output_positions(batch: dict[str, torch.Tensor], task: str) -> torch.Tensor 
 
 @dataclass
 class DistillationObjective:
-    """alpha * T^2 * D(teacher, student) + (1 - alpha) * CE + hidden_weight * cosine, for one task."""
+    """alpha * T^2 * D(teacher, student) + (1 - alpha) * CE + hidden_weight * cosine, for one task.
+
+    Raises:
+        HfxError: an unknown task or pooling, a setting out of range (:func:`~hfx_plugins.distill.config.check_params`),
+            or alpha != 1 / hidden_weight != 0 for the embedding task.
+    """
 
     task: str
     """One of TASKS."""
@@ -104,7 +117,7 @@ class DistillationObjective:
         if self.task == "embedding" and (self.alpha != 1.0 or self.hidden_weight != 0.0):
             raise HfxError("embedding regression has no hard labels and compares pooled states already; "
                            "use alpha=1.0 and hidden_weight=0")
-        if self.pooling not in ("mean", "cls"):
+        if self.pooling not in POOLING_MODES:
             raise HfxError(f"pooling must be mean or cls, got {self.pooling!r}")
 
     def embed(self, model: nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
@@ -126,7 +139,12 @@ class DistillationObjective:
 
     def __call__(self, student: nn.Module, batch: dict[str, torch.Tensor],
                  teacher: nn.Module | None = None) -> tuple[torch.Tensor, dict[str, torch.Tensor], Any]:
-        """Return ``(loss, {term: value}, student output)`` for one batch."""
+        """Return ``(loss, {term: value}, student output)`` for one batch.
+
+        Raises:
+            HfxError: no teacher and no cached outputs, hidden states asked of a cache, alpha < 1 without
+                ``labels``, or student and teacher outputs of different shapes.
+        """
         batch = dict(batch)
         cached = batch.pop(CACHE_KEY, None)
         if cached is None and teacher is None:

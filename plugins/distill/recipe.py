@@ -67,6 +67,12 @@ class DistillRecipe(Recipe):
     """setup -> evaluate (untrained student) -> train (distilled, then no-teacher) -> evaluate -> save."""
 
     def setup(self) -> None:
+        """Load the teacher, make the student (:func:`make_student`, or ``distill.student``), load the data.
+
+        Raises:
+            HfxError: a task other than base / causal-lm, a student that cannot be compared with the teacher,
+                a teacher layer the model lacks, or missing data columns.
+        """
         ctx, run = self.ctx, self.ctx.run
         self.cfg = cfg = ctx.config("distill")
         self.task = _task(run.task, model_family(load_config(run.model, trust_remote_code=run.trust_remote_code)))

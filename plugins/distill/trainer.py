@@ -42,6 +42,10 @@ def check_pair(student: nn.Module, teacher: nn.Module, task: str,
 
     Both models read the same ``input_ids`` and their outputs are compared entry by entry, so they need
     one tokenizer (same vocabulary) and, for logits, the same output size.
+
+    Raises:
+        HfxError: different tokenizers or vocabulary sizes, different ``num_labels`` (classification), or
+            different hidden sizes (embedding MSE).
     """
     if student_tokenizer is not None and teacher_tokenizer is not None:
         if student_tokenizer.get_vocab() != teacher_tokenizer.get_vocab():
@@ -76,6 +80,11 @@ class DistillationTrainer(Trainer):
         teacher_cache: A file written by ``cache_teacher_outputs``: offline distillation, no teacher needed.
         teacher_processing_class: The teacher's tokenizer, checked against ``processing_class``.
         pooling, normalize: Embedding task: how sentence embeddings are made from the last hidden states.
+
+    Raises:
+        HfxError: no student, neither a teacher nor a cache, a setting out of range (see
+            :func:`~hfx_plugins.distill.config.check_params`), a teacher/student pair that cannot be compared
+            (:func:`check_pair`), or a cache that does not fit the student.
     """
 
     def __init__(self, model: nn.Module | None = None, teacher_model: nn.Module | None = None, args: Any = None, *,

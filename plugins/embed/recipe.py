@@ -43,6 +43,11 @@ class EmbedRecipe(Recipe):
     """setup -> evaluate -> train -> evaluate -> save."""
 
     def setup(self) -> None:
+        """Load the data (triplets or scored pairs) and the model, apply the plugins, build the loss.
+
+        Raises:
+            HfxError: no ``data.path``, columns of neither layout, or a loss other than cosine on scored pairs.
+        """
         ctx, run = self.ctx, self.ctx.run
         self.cfg = ctx.config("embed")
         if not run.data.path:

@@ -28,6 +28,10 @@ def apply(model: nn.Module, cfg: FinetuneConfig) -> nn.Module:
     A bare encoder or decoder (``AutoModel``) gets an in-house :class:`SequenceClassifier` head; a model
     that already has a head (``*ForCausalLM``, ``*ForSeq2SeqLM``, ``*ForSequenceClassification``) keeps it.
     Then ``freeze_base`` / ``freeze_embeddings`` decide which weights train.
+
+    Raises:
+        HfxError: a bare encoder-decoder (no task head to add), or ``freeze_base`` on a model whose head
+            cannot be found.
     """
     if _is_bare(model):
         family = model_family(model.config)

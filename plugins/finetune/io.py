@@ -28,7 +28,11 @@ MARKER = "hfx_finetune.json"
 
 
 def to_transformers(model: SequenceClassifier) -> nn.Module:
-    """The equivalent ``AutoModelForSequenceClassification`` with the same weights (checked strictly)."""
+    """The equivalent ``AutoModelForSequenceClassification`` with the same weights (checked strictly).
+
+    Raises:
+        HfxError: transformers' class for this architecture has another parameter layout than hfx's head.
+    """
     hf = AutoModelForSequenceClassification.from_config(model.config)
     result = hf.load_state_dict(model.state_dict(), strict=False)
     if result.missing_keys or result.unexpected_keys:

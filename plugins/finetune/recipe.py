@@ -29,6 +29,12 @@ class FinetuneRecipe(Recipe):
     """setup -> evaluate -> train -> evaluate -> save, for the task that ``task`` (or the family) names."""
 
     def setup(self) -> None:
+        """Load the model for the task, apply the run's plugins, tokenize train and eval data.
+
+        Raises:
+            HfxError: a task finetune does not train, no ``data.path``, missing columns, or labels beyond
+                ``finetune.num_labels``.
+        """
         ctx, run = self.ctx, self.ctx.run
         self.cfg = ctx.config("finetune")
         family = model_family(load_config(resolve_model(run.model), trust_remote_code=run.trust_remote_code))

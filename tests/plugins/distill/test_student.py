@@ -8,6 +8,7 @@ from transformers import BertConfig, BertForMaskedLM
 
 import hfx
 from hfx.errors import HfxError
+from hfx.protocols import applied
 from hfx.testing import tiny_model, tiny_tokenizer
 from hfx_plugins.distill.config import DistillConfig
 from hfx_plugins.distill.student import make_student, param_count
@@ -102,14 +103,14 @@ def test_make_student_save_load_round_trip(tmp_path) -> None:
     teacher, tok = tiny_model("llama", "causal-lm")
     student = hfx.make_student(teacher, layers=[1])
     assert student is not teacher and student.config.num_hidden_layers == 1
-    assert hfx.api.applied(student)[-1] == ("distill", DistillConfig(layers=[1]))
-    assert hfx.api.applied(teacher) == []  # the teacher is untouched
+    assert applied(student)[-1] == ("distill", DistillConfig(layers=[1]))
+    assert applied(teacher) == []  # the teacher is untouched
     hfx.save(student, tmp_path / "s")
     loaded = hfx.load(teacher, tmp_path / "s")
     ids = tok(["a class"], return_tensors="pt")["input_ids"]
     with torch.no_grad():
         assert torch.equal(loaded.eval()(input_ids=ids).logits, student.eval()(input_ids=ids).logits)
-    assert hfx.api.applied(loaded)[-1] == ("distill", DistillConfig(layers=[1]))
+    assert applied(loaded)[-1] == ("distill", DistillConfig(layers=[1]))
     assert tiny_tokenizer("llama").vocab_size == loaded.get_input_embeddings().num_embeddings
 
 
