@@ -19,10 +19,17 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from hfx_plugins.quant.affine import choose_qparams, group_ranges, to_groups, ungroup
-from hfx_plugins.quant.apply import set_module
-from hfx_plugins.quant.layer import QuantLinear, dynamic_int8, linear_weight
-from hfx_plugins.quant.observers import Observer, make_observer
+from hfx.protocols import effective_weight
+from hfx_plugins.quant import (
+    Observer,
+    QuantLinear,
+    choose_qparams,
+    dynamic_int8,
+    group_ranges,
+    make_observer,
+    to_groups,
+    ungroup,
+)
 
 __all__ = ["FakeQuantLinear", "convert", "fake_quant_ste"]
 
@@ -51,7 +58,7 @@ class FakeQuantLinear(nn.Module):
     def __init__(self, module: nn.Module, bits: int, group_size: int, symmetric: bool, act_bits: int = 0,
                  act_observer: str = "dynamic") -> None:
         super().__init__()
-        w = linear_weight(module).detach()  # (out, in); Conv1D's (in, out) is transposed once here
+        w = effective_weight(module).detach()  # (out, in); Conv1D's (in, out) is transposed once here
         self.out_features, self.in_features = w.shape
         self.weight = nn.Parameter(w.clone().contiguous(), requires_grad=module.weight.requires_grad)
         self.bias = None if module.bias is None else nn.Parameter(module.bias.detach().clone())
@@ -101,5 +108,5 @@ def convert(model: nn.Module) -> nn.Module:
         q = QuantLinear.from_qparams(m, m.bits, m.group_size, m.symmetric, scale, zero, act_mode)
         if act_mode == "static":
             q.act_scale, q.act_zero = m.observer.qparams(8, symmetric=False)  # type: ignore[union-attr]
-        set_module(model, name, q)
+        model.set_submodule(name, q)
     return model.eval()

@@ -1,8 +1,9 @@
 """Saving a QAT model: it is converted to packed integers first and written in ``quant``'s format.
 
 What is worth keeping after quantization-aware training is the quantized model, so :func:`save` converts a
-copy (the model being trained is left as it is) and writes it with :func:`hfx_plugins.quant.io.save`, plus
-``hfx_qat.json`` with the QAT config. :func:`load` gives back the packed model (not the fake-quantized one).
+copy (the model being trained is left as it is) and has the ``quant`` plugin write it (its safetensors
+format, through ``hfx.registry``), plus ``hfx_qat.json`` with the QAT config. :func:`load` gives back the
+packed model (not the fake-quantized one).
 """
 
 from __future__ import annotations
@@ -14,35 +15,60 @@ from pathlib import Path
 
 from torch import nn
 
+from hfx import registry
 from hfx.io import atomic_write_json
+from hfx.protocols import applied, forget, record
 from hfx_plugins.qat.config import QatConfig
 from hfx_plugins.qat.fake import convert
-from hfx_plugins.quant import io as quant_io
-from hfx_plugins.quant.config import QuantConfig
+from hfx_plugins.quant import QuantConfig
 
-__all__ = ["MARKER", "as_quant_config", "can_load", "load", "save"]
+__all__ = ["MARKER", "as_quant_config", "can_load", "load", "save", "save_packed"]
 
 MARKER = "hfx_qat.json"
 
 
 def as_quant_config(cfg: QatConfig) -> QuantConfig:
+    """The ``quant`` config describing what :func:`convert` makes of ``cfg``'s layers (min/max ranges: clip_steps 0)."""
     return QuantConfig(bits=cfg.bits, symmetric=cfg.symmetric, group_size=cfg.group_size, clip_steps=0,
                        target_modules=cfg.target_modules, exclude_modules=list(cfg.exclude_modules))
 
 
-def save(model: nn.Module, path: Path, cfg: QatConfig | None = None) -> None:
-    from hfx.api import applied
+def save_packed(packed: nn.Module, path: Path, cfg: QatConfig) -> None:
+    """Write a converted (packed) model with the ``quant`` plugin's saver, recorded as ``quant`` with ``cfg``'s layout.
 
+    Raises:
+        HfxError: what ``quant``'s save raises (e.g. no packed layer).
+    """
+    forget(packed, "qat")
+    forget(packed, "quant")
+    record(packed, "quant", as_quant_config(cfg))
+    registry.get("quant").save(packed, Path(path))
+
+
+def save(model: nn.Module, path: Path, cfg: QatConfig | None = None) -> None:
+    """Convert a copy of ``model`` to packed layers and write it in ``quant``'s format, with ``hfx_qat.json``.
+
+    Raises:
+        HfxError: the model has no fake-quantized (or packed) layer to write.
+    """
     cfg = cfg or next((c for name, c in applied(model) if name == "qat"), None) or QatConfig()
-    packed = convert(copy.deepcopy(model))
-    quant_io.save(packed, Path(path), as_quant_config(cfg))
-    atomic_write_json(Path(path) / MARKER, dataclasses.asdict(cfg))
+    save_packed(convert(copy.deepcopy(model)), Path(path), cfg)
+    fields = {f.name: getattr(cfg, f.name) for f in dataclasses.fields(QatConfig)}  # not a run's extra fields
+    atomic_write_json(Path(path) / MARKER, fields)
 
 
 def can_load(path: Path) -> bool:
+    """Whether ``path`` was written by :func:`save` (it holds ``hfx_qat.json``)."""
     return (Path(path) / MARKER).is_file()
 
 
 def load(model: nn.Module, path: Path) -> tuple[nn.Module, QatConfig]:
-    model, _ = quant_io.load(model, Path(path))
-    return model, QatConfig(**json.loads((Path(path) / MARKER).read_text()))
+    """Load the packed model written by :func:`save` onto the full-precision base ``model``.
+
+    Raises:
+        HfxError: what ``quant``'s load raises (a model that does not fit the saved layers).
+    """
+    model, _ = registry.get("quant").load(model, Path(path))
+    known = {f.name for f in dataclasses.fields(QatConfig)}  # folders from before the run-only fields moved out
+    meta = json.loads((Path(path) / MARKER).read_text())
+    return model, QatConfig(**{k: v for k, v in meta.items() if k in known})

@@ -25,19 +25,16 @@ from typing import Any
 import torch
 from torch.utils.data import DataLoader
 
+import hfx
 from hfx.data.collate import collator_for_task, tokenize_for_task
 from hfx.errors import HfxError
 from hfx.io import atomic_dir, atomic_write_json, atomic_write_text
 from hfx.registry import Recipe
 from hfx.runner.loop import TrainLoop
-from hfx_plugins.finetune.apply import apply as add_head
-from hfx_plugins.finetune.config import FinetuneConfig
 from hfx_plugins.qat.apply import apply as apply_qat
 from hfx_plugins.qat.fake import convert
-from hfx_plugins.qat.io import as_quant_config
-from hfx_plugins.quant.apply import apply as apply_ptq
-from hfx_plugins.quant.io import save as save_quantized
-from hfx_plugins.quant.tables import markdown_table, print_table
+from hfx_plugins.qat.io import as_quant_config, save_packed
+from hfx_plugins.quant import markdown_table, print_table
 
 __all__ = ["QatRecipe"]
 
@@ -51,7 +48,8 @@ class QatRecipe(Recipe):
         data = ctx.load_data([d.text_column, d.label_column])
         labels = sorted(set(data["train"]["label"]))
         base, self.tokenizer = ctx.load_model("base")
-        self.model = add_head(base, FinetuneConfig(num_labels=max(len(labels), 2)))
+        # finetune's classification head (the plugin this recipe requires), as `hfx run plugin=finetune` builds it
+        self.model = hfx.apply(base, "finetune", num_labels=max(len(labels), 2))
         self.train_set = tokenize_for_task(data["train"], self.tokenizer, "sequence-classification", d.max_length)
         self.eval_set = tokenize_for_task(data["eval"], self.tokenizer, "sequence-classification", d.max_length)
         self.collate = collator_for_task(self.tokenizer, "sequence-classification", seed=ctx.run.seed)
@@ -100,7 +98,7 @@ class QatRecipe(Recipe):
         own = None
         for bits in cfg.compare_bits:  # 2. PTQ vs QAT at each bit width
             for steps, label in ((0, "min/max"), (20, "clip search")):
-                ptq = apply_ptq(copy.deepcopy(self.model), dataclasses.replace(qcfg, bits=bits, clip_steps=steps))
+                ptq = hfx.apply(copy.deepcopy(self.model), "quant", cfg=dataclasses.replace(qcfg, bits=bits, clip_steps=steps))
                 self._row(f"PTQ int{bits} g{cfg.group_size} ({label})", bits, ptq, fp32)
             qat = apply_qat(copy.deepcopy(self.model), dataclasses.replace(cfg, bits=bits))
             self._train(qat, cfg.qat_steps, cfg.qat_learning_rate)
@@ -115,7 +113,7 @@ class QatRecipe(Recipe):
         self._train(control, cfg.qat_steps, cfg.qat_learning_rate)
         self._row(f"fp32 + {cfg.qat_steps} more steps (control)", 32, control, fp32)
         for bits in cfg.compare_bits:  # PTQ of the control too: the same training budget as QAT, then quantized
-            ptq = apply_ptq(copy.deepcopy(control), dataclasses.replace(qcfg, bits=bits, clip_steps=20))
+            ptq = hfx.apply(copy.deepcopy(control), "quant", cfg=dataclasses.replace(qcfg, bits=bits, clip_steps=20))
             self._row(f"control -> PTQ int{bits} g{cfg.group_size} (clip search)", bits, ptq, fp32)
         if ctx.is_main:
             print_table(f"QAT vs PTQ on {ctx.run.model}, {ctx.run.data.path} (accuracy on {len(self.eval_set)} eval examples)",
@@ -131,7 +129,7 @@ class QatRecipe(Recipe):
     def save(self, out_dir: Path) -> list[Path]:
         path = out_dir / "model"
         with atomic_dir(path) as tmp:
-            save_quantized(self.model, tmp, as_quant_config(self.cfg))
+            save_packed(self.model, tmp, self.cfg)
             self.tokenizer.save_pretrained(tmp)
         atomic_write_json(out_dir / "qat_table.json", self.rows)
         atomic_write_text(out_dir / "qat_table.md", markdown_table(self.rows))

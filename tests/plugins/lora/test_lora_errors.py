@@ -77,3 +77,15 @@ def test_default_targets_when_unset_and_an_error_for_unknown_architectures() -> 
     with pytest.raises(HfxError, match=r"no default for model type 'gptj'; set it, e.g\. lora\.target_modules=\[\.\.\.\] "
                                        r"from: wte, k_proj, v_proj, q_proj"):
         hfx.apply(odd, "lora")
+
+
+def test_run_only_field_is_refused_by_apply_naming_hfx_run() -> None:
+    # lora.merge belongs to LoraRunConfig (what `hfx run` does on save); hfx.apply takes LoraConfig only, and the
+    # check (hfx.registry.Plugin.make_config) runs before the model is touched.
+    model, _ = tiny_model("llama")
+    with pytest.raises(HfxError) as err:
+        hfx.apply(model, "lora", r=4, merge=True)
+    message = str(err.value)
+    assert "\n" not in message and message.startswith("lora.merge is a field of `hfx run`")
+    assert "lora.merge=..." in message  # where to set it instead
+    assert _untouched(model)

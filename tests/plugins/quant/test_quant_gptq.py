@@ -107,3 +107,14 @@ def test_gptq_bad_input() -> None:
     with pytest.raises(HfxError, match="bits:group_size\\[:method\\]"):
         QuantRunConfig(table=["4:128:awq"])
     assert not any(isinstance(m, QuantLinear) for m in model.modules())  # nothing was half-quantized
+
+
+def test_run_only_field_is_refused_by_apply_naming_hfx_run() -> None:
+    # quant.table (the recipe's comparison rows) is a QuantRunConfig field; hfx.apply takes QuantConfig only and
+    # hfx.registry.Plugin.make_config refuses it, one line, before any layer is quantized.
+    model, _ = tiny_model("llama", "causal-lm", seed=0)
+    with pytest.raises(HfxError) as err:
+        hfx.apply(model, "quant", bits=4, table=["4:128"])
+    message = str(err.value)
+    assert "\n" not in message and message.startswith("quant.table is a field of `hfx run`")
+    assert not any(isinstance(m, QuantLinear) for m in model.modules())
