@@ -8,7 +8,9 @@ encoder-decoder (``preset=seq2seq``: minilm2minilm answering "positive"/"negativ
 It prints the trainable parameters, the loss curve goes through the shared runner (metrics.jsonl and
 curves.png), evaluation reports held-out loss and perplexity (accuracy for classifiers) and, for models
 that generate, exact match and a few answers before and after side by side. ``artifacts/adapter`` is
-peft's format; ``lora.merge=true`` adds ``artifacts/merged``, a plain transformers model.
+peft's format; ``lora.merge=true`` adds ``artifacts/merged``, a plain transformers model (under
+``plugin=[quant,lora]`` the packed model in quant's format, merged by requantizing, with
+``artifacts/merge_report.json``: per layer, the rounding error the requantization added against the update).
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import hfx
 from hfx.data.collate import collator_for_task, tokenize_for_task
 from hfx.errors import HfxError
 from hfx.io import atomic_dir, atomic_write_json
@@ -26,7 +29,7 @@ from hfx.registry import Recipe
 from hfx.runner.evaluation import greedy_answers, task_metrics
 from hfx.runner.loop import TrainLoop
 from hfx_plugins.lora.io import save as save_adapters
-from hfx_plugins.lora.model import merge_and_unload
+from hfx_plugins.lora.model import merge_adapter, merge_and_unload
 from hfx_plugins.lora.optim import loraplus_param_groups
 from hfx_plugins.lora.sft import completion_loss, prompt_text, tokenize_instructions
 from hfx_plugins.lora.trainable import parameter_counts
@@ -138,9 +141,16 @@ class LoraRecipe(Recipe):
             self.tokenizer.save_pretrained(tmp)
         written.append(out_dir / "adapter")
         if self.cfg.merge:  # last: merging replaces the LoRA layers of this model
-            merged = merge_and_unload(model)
+            reports = merge_adapter(model)  # QLoRA: one row per quantized base, what requantizing the merge cost
+            merged = merge_and_unload(model)  # keeps that merge and removes the LoRA layers
             with atomic_dir(out_dir / "merged") as tmp:
-                merged.save_pretrained(tmp)
+                hfx.save(merged, tmp)  # save_pretrained; under plugin=[quant,lora] quant's packed format
                 self.tokenizer.save_pretrained(tmp)
             written.append(out_dir / "merged")
+            if reports:
+                atomic_write_json(out_dir / "merge_report.json", reports)
+                written.append(out_dir / "merge_report.json")
+                worst = max(reports, key=lambda r: float(r["error_vs_update"]))
+                self.ctx.print(f"lora: merged into {len(reports)} quantized layers by requantizing; largest rounding "
+                               f"error / update norm {float(worst['error_vs_update']):.4f} ({worst['layer']})")
         return written

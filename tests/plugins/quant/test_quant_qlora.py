@@ -112,3 +112,26 @@ def test_merge_adapter_on_quantized_base_requantizes_and_reports(tmp_path) -> No
     assert isinstance(plain.get_submodule("model.layers.0.self_attn.q_proj"), QuantLinear)
     with torch.no_grad():
         assert torch.equal(plain(input_ids=ids).logits, merged_out)
+
+
+def test_run_quant_lora_merge_saves_packed_merged_model_and_report(tiny_llama_dir, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    # `hfx run plugin=[quant,lora] lora.merge=true`: the merged model is the requantized packed model (quant's
+    # format, loadable by load_quantized), and merge_report.json holds one row per merged layer whose figures
+    # are checked against the merged layers themselves (update_norm of s B A is the recomputed ||delta||).
+    import json
+
+    from hfx.runner.run import run
+    from hfx_plugins.quant import load_quantized
+
+    res = run(["plugin=[quant,lora]", f"model={tiny_llama_dir}", f"output_dir={tmp_path / 'runs'}",
+               "data.path=instructions", "train.max_steps=2", "train.batch_size=4", "data.max_train_samples=8",
+               "data.max_eval_samples=4", "lora.eval_generations=0", "lora.merge=true", "lora.lora_alpha=16",
+               "quant.bits=4", "quant.group_size=16"])
+    art = res.run_dir / "artifacts"
+    rows = json.loads((art / "merge_report.json").read_text())
+    assert len(rows) == 8  # lora's default targets on Llama: q, k, v, o of 2 layers, all on QuantLinear bases
+    assert all(r["adapters"] == "default" and r["update_norm"] > 0 and 0 < r["merge_error"] for r in rows)
+    assert all(r["error_vs_update"] == pytest.approx(r["merge_error"] / r["update_norm"]) for r in rows)
+    merged = load_quantized(art / "merged")
+    assert isinstance(merged.get_submodule("model.layers.0.self_attn.q_proj"), QuantLinear)
+    assert not any(isinstance(m, LoraLayer) for m in merged.modules())
