@@ -38,7 +38,14 @@ def _names(value: Any, key: str, allow_regex: bool) -> Any:
 
 @dataclass
 class LoraConfig:
-    """Low-rank adapters (LoRA, rsLoRA, DoRA) with peft's field names (https://arxiv.org/abs/2106.09685)."""
+    """Low-rank adapters (LoRA, rsLoRA, DoRA) with peft's field names (https://arxiv.org/abs/2106.09685).
+
+    Raises:
+        HfxError: (on construction) a non-positive ``r`` or ``lora_alpha``, ``lora_dropout`` outside [0, 1), an
+            unknown ``bias`` or ``task_type``, malformed module lists, layer indices or patterns, an
+            ``init_lora_weights`` hfx does not implement, an invalid ``adapter_name``, or ``loraplus_lr_ratio``
+            in (0, 1).
+    """
 
     r: int = 8
     """Rank of the update B @ A (A: r x in, B: out x r)."""
@@ -155,7 +162,12 @@ class LoraConfig:
 
 @dataclass
 class LoraRunConfig(LoraConfig):
-    """The ``lora:`` section of ``hfx run``: :class:`LoraConfig` plus what only the recipe uses."""
+    """The ``lora:`` section of ``hfx run``: :class:`LoraConfig` plus what only the recipe uses.
+
+    Raises:
+        HfxError: (on construction) what :class:`LoraConfig` raises, ``eval_generations`` < 0 or
+            ``max_new_tokens`` < 1.
+    """
 
     merge: bool = False
     """Also save the model with the adapter merged into its weights (a plain transformers model)."""

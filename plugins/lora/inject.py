@@ -89,7 +89,13 @@ def _all_linear(model: nn.Module) -> list[str]:
 
 
 def resolve_targets(model: nn.Module, cfg: LoraConfig) -> list[str]:
-    """Paths of the layers ``cfg`` adapts, in model order; an HfxError lists the candidates when none match."""
+    """Paths of the layers ``cfg`` adapts, in model order.
+
+    Raises:
+        HfxError: no target given for an architecture without peft's default targets, nothing matches (the
+            message lists the layers that can take LoRA and the nearest name), every match is excluded, or a
+            match is a module LoRA cannot adapt.
+    """
     targets = cfg.target_modules
     if targets is None:
         model_type = getattr(getattr(model, "config", None), "model_type", "")
@@ -161,7 +167,11 @@ def inject(model: nn.Module, cfg: LoraConfig, adapter_name: str) -> list[str]:
 
 
 def modules_to_save_paths(model: nn.Module, names: list[str]) -> list[str]:
-    """Paths of the modules named in ``names``; an HfxError for a name that matches nothing."""
+    """Paths of the modules named in ``names`` (``modules_to_save``).
+
+    Raises:
+        HfxError: a name that matches no module of the model.
+    """
     inside = internal_prefixes(model)
     keys = [k for k, _ in model.named_modules() if k and not k.startswith(inside) and name_matches(names, k)]
     for name in names:

@@ -151,7 +151,16 @@ def load(model: nn.Module, path: Path) -> tuple[nn.Module, LoraConfig]:
 
 
 def load_adapter(model: nn.Module, folder: Path, adapter_name: str = "default") -> LoraConfig:
-    """Load the single adapter in ``folder`` as ``adapter_name``; every tensor must fit, every key must be used."""
+    """Load the single adapter in ``folder`` as ``adapter_name``; every tensor must fit, every key must be used.
+
+    Returns:
+        The adapter's config, read from ``adapter_config.json`` (peft's or hfx's).
+
+    Raises:
+        HfxError: no ``adapter_config.json`` or no safetensors weights (pickled ``.bin`` files are refused), a
+            config hfx cannot represent, or a missing, unexpected or mis-shaped tensor (naming the layer and
+            both shapes); the model is left as it was.
+    """
     folder = Path(folder)
     if not (folder / CONFIG_NAME).is_file():
         raise HfxError(f"no {CONFIG_NAME} in {str(folder)!r}; give a folder written by hfx.save or peft")

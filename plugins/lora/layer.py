@@ -113,6 +113,11 @@ class LoraLayer(nn.Module):
                 p.requires_grad_(name in self.active_adapters)
 
     def delete_adapter(self, name: str) -> None:
+        """Remove adapter ``name``'s tensors and settings from this layer.
+
+        Raises:
+            HfxError: the adapter is merged into the base weight.
+        """
         if name in self.merged_adapters:
             raise HfxError(f"adapter {name!r} is merged into {self.path!r}; unmerge it before deleting it")
         for attr in (*self.adapter_param_names, "lora_dropout"):

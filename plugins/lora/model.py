@@ -45,7 +45,11 @@ class LoraState:
 
 
 def get_state(model: nn.Module) -> LoraState:
-    """The LoRA state of ``model``; an HfxError when it has no adapter."""
+    """The LoRA state of ``model`` (its adapters' configs and the active ones).
+
+    Raises:
+        HfxError: the model has no adapter.
+    """
     state = getattr(model, _ATTR, None)
     if state is None or not state.configs:
         raise HfxError(f"{type(model).__name__} has no LoRA adapter; apply one first with hfx.apply(model, 'lora', ...)")
@@ -67,7 +71,12 @@ def _auto_modules_to_save(model: nn.Module, cfg: LoraConfig) -> list[str] | None
 
 
 def add_adapter(model: nn.Module, cfg: LoraConfig, *, activate: bool = True) -> nn.Module:
-    """Inject adapter ``cfg.adapter_name`` and (by default) make it the one active, trainable adapter."""
+    """Inject adapter ``cfg.adapter_name`` and (by default) make it the one active, trainable adapter.
+
+    Raises:
+        HfxError: the adapter name is in use, ``modules_to_save`` names a missing module, or what
+            :func:`hfx_plugins.lora.inject.resolve_targets` and the rank check raise; nothing is injected then.
+    """
     state = getattr(model, _ATTR, None) or LoraState()
     name = cfg.adapter_name
     if name in state.configs:

@@ -38,6 +38,10 @@ def loraplus_param_groups(
       ``weight_decay`` unless the tensor is a bias or a LayerNorm weight (``B_no_decay``).
 
     Every group carries a ``name`` key, which optimizers ignore and which makes the groups easy to inspect.
+    LoRA+: Hayou et al. 2024, https://arxiv.org/abs/2402.12354; the grouping is peft's ``create_loraplus_optimizer``.
+
+    Raises:
+        HfxError: ``loraplus_lr_ratio`` < 1, or the model has no trainable parameter.
     """
     if loraplus_lr_ratio < 1:
         raise HfxError(f"loraplus_lr_ratio must be >= 1 (lr of B / lr of A), got {loraplus_lr_ratio}")

@@ -1,7 +1,7 @@
 """``adapter_config.json``: hfx's LoraConfig to peft's JSON and back.
 
 peft before 0.14 builds its config with ``LoraConfig(**json)`` and so raises ``TypeError: unexpected keyword
-argument`` on any key it does not know (peft issues #1979, #2275); newer peft versions write ~40 keys. hfx
+argument`` on any key it does not know; newer peft versions write ~40 keys. hfx
 writes only the keys of :data:`OLD_PEFT_KEYS`, and only what is needed to rebuild the same layers.
 
 Reading goes the other way: a key whose value hfx cannot honour (a LoRA variant it does not implement, an
@@ -85,7 +85,11 @@ def to_peft_config(cfg: LoraConfig, targets: list[str], task_type: str | None, b
 
 
 def config_from_peft(raw: dict[str, Any], adapter_name: str, model: nn.Module, folder: Path) -> LoraConfig:
-    """Rebuild hfx's LoraConfig from an adapter_config.json written by peft or hfx."""
+    """Rebuild hfx's LoraConfig from an adapter_config.json written by peft or hfx.
+
+    Raises:
+        HfxError: the adapter is not a LoRA adapter, or uses a peft feature hfx does not implement.
+    """
     if raw.get("peft_type", "LORA") != "LORA":
         raise HfxError(f"{folder} holds a {raw['peft_type']} adapter; the lora plugin loads LORA adapters only")
     for key in _UNSUPPORTED:

@@ -43,6 +43,11 @@ class LoraRecipe(Recipe):
     """setup -> evaluate -> train -> evaluate -> save, for classification, causal LM (plain or instructions) or seq2seq."""
 
     def setup(self) -> None:
+        """Load the data and the model, apply the run's plugins, build the training loop.
+
+        Raises:
+            HfxError: no ``data.path``, a task the recipe does not train, or data lacking a needed column.
+        """
         ctx, run = self.ctx, self.ctx.run
         self.cfg = ctx.config("lora")
         family = model_family(load_config(resolve_model(run.model), trust_remote_code=run.trust_remote_code))

@@ -38,7 +38,12 @@ def _factors(layer: LoraLayer, name: str) -> tuple[torch.Tensor, torch.Tensor]:
 
 def add_weighted_adapter(model: nn.Module, adapters: list[str], weights: list[float], adapter_name: str,
                          combination_type: str = "cat") -> None:
-    """Add ``adapter_name`` = the combination of ``adapters`` with ``weights`` (not activated, as in peft)."""
+    """Add ``adapter_name`` = the combination of ``adapters`` with ``weights`` (not activated, as in peft).
+
+    Raises:
+        HfxError: an unknown ``combination_type``, not one weight per adapter, an unknown adapter, a DoRA
+            adapter (magnitudes do not add up), or adapters of different ranks with ``linear``.
+    """
     state = get_state(model)
     if combination_type not in ("cat", "linear"):
         raise HfxError(f"combination_type {combination_type!r} is not implemented in hfx; use cat or linear")

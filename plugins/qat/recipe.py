@@ -40,7 +40,14 @@ __all__ = ["QatRecipe"]
 
 
 class QatRecipe(Recipe):
+    """What ``hfx run plugin=qat`` does: fp32 fine-tuning, then PTQ vs QAT (see the module docstring)."""
+
     def setup(self) -> None:
+        """Load the data and the encoder with finetune's classification head.
+
+        Raises:
+            HfxError: no ``data.path``, or data lacking the text or label column.
+        """
         ctx, d = self.ctx, self.ctx.run.data
         self.cfg = ctx.config("qat")
         if not d.path:

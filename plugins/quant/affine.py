@@ -51,12 +51,21 @@ MIN_SCALE = 2.0**-14  # fp16's smallest normal number
 
 
 def check_bits(bits: int) -> None:
+    """Accept a bit width the packing supports.
+
+    Raises:
+        HfxError: ``bits`` is not one of :data:`SUPPORTED_BITS` (2, 3, 4, 8).
+    """
     if bits not in SUPPORTED_BITS:
         raise HfxError(f"unsupported bit width {bits}; choose one of {', '.join(map(str, SUPPORTED_BITS))}")
 
 
 def n_groups(in_features: int, group_size: int) -> int:
-    """Groups per row: 1 for per-tensor and per-channel, ceil(in / N) for groups of N."""
+    """Groups per row: 1 for per-tensor and per-channel, ceil(in / N) for groups of N.
+
+    Raises:
+        HfxError: ``group_size`` below -1.
+    """
     if group_size < -1:
         raise HfxError(f"group_size must be -1 (per tensor), 0 (per channel) or a positive size, got {group_size}")
     return 1 if group_size <= 0 else math.ceil(in_features / group_size)

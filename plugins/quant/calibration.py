@@ -22,7 +22,11 @@ __all__ = ["lm_calibration", "sentence_calibration"]
 
 
 def lm_calibration(tokenizer: Any, cfg: QuantRunConfig, eval_tokens: int, batch_size: int = 4) -> list[torch.Tensor]:
-    """Batches (B, calibration_window) of the pydoc tokens right after the first ``eval_tokens`` (the evaluation)."""
+    """Batches (B, calibration_window) of the pydoc tokens right after the first ``eval_tokens`` (the evaluation).
+
+    B is ``batch_size`` (the last batch may be smaller); the ``cfg.calibration_samples`` windows never overlap the
+    evaluated tokens.
+    """
     n = cfg.calibration_samples * cfg.calibration_window
     stream = pydoc_token_windows(tokenizer, 1, eval_tokens + n).view(-1)  # the evaluation's token stream
     windows = stream[eval_tokens:].view(cfg.calibration_samples, cfg.calibration_window)  # (C, Wc), disjoint
@@ -31,7 +35,14 @@ def lm_calibration(tokenizer: Any, cfg: QuantRunConfig, eval_tokens: int, batch_
 
 def sentence_calibration(tokenizer: Any, cfg: QuantRunConfig, n_evaluated: int = 600, batch_size: int = 32,
                          max_length: int = 128) -> list[dict[str, torch.Tensor]]:
-    """Tokenized batches of the ``cfg.calibration_sentences`` pydoc sentences after the ``n_evaluated`` first ones."""
+    """Tokenized batches of the ``cfg.calibration_sentences`` pydoc sentences after the ``n_evaluated`` first ones.
+
+    Returns:
+        Tokenizer outputs, each with ``input_ids`` and ``attention_mask`` of shape (B, T), T <= ``max_length``.
+
+    Raises:
+        HfxError: pydoc_data.topics has fewer sentences than asked for after the evaluated ones.
+    """
     sentences = pydoc_sentences(40, 300)
     chosen = sentences[n_evaluated:n_evaluated + cfg.calibration_sentences]
     if len(chosen) < cfg.calibration_sentences:

@@ -1,10 +1,10 @@
-"""Floating-point formats simulated in software: fp16, bf16, fp8 e4m3 / e5m2 and the course's 1-3-4 format.
+"""Floating-point formats simulated in software: fp16, bf16, fp8 e4m3 / e5m2 and fp8 e3m4.
 
 A float with e exponent bits and m mantissa bits is (-1)^s * 2^(E - bias) * 1.M (normal numbers) or
 (-1)^s * 2^(1 - bias) * 0.M (subnormal, E = 0), with bias = 2^(e-1) - 1. From that:
 
 - smallest normal 2^(1 - bias); smallest subnormal 2^(1 - bias - m);
-- largest finite: IEEE-style formats (fp16, bf16, e5m2, and the course's 1-3-4) keep the top exponent for
+- largest finite: IEEE-style formats (fp16, bf16, e5m2 and e3m4) keep the top exponent for
   inf/NaN, so it is (2 - 2^-m) * 2^(2^e - 2 - bias); e4m3 "fn" (finite, no inf, as torch.float8_e4m3fn and
   the OCP fp8 spec) uses the top exponent for numbers too and gives up only the all-ones mantissa (NaN):
   (2 - 2^(1-m)) * 2^(2^e - 1 - bias) = 448;
@@ -12,9 +12,9 @@ A float with e exponent bits and m mantissa bits is (-1)^s * 2^(E - bias) * 1.M 
   errs by at most half of it, 2^-(m+1), relative, for normal numbers.
 
 :func:`cast` rounds to nearest, ties to even (IEEE's default), with subnormals. Overflow gives inf in the
-IEEE-style formats and saturates at the largest finite value in e4m3fn (what torch's cast does). The
-course's 8-bit format (1 sign, 3 exponent, 4 mantissa bits) is not specified further in the notes; it is
-taken IEEE-style here: bias 3, largest 15.5, smallest normal 0.25.
+IEEE-style formats and saturates at the largest finite value in e4m3fn (what torch's cast does). e3m4
+(1 sign, 3 exponent, 4 mantissa bits: one of the exponent/mantissa splits compared by Kuzmin et al. 2022, https://arxiv.org/abs/2208.09225, which has no
+torch dtype) is taken IEEE-style here: bias 3, largest 15.5, smallest normal 0.25.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from dataclasses import dataclass
 
 import torch
 
-__all__ = ["BF16", "E4M3", "E5M2", "FORMATS", "FP8_COURSE", "FP16", "FloatFormat", "cast", "cast_error"]
+__all__ = ["BF16", "E3M4", "E4M3", "E5M2", "FORMATS", "FP16", "FloatFormat", "cast", "cast_error"]
 
 
 @dataclass(frozen=True)
@@ -75,8 +75,8 @@ FP16 = FloatFormat("fp16", 5, 10, torch_dtype=torch.float16)
 BF16 = FloatFormat("bf16", 8, 7, torch_dtype=torch.bfloat16)
 E4M3 = FloatFormat("fp8 e4m3fn", 4, 3, finite_only=True, torch_dtype=torch.float8_e4m3fn)
 E5M2 = FloatFormat("fp8 e5m2", 5, 2, torch_dtype=torch.float8_e5m2)
-FP8_COURSE = FloatFormat("fp8 1-3-4 (course)", 3, 4)
-FORMATS = (FP16, BF16, E5M2, E4M3, FP8_COURSE)
+E3M4 = FloatFormat("fp8 e3m4", 3, 4)
+FORMATS = (FP16, BF16, E5M2, E4M3, E3M4)
 
 
 def cast(x: torch.Tensor, fmt: FloatFormat) -> torch.Tensor:

@@ -41,6 +41,10 @@ def find_blocks(model: nn.Module) -> tuple[str, nn.ModuleList]:
     """The model's transformer blocks: the ``nn.ModuleList`` holding the most parameters, and its name.
 
     ``model.layers`` for Llama, ``encoder.layer`` for BERT, ``transformer.h`` for GPT-2.
+
+    Raises:
+        HfxError: the model has no ``nn.ModuleList``, or its blocks mix attention types (sliding-window and
+            full), whose masks one replayed mask cannot serve.
     """
     lists = [(sum(p.numel() for p in m.parameters()), n, m) for n, m in model.named_modules()
              if isinstance(m, nn.ModuleList) and len(m) > 0]

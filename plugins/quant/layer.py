@@ -71,7 +71,11 @@ def linear_weight(module: nn.Module) -> torch.Tensor:
 
 
 def checked_weight(module: nn.Module, name: str = "") -> torch.Tensor:
-    """``module``'s (out, in) weight as a detached fp32 tensor; NaN/inf raise an HfxError naming the layer."""
+    """``module``'s (out, in) weight as a detached fp32 tensor (GPT-2's ``Conv1D`` (in, out) is transposed).
+
+    Raises:
+        HfxError: the weight has NaN/inf values (the message names the layer and how to exclude it).
+    """
     w = linear_weight(module).detach().float()  # (out, in)
     if not torch.isfinite(w).all():
         bad = int((~torch.isfinite(w)).sum())
@@ -90,6 +94,9 @@ class QuantLinear(nn.Linear):
         symmetric: Zero point fixed at 2^(bits-1) (no zeros stored) instead of one per group.
         bias: Whether the layer has a (full-precision) bias.
         act_mode: "none", "dynamic" or "static" activation quantization to int8.
+
+    Raises:
+        HfxError: (on construction) an unsupported ``bits``, ``group_size`` below -1, or an unknown ``act_mode``.
     """
 
     def __init__(self, in_features: int, out_features: int, bits: int = 4, group_size: int = 128,
@@ -162,6 +169,10 @@ class QuantLinear(nn.Linear):
 
         Scales are stored in fp16 and zero points as uint8, as :meth:`from_float` stores them (GPTQ chooses its
         own codes, see :mod:`.gptq`, and builds its layers here). ``zero`` is ignored when ``symmetric``.
+
+        Raises:
+            HfxError: scales or zero points whose shape does not fit the codes and ``group_size``, or codes
+                above 2^bits - 1.
         """
         out, inp = codes.shape
         rows = 1 if group_size == -1 else out
@@ -251,7 +262,11 @@ class QuantLinear(nn.Linear):
         """A computed, not stored, fp32 copy of the weight for code that inspects ``.weight`` (T5 checks its
         dtype). Writing into it (e.g. a merge doing ``weight.data.copy_(...)``) raises instead of being silently
         lost; an update is folded in with :meth:`with_update` (what ``hfx.protocols.fold_update`` calls, and so
-        the lora plugin's ``merge_adapter``), which requantizes and reports the error it adds."""
+        the lora plugin's ``merge_adapter``), which requantizes and reports the error it adds.
+
+        Raises:
+            HfxError: on assignment (the setter): the weight is packed integers.
+        """
         return self.dequantize().detach().as_subclass(DequantizedWeight)
 
     @weight.setter

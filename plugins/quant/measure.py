@@ -1,7 +1,8 @@
 """Measurements shared by the recipe and the benchmark: perplexity, storage, bitsandbytes rows, embeddings.
 
 The bitsandbytes rows replace exactly the layers hfx quantizes (:func:`select_linear`) with
-``Linear8bitLt`` (threshold 0: no outlier split, as measured in GUIDE) or ``Linear4bit`` (blocksize 64, no
+``Linear8bitLt`` (threshold 0: LLM.int8's vector-wise quantization without its outlier split, Dettmers et al.
+2022, https://arxiv.org/abs/2208.07339) or ``Linear4bit`` (blocksize 64, no
 double quantization, fp32 compute), so both sides quantize the same weights and run on the same text.
 """
 

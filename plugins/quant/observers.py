@@ -53,7 +53,11 @@ class Observer(nn.Module):
         return x
 
     def qparams(self, bits: int, symmetric: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
-        """(scale, zero) for the observed range, scalars."""
+        """(scale, zero) for the observed range, scalars (0-dim tensors).
+
+        Raises:
+            HfxError: the observer has seen no data yet.
+        """
         if int(self.seen) == 0:
             raise HfxError("an activation observer has seen no data; run calibration batches through the model first")
         return choose_qparams(self.lo, self.hi, bits, symmetric)
@@ -66,6 +70,12 @@ class MinMaxObserver(Observer):
 
 
 class MovingAverageObserver(Observer):
+    """Exponential moving average of each batch's (min, max), as torch.ao's ``MovingAverageMinMaxObserver``.
+
+    Raises:
+        HfxError: (on construction) ``momentum`` outside (0, 1].
+    """
+
     def __init__(self, momentum: float = 0.01) -> None:
         super().__init__()
         if not 0.0 < momentum <= 1.0:
@@ -78,6 +88,12 @@ class MovingAverageObserver(Observer):
 
 
 class PercentileObserver(MovingAverageObserver):
+    """Moving average of each batch's (100 - p, p) percentiles instead of its (min, max): outliers are clipped.
+
+    Raises:
+        HfxError: (on construction) ``percentile`` outside (50, 100] or ``momentum`` outside (0, 1].
+    """
+
     def __init__(self, percentile: float = 99.9, momentum: float = 0.01, max_samples: int = 1 << 20) -> None:
         super().__init__(momentum)
         if not 50.0 < percentile <= 100.0:
@@ -97,7 +113,11 @@ OBSERVERS = {"minmax": MinMaxObserver, "moving_average": MovingAverageObserver, 
 
 
 def make_observer(name: str) -> Observer:
-    """Build an observer by name: minmax, moving_average or percentile."""
+    """Build an observer by name: minmax, moving_average or percentile.
+
+    Raises:
+        HfxError: an unknown name.
+    """
     if name not in OBSERVERS:
         raise HfxError(f"unknown observer {name!r}; choose one of {', '.join(OBSERVERS)}")
     return OBSERVERS[name]()

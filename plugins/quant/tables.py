@@ -114,6 +114,13 @@ def ppl_rows(fresh: Callable[[], nn.Module], windows: torch.Tensor, cfg: QuantRu
 
     ``calibration`` (input_ids batches, disjoint from ``windows``: :func:`.calibration.lm_calibration`) is
     required by the GPTQ entries. ``quantize s`` is the wall time of quantizing the model.
+
+    Returns:
+        The rows (method, groups, bits/param, MB in memory and on disk, seconds, perplexity, change in %) and the
+        perplexity of each table entry by key.
+
+    Raises:
+        HfxError: GPTQ entries without ``calibration``, and what quantizing a row raises.
     """
     if calibration is None and has_gptq_entries(cfg):
         raise HfxError("the quant.table has GPTQ entries but no calibration batches were given")

@@ -1,4 +1,4 @@
-"""Every bad input of issue 3 is one actionable HfxError line, raised before the model is changed.
+"""Every bad input to hfx.apply(model, "lora", ...) is one actionable HfxError line, raised before the model is changed.
 
 (Loading onto a base of other shapes and merging twice are tested with loading and merging, in
 test_lora_io.py and test_lora_ops.py.)"""
