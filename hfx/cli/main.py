@@ -11,6 +11,7 @@ import sys
 import traceback
 
 from hfx.errors import HfxError
+from hfx.quiet import quiet_libraries, set_verbose
 
 __all__ = ["main"]
 
@@ -29,6 +30,8 @@ overrides use Hydra's grammar:
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="hfx", description="Readable, validated extensions of the Hugging Face stack.")
+    parser.add_argument("-v", "--verbose", action="store_true",
+                        help="also show the libraries' own logs, warnings and progress bars (as HFX_DEBUG=1 does)")
     sub = parser.add_subparsers(dest="command", required=True, metavar="{run,plugins,config,validate}")
     for name, help_ in (("run", "train/evaluate/save with a plugin's recipe"),
                         ("config", "print the resolved config with each field's help")):
@@ -60,16 +63,18 @@ def _cmd_plugins() -> int:
 
 
 def _cmd_config(overrides: list[str], config_file: str | None) -> int:
+    from hfx.config.compose import compose
+
+    cfg, plugins = compose(overrides, config_file)  # input errors end here, before rich is imported
+
     from omegaconf import OmegaConf
     from rich.console import Console
     from rich.markup import escape
     from rich.table import Table
 
-    from hfx.config.compose import compose
     from hfx.config.run import RunConfig
     from hfx.config.schema import describe
 
-    cfg, plugins = compose(overrides, config_file)
     help_rows = list(describe(RunConfig))
     for p in plugins:
         help_rows += list(describe(p.section_cls, p.name))
@@ -86,10 +91,7 @@ def _cmd_config(overrides: list[str], config_file: str | None) -> int:
 
 def _cmd_validate(overrides: list[str]) -> int:
     from hfx.config.compose import parse_overrides, plugin_names
-    from hfx.runner.run import _quiet_libraries
     from hfx.validate import print_results, run_checks
-
-    _quiet_libraries()  # one table, without a per-file loading bar for every check
 
     parsed = parse_overrides(overrides)
     for ov in parsed:
@@ -106,6 +108,8 @@ def _cmd_validate(overrides: list[str]) -> int:
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``hfx`` console script (also ``python -m hfx``)."""
     args = _parser().parse_args(argv)
+    set_verbose(args.verbose)
+    quiet_libraries()  # before any library is imported: their banners, warnings and per-file bars stay off
     try:
         if args.command == "plugins":
             return _cmd_plugins()
@@ -113,6 +117,9 @@ def main(argv: list[str] | None = None) -> int:
             return _cmd_config(args.overrides, args.config)
         if args.command == "validate":
             return _cmd_validate(args.overrides)
+        from hfx.config.compose import compose
+
+        compose(args.overrides, args.config)  # config errors end here, before the runner imports torch
         from hfx.runner.launch import cpu_relaunch
 
         status = cpu_relaunch(sys.argv[1:] if argv is None else argv)

@@ -1,14 +1,14 @@
 """The sections every ``hfx run`` config has, whatever the plugin.
 
 A plugin adds its own section under its name (``lora.r``, ``quant.bits``); these are the shared ones:
-top-level run settings, ``data`` (:class:`hfx.data.loading.DataConfig`) and ``train``.
+top-level run settings, ``data`` (:class:`hfx.data.config.DataConfig`) and ``train``.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from hfx.data.loading import DataConfig
+from hfx.data.config import DataConfig
 from hfx.errors import HfxError
 
 __all__ = ["RunConfig", "TrainConfig"]

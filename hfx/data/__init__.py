@@ -6,11 +6,30 @@ train = tokenize_for_task(splits["train"], tokenizer, "sequence-classification",
 collate = collator_for_task(tokenizer, "sequence-classification")
 """
 
-from hfx.data.bundled import BUNDLED, BundledDataset, bundled_path, load_bundled
-from hfx.data.collate import IGNORE_INDEX, TASKS, collator_for_task, tokenize_for_task
-from hfx.data.docstrings import stdlib_docstring_sentences
-from hfx.data.loading import EXTENSIONS, DataConfig, load_data, read_source
-from hfx.data.text import pydoc_paragraphs, pydoc_sentences, pydoc_texts, pydoc_token_windows
+from hfx.registry import lazy_exports
+
+# Loaded on first use: the loaders pull in datasets, torch and transformers, and `hfx config` (which reads
+# DataConfig) must not.
+_EXPORTS = {
+    "BUNDLED": "hfx.data.bundled",
+    "BundledDataset": "hfx.data.bundled",
+    "bundled_path": "hfx.data.bundled",
+    "load_bundled": "hfx.data.bundled",
+    "IGNORE_INDEX": "hfx.data.collate",
+    "TASKS": "hfx.data.collate",
+    "collator_for_task": "hfx.data.collate",
+    "tokenize_for_task": "hfx.data.collate",
+    "stdlib_docstring_sentences": "hfx.data.docstrings",
+    "DataConfig": "hfx.data.config",
+    "EXTENSIONS": "hfx.data.loading",
+    "load_data": "hfx.data.loading",
+    "read_source": "hfx.data.loading",
+    "pydoc_paragraphs": "hfx.data.text",
+    "pydoc_sentences": "hfx.data.text",
+    "pydoc_texts": "hfx.data.text",
+    "pydoc_token_windows": "hfx.data.text",
+}
+__getattr__ = lazy_exports(__name__, _EXPORTS)
 
 __all__ = [
     "BUNDLED",

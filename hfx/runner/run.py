@@ -15,6 +15,7 @@ from accelerate.utils import GradientAccumulationPlugin, broadcast_object_list, 
 from hfx.config.compose import compose, typed
 from hfx.errors import HfxError
 from hfx.precision import PrecisionChoice, resolve_mixed_precision
+from hfx.quiet import quiet_libraries
 from hfx.runner.context import RunContext
 from hfx.runner.report import plot_curves, print_results
 from hfx.runner.run_dir import RunDir
@@ -58,18 +59,9 @@ def _warn_single_cpu_launch(acc: Accelerator) -> None:
               "-m hfx run ...", file=sys.stderr)
 
 
-def _quiet_libraries() -> None:
-    """hfx shows its own progress bars; the per-file bars of transformers and datasets are noise here."""
-    import datasets
-    import transformers
-
-    datasets.disable_progress_bars()
-    transformers.utils.logging.disable_progress_bar()
-
-
 def run(args: list[str], config_file: str | None = None) -> RunResult:
     """Run ``hfx run`` with command-line ``args`` (overrides) and an optional YAML ``config_file``."""
-    _quiet_libraries()
+    quiet_libraries()  # no-op under `hfx -v` or HFX_DEBUG=1
     cfg, plugins = compose(args, config_file)
     run_cfg, plugin_cfgs = typed(cfg, plugins)
     driver = plugins[-1]
