@@ -17,9 +17,9 @@ import torch
 from torch import nn
 
 from hfx.errors import HfxError
-from hfx.prompt_learning import EMBEDDINGS_KEY, read_adapter, write_adapter
+from hfx.prompt_learning import EMBEDDINGS_KEY, read_adapter, task_type_of, write_adapter
 from hfx.prompt_learning import can_load as _can_load
-from hfx_plugins.prompt_tuning.apply import apply, get_encoder, remove
+from hfx_plugins.prompt_tuning.apply import apply, get_encoder
 from hfx_plugins.prompt_tuning.config import PromptTuningConfig
 
 __all__ = ["can_load", "load", "save"]
@@ -61,16 +61,18 @@ def load(model: nn.Module, path: Path) -> tuple[nn.Module, PromptTuningConfig]:
         raise HfxError(f"{folder}: unexpected tensor {sorted(tensors)[0]!r} beside prompt_embeddings; not a prompt adapter")
     cfg = PromptTuningConfig(**{k: raw[k] for k in _FIELDS if raw.get(k) is not None},
                              task_type=raw.get("task_type") or "")
+    task = task_type_of(model, "prompt_tuning")
+    words = model.get_input_embeddings()
+    rows = cfg.num_virtual_tokens * (cfg.num_transformer_submodules or (2 if task == "SEQ_2_SEQ_LM" else 1))
+    if tuple(prompt.shape) != (rows, words.weight.shape[1]):
+        name = next(n for n, m in model.named_modules() if m is words)
+        raise HfxError(f"{folder}: prompt_embeddings has shape {tuple(prompt.shape)} but {type(model).__name__} needs "
+                       f"{(rows, words.weight.shape[1])} (num_virtual_tokens x submodules, and the width of its input "
+                       f"embeddings {name!r}, {tuple(words.weight.shape)}); load the prompt onto the base model it "
+                       "was trained on")
     with torch.random.fork_rng(devices=[]):  # the random init is overwritten: leave the caller's RNG alone
         apply(model, cfg, initialise=False)
     enc = get_encoder(model)
-    if tuple(prompt.shape) != tuple(enc.embedding.weight.shape):
-        remove(model)
-        words = next(name for name, m in model.named_modules() if m is model.get_input_embeddings())
-        raise HfxError(f"{folder}: prompt_embeddings has shape {tuple(prompt.shape)} but {type(model).__name__} needs "
-                       f"{tuple(enc.embedding.weight.shape)} (num_virtual_tokens x submodules, and the width of its "
-                       f"input embeddings {words!r}, {tuple(model.get_input_embeddings().weight.shape)}); load the "
-                       "prompt onto the base model it was trained on")
     with torch.no_grad():
         enc.embedding.weight.copy_(prompt.to(enc.embedding.weight.dtype))
     return model, dataclasses.replace(enc.config)
