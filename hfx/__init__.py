@@ -11,7 +11,7 @@ from typing import Any
 
 from hfx.errors import HfxError
 
-__all__ = ["DistillationTrainer", "HfxError", "PPOTrainer", "apply", "embed", "load", "make_student", "save"]
+__all__ = ["DistillationTrainer", "HfxError", "PPOTrainer", "RewardTrainer", "apply", "embed", "load", "make_student", "rankings_to_pairs", "save"]
 __version__ = "0.1.0"
 
 # Names imported on first use: they pull in torch and transformers, which would make every `hfx` command
@@ -24,6 +24,8 @@ _LAZY = {
     "make_student": "hfx_plugins.distill.student",
     "embed": "hfx_plugins.embed.apply",
     "PPOTrainer": "hfx_plugins.ppo.trainer",
+    "RewardTrainer": "hfx_plugins.reward.trainer",
+    "rankings_to_pairs": "hfx_plugins.reward.data",
 }
 
 
