@@ -31,6 +31,6 @@ def apply(model: nn.Module, cfg: QatConfig) -> nn.Module:
         if not w.isfinite().all():
             raise HfxError(f"layer {name}: weight has NaN/inf values; fix or exclude it (qat.exclude_modules)")
         n_groups(w.shape[1], cfg.group_size)  # validates the group size
-        model.set_submodule(name, FakeQuantLinear(old, cfg.bits, cfg.group_size, cfg.symmetric, cfg.act_bits,
+        model.set_submodule(name, FakeQuantLinear(old, cfg.bits, cfg.group_size, cfg.sym, cfg.act_bits,
                                                   cfg.act_observer))
     return model

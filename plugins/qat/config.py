@@ -1,7 +1,7 @@
 """Config of the ``qat`` plugin.
 
 :class:`QatConfig` is what ``hfx.apply(model, "qat", ...)`` takes: the fake quantizer's fields, named as the
-``quant`` plugin names the same settings (``bits``, ``group_size``, ``symmetric``) so that ``convert`` gives
+``quant`` plugin names the same settings (``bits``, ``group_size``, ``sym``) so that ``convert`` gives
 exactly those packed layers. :class:`QatRunConfig` adds what only ``hfx run plugin=qat`` uses (the PTQ vs QAT
 comparison). No torch import.
 """
@@ -33,7 +33,7 @@ class QatConfig:
     """Bits per weight in the fake-quantized forward and after convert: 8, 4, 3 or 2."""
     group_size: int = 32
     """-1 = per tensor, 0 = per output channel, N > 0 = groups of N input features (short last group allowed)."""
-    symmetric: bool = False
+    sym: bool = False
     """Symmetric weights (zero point fixed at 2^(bits-1)) instead of a zero point per group."""
     act_bits: int = 0
     """0 = weights only; 8 = also fake-quantize the inputs of every quantized layer to int8."""

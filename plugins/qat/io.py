@@ -29,7 +29,7 @@ MARKER = "hfx_qat.json"
 
 def as_quant_config(cfg: QatConfig) -> QuantConfig:
     """The ``quant`` config describing what :func:`convert` makes of ``cfg``'s layers (min/max ranges: clip_steps 0)."""
-    return QuantConfig(bits=cfg.bits, symmetric=cfg.symmetric, group_size=cfg.group_size, clip_steps=0,
+    return QuantConfig(bits=cfg.bits, sym=cfg.sym, group_size=cfg.group_size, clip_steps=0,
                        target_modules=cfg.target_modules, exclude_modules=list(cfg.exclude_modules))
 
 
@@ -71,4 +71,5 @@ def load(model: nn.Module, path: Path) -> tuple[nn.Module, QatConfig]:
     model, _ = registry.get("quant").load(model, Path(path))
     known = {f.name for f in dataclasses.fields(QatConfig)}  # folders from before the run-only fields moved out
     meta = json.loads((Path(path) / MARKER).read_text())
+    meta = {"sym" if k == "symmetric" else k: v for k, v in meta.items()}  # the key of earlier hfx versions
     return model, QatConfig(**{k: v for k, v in meta.items() if k in known})

@@ -109,7 +109,7 @@ def apply(model: nn.Module, cfg: QuantConfig, calibration: Any = None) -> nn.Mod
         raise HfxError(f"calibration is used by quant.method=gptq only; method={cfg.method!r} is data-free")
     for name in select_linear(model, cfg.target_modules, cfg.exclude_modules):
         old = model.get_submodule(name)
-        new = QuantLinear.from_float(old, cfg.bits, cfg.group_size, cfg.symmetric, cfg.clip_steps,
+        new = QuantLinear.from_float(old, cfg.bits, cfg.group_size, cfg.sym, cfg.clip_steps,
                                      cfg.activations, name=name)
         set_module(model, name, new)
     return model

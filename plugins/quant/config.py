@@ -1,7 +1,7 @@
 """Config of the ``quant`` plugin.
 
-:class:`QuantConfig` is what ``hfx.apply(model, "quant", ...)`` takes: the quantizer's fields (``bits`` and
-``group_size`` as in transformers' ``GPTQConfig``; ``target_modules`` / ``exclude_modules`` as in peft).
+:class:`QuantConfig` is what ``hfx.apply(model, "quant", ...)`` takes: the quantizer's fields (``bits``,
+``group_size``, ``sym`` and ``damp_percent`` named as in transformers' ``GPTQConfig``; ``target_modules`` / ``exclude_modules`` as in peft).
 :class:`QuantRunConfig` adds what only ``hfx run plugin=quant`` uses (the ``quant:`` section: the comparison
 table, its evaluation text, the recipe's calibration text). No torch import: ``hfx plugins`` and every config
 error stay fast.
@@ -46,14 +46,15 @@ class QuantConfig:
 
     Raises:
         HfxError: (on construction) an unsupported ``bits``, ``method`` or ``activations``, a ``group_size``
-            below -1, a negative ``clip_steps``, ``damp`` outside [0, 1), ``block_size`` < 1, or a
+            below -1, a negative ``clip_steps``, ``damp_percent`` outside [0, 1), ``block_size`` < 1, or a
             ``target_modules`` that is neither "all-linear" nor a list of names.
     """
 
     bits: int = 4
     """Bits per weight: 8, 4, 3 or 2."""
-    symmetric: bool = False
-    """Symmetric (zero point fixed at 2^(bits-1), none stored) instead of asymmetric with a zero point Z."""
+    sym: bool = False
+    """Symmetric (zero point fixed at 2^(bits-1), none stored) instead of asymmetric with a zero point Z
+    (transformers' GPTQConfig name)."""
     group_size: int = 128
     """-1 = one scale per tensor, 0 = one per output channel, N > 0 = one per group of N input features.
     When N does not divide the input features, the last group of each row is shorter (no padding stored)."""
@@ -65,8 +66,9 @@ class QuantConfig:
     gptq: GPTQ (Frantar et al. 2022, see gptq.py): rounds the weights one input column at a time and moves
     each rounding error onto the columns not yet rounded, weighted by calibration inputs; hfx.apply then needs
     calibration batches (``calibration=[input_ids, ...]``). Storage and speed are the same as rtn's."""
-    damp: float = 0.01
-    """gptq: fraction of the mean of diag(H) added to H's diagonal before inverting it (the paper's 1%)."""
+    damp_percent: float = 0.01
+    """gptq: fraction of the mean of diag(H) added to H's diagonal before inverting it (the paper's 1%;
+    transformers' GPTQConfig name, where the default is 0.1)."""
     block_size: int = 128
     """gptq: columns rounded between two lazy updates of the rest of the weight (the paper's B = 128); rounded
     down to a multiple of group_size (at least one group) so that a group never spans two blocks."""
@@ -95,8 +97,8 @@ class QuantConfig:
             self.target_modules = list(t)
         if self.method not in METHODS:
             raise HfxError(f"quant.method={self.method!r} is unknown; choose one of {', '.join(METHODS)}")
-        if not 0 <= self.damp < 1:
-            raise HfxError(f"quant.damp must be in [0, 1) (a fraction of the mean of diag(H)), got {self.damp}")
+        if not 0 <= self.damp_percent < 1:
+            raise HfxError(f"quant.damp_percent must be in [0, 1) (a fraction of the mean of diag(H)), got {self.damp_percent}")
         if self.block_size < 1:
             raise HfxError(f"quant.block_size must be >= 1 column, got {self.block_size}")
 

@@ -83,7 +83,7 @@ def _inverse_cholesky(h: torch.Tensor, damp: float) -> torch.Tensor:
         if attempt > 0:
             lam = max(10 * lam, 1e-6 * mean_diag)
     raise HfxError(f"GPTQ: the calibration Hessian is not positive definite even with damping {lam:.3g}; "
-                   "give more calibration tokens or a larger quant.damp")
+                   "give more calibration tokens or a larger quant.damp_percent")
 
 
 def _group_qparams(cols: torch.Tensor, g: int, bits: int, symmetric: bool,
@@ -171,7 +171,7 @@ def gptq_layer(module: nn.Module, h: torch.Tensor, cfg: QuantConfig, name: str =
     """A :class:`QuantLinear` for ``module`` (``nn.Linear`` or ``Conv1D``) with GPTQ codes from Hessian ``h``."""
     w = checked_weight(module, name)  # (out, in)
     with _one_cpu_thread(w.device):
-        codes, scale, zero = gptq_quantize(w, h, cfg.bits, cfg.group_size, cfg.symmetric, cfg.clip_steps, cfg.damp,
+        codes, scale, zero = gptq_quantize(w, h, cfg.bits, cfg.group_size, cfg.sym, cfg.clip_steps, cfg.damp_percent,
                                            cfg.block_size)
-    return QuantLinear.from_codes(codes, scale, zero, cfg.bits, cfg.group_size, cfg.symmetric, module.bias,
+    return QuantLinear.from_codes(codes, scale, zero, cfg.bits, cfg.group_size, cfg.sym, module.bias,
                                   cfg.activations)

@@ -118,7 +118,7 @@ def _quantize_layers(model: nn.Module, names: list[str], hs: Hessians, cfg: Quan
         module = model.get_submodule(name)
         h = hs.hessian(name)
         if h is None:  # never reached by the calibration data: round to nearest rather than zero the weight
-            new = QuantLinear.from_float(module, cfg.bits, cfg.group_size, cfg.symmetric, cfg.clip_steps,
+            new = QuantLinear.from_float(module, cfg.bits, cfg.group_size, cfg.sym, cfg.clip_steps,
                                          cfg.activations, name=name)
         else:
             new = gptq_layer(module, h, cfg, name)

@@ -34,6 +34,7 @@ __all__ = ["MARKER", "WEIGHTS", "can_load", "load", "load_quantized", "save"]
 
 MARKER = "hfx_quant.json"
 WEIGHTS = "model.safetensors"
+_RENAMED = {"symmetric": "sym", "damp": "damp_percent"}  # config keys of earlier hfx versions
 
 
 def _dedup(state: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
@@ -124,8 +125,10 @@ def load(model: nn.Module, path: Path) -> tuple[nn.Module, QuantConfig]:
         raise HfxError(f"{path} does not fit {type(model).__name__}: missing {missing[:4]}, "
                        f"unexpected {result.unexpected_keys[:4]}; load onto the base model it was made from")
     model.eval()
-    known = {f.name for f in dataclasses.fields(QuantConfig)}  # folders from before the run-only fields moved out
-    return model, QuantConfig(**{k: v for k, v in meta["config"].items() if k in known})
+    # Folders written before the run-only fields moved out and before the GPTQConfig names: kept readable.
+    raw = {_RENAMED.get(k, k): v for k, v in meta["config"].items()}
+    known = {f.name for f in dataclasses.fields(QuantConfig)}
+    return model, QuantConfig(**{k: v for k, v in raw.items() if k in known})
 
 
 def load_quantized(path: str | Path, **model_kwargs: Any) -> nn.Module:
