@@ -13,7 +13,8 @@
 - Every plugin folder has config.py, recipe.py, README.md and configs/, and io.py when its Plugin saves
   (``save=`` given), with ``save``/``load``/``can_load`` pointing into that io module.
 
-The rules are the project's plugin anatomy (README.md, "Writing a plugin"); each test lists every offender.
+The rules come from hfx.registry.Plugin (``requires``), hfx.protocols (the record) and the layout in README.md
+("Where things live"); each test lists every offender.
 """
 
 from __future__ import annotations
