@@ -1,4 +1,4 @@
-"""Distillation targets (issue 5), measured side by side in one run.
+"""Distillation targets, measured side by side in one run.
 
     python benchmarks/distill.py          # writes benchmarks/results/distill.{json,md}
 
@@ -166,7 +166,7 @@ def _write(ours: dict[str, Any]) -> None:
     results = json.loads(path.read_text()) if path.is_file() else {}
     results.update(ours)
     atomic_write_json(path, results)
-    lines = ["# Distillation benchmark (issue 5)", "", f"{results['machine']}. Each section names its command and the "
+    lines = ["# Distillation benchmark", "", f"{results['machine']}. Each section names its command and the "
              "load average when it started (2 cores, shared with other jobs): ratios measured side by side count, "
              "absolute times are noisy.", ""]
     for name in ("encoder", "decoder"):

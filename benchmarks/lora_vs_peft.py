@@ -2,7 +2,7 @@
 
     python benchmarks/lora_vs_peft.py                 # writes benchmarks/results/lora_vs_peft.{json,md}
 
-Setup (issue 3): r=8 on q_proj and v_proj (lora_alpha 16), batch 4 x 128 tokens of real text (the first
+Setup: r=8 on q_proj and v_proj (lora_alpha 16), batch 4 x 128 tokens of real text (the first
 tokens of Python's pydoc_data.topics), AdamW (lr 1e-4), fp32 on the CPU; the same for DoRA.
 
 - Training: every (library, variant) runs in a fresh subprocess, so its peak RSS (ru_maxrss) is its own; the

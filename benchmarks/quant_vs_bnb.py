@@ -5,7 +5,7 @@
     python benchmarks/quant_vs_bnb.py --windows 2 --table 4:128,4:128:gptq --perplexity-only --out /tmp/q
                                                  # a few rows only, results elsewhere (the committed ones stay)
 
-Writes ``benchmarks/results/quant_vs_bnb.json`` and ``.md``. Targets (issue 4):
+Writes ``benchmarks/results/quant_vs_bnb.json`` and ``.md``. Targets:
 
 - int8 per channel: perplexity within 1% of fp32;
 - int4 group 128: perplexity increase no larger than bitsandbytes nf4's on the same text (the best hfx int4 g128

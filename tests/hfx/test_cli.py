@@ -1,5 +1,6 @@
-"""The ``hfx`` command: every bad input of the issue ends as one line on stderr, exit status 2, no traceback,
-and no run folder; ``plugins``, ``config`` and ``run --help`` work.
+"""The ``hfx`` command: every bad input (unknown plugin, key or model, wrong value, missing file or column)
+ends as one line on stderr, exit status 2, no traceback, and no run folder; ``plugins``, ``config`` and
+``run --help`` work.
 
 Most tests call ``hfx.cli.main.main(argv)`` in this process (the ``cli`` fixture of conftest.py); one runs
 the installed console script in a subprocess to show the same behaviour end to end.

@@ -20,7 +20,7 @@ def test_minilm_same_vectors_whatever_the_batch_size() -> None:
     emb = hfx.embed("minilm")
     ref = emb.encode(texts, batch_size=1)
     for bs in (7, 32, 64):
-        # The promise is <= 1e-6; bucketing by exact length measured 0.0 here.
+        # The embed plugin's bound (plugins/embed/README.md) is <= 1e-6; bucketing by exact length measured 0.0 here.
         assert np.abs(emb.encode(texts, batch_size=bs) - ref).max() <= 1e-6
 
 

@@ -30,7 +30,7 @@ def test_same_vectors_whatever_the_batch_size(family: str) -> None:
     emb = hfx.embed(model, tokenizer=tok)
     ref = emb.encode(TEXTS, batch_size=1)
     for bs in (2, 3, 7, 16, 64):
-        # The promise of the issue: <= 1e-6 whatever the batch size (bucketing by exact length makes it 0 here).
+        # The embed plugin's bound (plugins/embed/README.md): <= 1e-6 whatever the batch size (bucketing by exact length makes it 0 here).
         assert np.abs(emb.encode(TEXTS, batch_size=bs) - ref).max() <= 1e-6
     # ... and whatever the other texts: a text alone gets the vector it gets inside the list.
     assert np.abs(emb.encode(TEXTS[5]) - ref[5]).max() <= 1e-6
@@ -51,7 +51,7 @@ def test_matches_sentence_transformers_encode(tmp_path: Path) -> None:
         model, tok = tiny_model("bert", "base", seed=0)
         ours = hfx.embed(model, mode, tokenizer=tok).encode(TEXTS, 8)
         # Expected: sentence-transformers' encode of the same texts and weights. It pads; hfx does not
-        # (see embedder.py), so the two agree to rounding: measured 1e-7 here, the issue's bound is 1e-6.
+        # (see embedder.py), so the two agree to rounding: measured 1e-7 here, the plugin's bound is 1e-6.
         assert np.abs(ours - st.encode(TEXTS, batch_size=8)).max() <= 1e-6
 
 

@@ -24,7 +24,7 @@ def test_cosine_loss_by_hand() -> None:
 
 
 def test_triplet_loss_by_hand() -> None:
-    # Course formula max(0, margin - cos(a,p) + cos(a,n)): satisfied triplet -> 0; reversed -> 0.3 - 0 + 1 = 1.3
+    # Triplet loss (Schroff et al. 2015; sentence-transformers' TripletLoss, cosine distance) max(0, margin - cos(a,p) + cos(a,n)): satisfied triplet -> 0; reversed -> 0.3 - 0 + 1 = 1.3
     assert triplet_loss(E1, E1, E2, margin=0.3).item() == 0.0
     assert triplet_loss(E1, E2, E1, margin=0.3).item() == pytest.approx(1.3, abs=1e-7)
     # Euclidean: ||a-p|| = sqrt(2), ||a-n|| = 0 -> sqrt(2) - 0 + 1 = 2.4142
