@@ -88,7 +88,11 @@ def _vocab(kind: TokenizerKind) -> tuple[str, ...]:
 
 
 def tiny_tokenizer(kind: TokenizerKind = "bert") -> PreTrainedTokenizerFast:
-    """A word-level tokenizer of VOCAB_SIZE entries; BERT-style ([CLS] x [SEP]), Llama-style (<s> x) or T5-style (x </s>)."""
+    """A word-level tokenizer of VOCAB_SIZE entries; BERT-style ([CLS] x [SEP]), Llama-style (<s> x) or T5-style (x </s>).
+
+    Raises:
+        HfxError: an unknown ``kind``.
+    """
     if kind not in _SPECIALS:
         raise HfxError(f"unknown tokenizer kind '{kind}'{did_you_mean(kind, _SPECIALS)}; choose one of: bert, llama, t5")
     vocab = {tok: i for i, tok in enumerate(_vocab(kind))}
@@ -163,6 +167,9 @@ def tiny_model(
     """Build ``(model, tokenizer)`` for family bert/llama/gpt2/t5 and a task ("auto" = the family's main one).
 
     ``dropout`` (e.g. 0.0) replaces every dropout probability of the config; None keeps the family's defaults.
+
+    Raises:
+        HfxError: an unknown family, or a task the family's tiny model does not have.
     """
     if family not in _FAMILY_TASKS:
         raise HfxError(f"unknown tiny model family '{family}'{did_you_mean(family, _FAMILY_TASKS)}; choose one of: {', '.join(_FAMILY_TASKS)}")

@@ -34,7 +34,18 @@ __all__ = ["compose", "parse_overrides", "plugin_names", "typed"]
 
 
 def parse_overrides(args: list[str]) -> list[Override]:
-    """Parse ``key=value`` arguments with Hydra's grammar; a malformed one is a one-line error."""
+    """Parse ``key=value`` arguments with Hydra's own override parser (hydra-core's grammar).
+
+    Args:
+        args: Command-line overrides such as ``lora.r=16``, ``+data.x=1``, ``~train.warmup_steps``.
+
+    Returns:
+        Hydra ``Override`` objects, in order.
+
+    Raises:
+        HfxError: an argument that is not ``key=value`` (nor ``~key``), does not parse, or is a sweep
+            (``a=1,2``) or an ``@package`` override, which ``hfx run`` does not support.
+    """
     parser = OverridesParser.create()
     parsed: list[Override] = []
     for arg in args:
@@ -53,7 +64,18 @@ def parse_overrides(args: list[str]) -> list[Override]:
 
 
 def plugin_names(overrides: list[Override], file_cfg: DictConfig | None = None) -> list[str]:
-    """The plugin list, from ``plugin=`` on the command line, else from the config file."""
+    """The plugin list, from ``plugin=`` on the command line, else from the config file.
+
+    Args:
+        overrides: Parsed command-line overrides (:func:`parse_overrides`).
+        file_cfg: The ``--config`` file's content, if any (its ``plugin:`` key).
+
+    Returns:
+        Plugin names in the order they are applied (``plugin=[quant,lora]`` gives ``["quant", "lora"]``).
+
+    Raises:
+        HfxError: no plugin given, a value that is not a name or list of names, or a name given twice.
+    """
     value: Any = None
     if file_cfg is not None and "plugin" in file_cfg:
         value = OmegaConf.to_container(file_cfg)["plugin"]  # type: ignore[index]
@@ -146,7 +168,23 @@ def _apply_override(cfg: DictConfig, ov: Override, defaults: DictConfig) -> None
 
 
 def compose(args: list[str], config_file: str | None = None) -> tuple[DictConfig, list[registry.Plugin]]:
-    """Build the resolved, validated run config; return it with the plugins it names."""
+    """Build the resolved, validated run config; return it with the plugins it names.
+
+    The layers, each overriding the one before (see the module docstring): typed defaults, each plugin's
+    preset, ``config_file``, then ``args``. Every dataclass ``__post_init__`` check runs before returning.
+
+    Args:
+        args: Command-line overrides in Hydra's grammar.
+        config_file: Path of a YAML file with the same shape as the config, or None.
+
+    Returns:
+        ``(cfg, plugins)``: the config as a struct-mode OmegaConf node (``cfg.plugin`` is the list of names)
+        and the loaded :class:`hfx.registry.Plugin` objects, in order.
+
+    Raises:
+        HfxError: any input mistake: an unknown plugin or preset, a missing or unreadable config file, a
+            malformed override, an unknown key (with the nearest one) or a wrong value.
+    """
     overrides = parse_overrides(args)
     file_cfg = _load_yaml(Path(config_file)) if config_file else None
     plugins = [registry.get(n) for n in plugin_names(overrides, file_cfg)]
@@ -179,7 +217,15 @@ def compose(args: list[str], config_file: str | None = None) -> tuple[DictConfig
 
 
 def typed(cfg: DictConfig, plugins: list[registry.Plugin]) -> tuple[RunConfig, dict[str, Any]]:
-    """The run config as dataclasses: ``(RunConfig, {plugin name: plugin config})``."""
+    """The run config as dataclasses: ``(RunConfig, {plugin name: plugin config})``.
+
+    Args:
+        cfg: A config built by :func:`compose`.
+        plugins: The plugins it names.
+
+    Raises:
+        HfxError: a value rejected by a dataclass's type or ``__post_init__`` check.
+    """
     names = {p.name for p in plugins}
     run_node = OmegaConf.masked_copy(cfg, [k for k in cfg.keys() if k not in names])
     run_node = _merge(OmegaConf.structured(RunConfig), run_node, "run config")

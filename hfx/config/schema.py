@@ -36,7 +36,18 @@ __all__ = ["build_dataclass", "describe", "field_docs", "flat_keys", "omegaconf_
 
 @functools.cache
 def field_docs(cls: type) -> dict[str, str]:
-    """Map each field of dataclass ``cls`` (and its bases) to its help text."""
+    """Map each field of dataclass ``cls`` (and its bases) to its help text.
+
+    The text is the string literal written on the line after the field (read from the class's source with
+    ``ast``, as litgpt's config help does), or ``field(metadata={"help": ...})`` as in peft's configs; a field
+    with neither maps to nothing. Classes whose source is unavailable (built in a REPL) contribute nothing.
+
+    Args:
+        cls: A dataclass.
+
+    Returns:
+        ``{field name: help text on one line}``.
+    """
     docs: dict[str, str] = {}
     for klass in reversed(cls.__mro__):
         if not dataclasses.is_dataclass(klass):
@@ -61,7 +72,15 @@ def _type_name(tp: Any) -> str:
 
 
 def describe(cls: type, prefix: str = "") -> Iterator[tuple[str, str, Any, str]]:
-    """Yield ``(dotted key, type name, default, help)`` for every field, nested dataclasses flattened."""
+    """Yield ``(dotted key, type name, default, help)`` for every field, nested dataclasses flattened.
+
+    Args:
+        cls: A dataclass.
+        prefix: Prepended to every key with a dot (a plugin's name: ``lora`` gives ``lora.r``).
+
+    Yields:
+        One tuple per leaf field, in declaration order; a field holding a dataclass yields its fields instead.
+    """
     docs = field_docs(cls)
     for f in dataclasses.fields(cls):
         key = f"{prefix}.{f.name}" if prefix else f.name
@@ -86,7 +105,17 @@ def flat_keys(cfg: Any, prefix: str = "") -> list[str]:
 
 
 def omegaconf_error(err: OmegaConfBaseException, root: Any, where: str = "") -> HfxError:
-    """Turn an OmegaConf error into one actionable line."""
+    """Turn an OmegaConf error into one actionable line.
+
+    Args:
+        err: What OmegaConf raised.
+        root: The config node the error happened in (its keys give the nearest-name hint).
+        where: Which layer was being applied ("override 'lora.r=x'", "preset <path>"), for the message.
+
+    Returns:
+        The :class:`HfxError` to raise: an unknown key (with the nearest existing one), a wrong value, or any
+        other OmegaConf complaint, each on one line.
+    """
     key = err.full_key or ""
     src = f" in {where}" if where else ""
     if isinstance(err, (ConfigKeyError, ConfigAttributeError)):
@@ -100,7 +129,12 @@ def omegaconf_error(err: OmegaConfBaseException, root: Any, where: str = "") -> 
 
 
 def to_dataclass(node: DictConfig) -> Any:
-    """Turn a structured OmegaConf node back into its dataclass, running ``__post_init__`` checks."""
+    """Turn a structured OmegaConf node back into its dataclass, running ``__post_init__`` checks.
+
+    Raises:
+        HfxError: OmegaConf rejected a value (see :func:`omegaconf_error`); a dataclass's ``__post_init__``
+            raises its own HfxError unchanged.
+    """
     try:
         return OmegaConf.to_object(node)
     except OmegaConfBaseException as err:
@@ -108,7 +142,20 @@ def to_dataclass(node: DictConfig) -> Any:
 
 
 def build_dataclass(cls: type, fields: Mapping[str, Any], prefix: str = "") -> Any:
-    """Build ``cls(**fields)`` with OmegaConf's type checks and a nearest-name hint for unknown fields."""
+    """Build ``cls(**fields)`` with OmegaConf's type checks and a nearest-name hint for unknown fields.
+
+    Args:
+        cls: The config dataclass.
+        fields: Field values by name; the others keep their defaults.
+        prefix: The section name used in messages (``lora`` gives ``lora.r``).
+
+    Returns:
+        The ``cls`` instance, its ``__post_init__`` checks passed.
+
+    Raises:
+        HfxError: an unknown field (with the nearest name and the list of fields), a value OmegaConf cannot
+            convert to the field's type, or a ``__post_init__`` check.
+    """
     names = [f.name for f in dataclasses.fields(cls)]
     for name in fields:
         if name not in names:

@@ -128,7 +128,13 @@ def _lookup(name: str) -> BundledDataset:
 def bundled_path(name: str, split: str | None = None) -> Path:
     """Return the folder of bundled data set ``name``, or the file of one of its splits.
 
-    Raises HfxError for an unknown name, an unknown split, or a data set built at run time (``pydoc``).
+    Args:
+        name: A key of :data:`BUNDLED` (``sentiment``, ``pydoc_pairs``, ...).
+        split: A split name (``train``, ``test``), or None for the data set's folder.
+
+    Raises:
+        HfxError: an unknown name or split (with the nearest one), or a data set built at run time
+            (``pydoc``), which has no file.
     """
     spec = _lookup(name)
     if not spec.files:

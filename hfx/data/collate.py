@@ -45,6 +45,18 @@ def tokenize_for_task(ds: datasets.Dataset, tokenizer: Any, task: str, max_lengt
     - causal-lm: text -> input_ids with eos appended, attention_mask, labels = input_ids
     - seq2seq-lm: text -> input_ids, attention_mask; target -> labels
     - masked-lm: text -> input_ids, attention_mask, special_tokens_mask (masking happens in the collator)
+
+    Args:
+        ds: Examples with the canonical columns (``text``, ``text_pair``, ``label``, ``target``).
+        tokenizer: A transformers tokenizer.
+        task: One of :data:`TASKS`.
+        max_length: Longest tokenized input, in tokens.
+
+    Returns:
+        The tokenized data set (variable-length rows; the collator pads them).
+
+    Raises:
+        HfxError: an unknown task, or a column the task needs is missing (naming the data.* option to set).
     """
     _check_task(task)
     for col in _NEEDS[task]:
@@ -90,6 +102,19 @@ def collator_for_task(
     (optional) lets the collator build ``decoder_input_ids``. A tokenizer without a pad token (GPT-2,
     Llama) gets its eos token as pad token; that is safe because padded labels are -100 and the
     attention mask marks padding by position, not by token id.
+
+    Args:
+        tokenizer: The tokenizer used by :func:`tokenize_for_task`.
+        task: One of :data:`TASKS`.
+        seed: Seeds the masked-lm masking generator.
+        model: The seq2seq model, for ``decoder_input_ids`` (optional).
+
+    Returns:
+        ``collate(examples) -> {"input_ids": (B, T), "attention_mask": (B, T), "labels": (B, T) or (B,), ...}``.
+
+    Raises:
+        HfxError: an unknown task, a tokenizer with neither a pad nor an eos token, or masked-lm with a
+            tokenizer that has no mask token.
     """
     _check_task(task)
     if tokenizer.pad_token is None:

@@ -98,7 +98,16 @@ def _read_folder(path: Path) -> datasets.DatasetDict:
 
 
 def read_source(path: str) -> datasets.DatasetDict:
-    """Read ``path`` (bundled name, file or folder) with the splits it has; a single file is split "train"."""
+    """Read ``path`` (bundled name, file or folder) with the splits it has; a single file is split "train".
+
+    Args:
+        path: A bundled data set name, a JSONL/JSON/CSV/parquet file, a folder of such files named by split,
+            or a folder written by ``datasets``' ``save_to_disk``.
+
+    Raises:
+        HfxError: an empty or missing path (with the nearest bundled name), an unreadable file, or a folder
+            with no data files.
+    """
     if not path:
         raise HfxError(
             f"data.path is empty; set data.path to a bundled data set ({', '.join(BUNDLED)}) or a file"
@@ -162,6 +171,19 @@ def load_data(cfg: DataConfig, *, seed: int = 0, required: Sequence[str] = ()) -
     must exist; a missing one raises HfxError with the available columns. Without an eval split
     (``cfg.eval_split``, else validation/valid/dev/eval/test), ``cfg.eval_fraction`` of train is held
     out with ``seed``.
+
+    Args:
+        cfg: The ``data:`` section.
+        seed: Seeds the held-out split.
+        required: Source column names that must exist.
+
+    Returns:
+        ``DatasetDict`` with "train" and "eval", columns ``text``/``text_pair``/``label``/``target``, string
+        labels encoded as ``ClassLabel`` with the same ids in both splits.
+
+    Raises:
+        HfxError: the path cannot be read (see :func:`read_source`), the train split or a required column is
+            missing, or ``eval_fraction`` is outside (0, 1) when it is needed.
     """
     source = read_source(cfg.path)
     if cfg.train_split not in source:

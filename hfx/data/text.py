@@ -118,6 +118,17 @@ def pydoc_token_windows(tokenizer: Any, window: int = 512, n_windows: int = 12) 
     The topics (full text, code included) are joined with blank lines and tokenized without special
     tokens, as for a perplexity measurement. Only a prefix of the text is tokenized, grown until it
     holds more tokens than needed, so the tokens kept are those of the full concatenation.
+
+    Args:
+        tokenizer: A transformers tokenizer.
+        window: Tokens per row.
+        n_windows: Rows.
+
+    Returns:
+        Token ids, shape (n_windows, window).
+
+    Raises:
+        HfxError: the whole text holds fewer than ``n_windows * window`` tokens.
     """
     text = "\n\n".join(pydoc_texts())
     need = window * n_windows

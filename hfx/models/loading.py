@@ -77,7 +77,12 @@ def model_family(config: PretrainedConfig) -> Family:
 
 
 def resolve_task(task: str, family: Family) -> str:
-    """Turn ``task`` ("auto" included) into a concrete task that fits ``family``; raise HfxError otherwise."""
+    """Turn ``task`` ("auto" included) into a concrete task that fits ``family``.
+
+    Raises:
+        HfxError: an unknown task (with the nearest name), or one the family cannot do (e.g. seq2seq-lm on a
+            decoder-only model), listing those it can.
+    """
     if task not in TASKS:
         raise HfxError(f"unknown task '{task}'{did_you_mean(task, TASKS)}; choose one of: {', '.join(TASKS)}")
     if task == "auto":
@@ -95,7 +100,12 @@ def _one_line(err: Exception) -> str:
 
 
 def load_config(name_or_path: str, *, trust_remote_code: bool = False) -> PretrainedConfig:
-    """Load the config of a model (offline name, local folder or Hub id)."""
+    """Load the config of a model (offline name, local folder or Hub id) with ``AutoConfig``.
+
+    Raises:
+        HfxError: the name does not resolve (see :func:`hfx.models.zoo.resolve_model`), the folder has no
+            config.json, or transformers cannot read it.
+    """
     path = resolve_model(name_or_path)
     if Path(path).is_dir() and not (Path(path) / "config.json").is_file():
         raise HfxError(f"model folder '{name_or_path}' has no config.json; give a folder saved with save_pretrained")
@@ -135,7 +145,22 @@ def load_model(
     """Load ``(model, tokenizer)`` for ``task`` from an offline name, a local folder or a Hub id.
 
     ``num_labels`` sizes a sequence-classification head; extra ``kwargs`` go to ``from_pretrained``.
-    Remote code runs only with ``trust_remote_code=True``. Every loading failure is an HfxError.
+    Remote code runs only with ``trust_remote_code=True``.
+
+    Args:
+        name_or_path: Offline name (``minilm``, ``smollm2-135m``, ``minilm2minilm``), local folder or Hub id.
+        task: One of :data:`TASKS`; ``auto`` picks the family's main task.
+        num_labels: Classes of a sequence-classification head.
+        dtype: Parameter dtype.
+        trust_remote_code: Allow the repository's own Python code.
+        **kwargs: Passed to ``from_pretrained``.
+
+    Returns:
+        ``(model, tokenizer)``; a tokenizer without a pad token gets its eos token as pad.
+
+    Raises:
+        HfxError: every loading failure: unknown name or missing folder, a task that does not fit the model,
+            unreadable config or weights.
     """
     config = load_config(name_or_path, trust_remote_code=trust_remote_code)
     path = resolve_model(name_or_path)  # already built by load_config: cheap

@@ -133,8 +133,10 @@ def _offline_folder(name: str) -> Path:
 def resolve_model(name_or_path: str) -> str:
     """Map an offline model name to its local folder; return local paths and Hub ids unchanged.
 
-    Raises :class:`HfxError` for a local-looking path that does not exist, for a bare name that is neither
-    an offline model nor a Hub id (``org/name``), and for an offline model whose package is missing.
+    Raises:
+        HfxError: a local-looking path that does not exist, a bare name that is neither an offline model
+            nor a Hub id (``org/name``, with the nearest offline name), or an offline model whose package is
+            not installed (with the pip command).
     """
     known = ", ".join(OFFLINE_MODELS)
     if name_or_path in OFFLINE_MODELS:

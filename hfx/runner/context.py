@@ -41,6 +41,7 @@ class RunContext:
 
     @property
     def is_main(self) -> bool:
+        """Whether this is accelerate's main process (the one that prints, logs and saves)."""
         return self.accelerator.is_main_process
 
     def config(self, plugin: str) -> Any:
@@ -72,6 +73,7 @@ class RunContext:
         self.run_dir.log(record)
 
     def print(self, *args: Any) -> None:
+        """Print a line on the main process, above any progress bar (``tqdm.write``)."""
         if self.is_main:
             tqdm.write(" ".join(str(a) for a in args))
 

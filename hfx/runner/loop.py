@@ -54,6 +54,7 @@ class EpochSampler(Sampler[int]):
         self.n, self.seed, self.epoch = n, seed, 0
 
     def use_epoch(self, epoch: int) -> None:
+        """Draw the permutation of pass ``epoch`` next (the seed is ``seed * 1_000_003 + epoch``)."""
         self.epoch = epoch
 
     def __iter__(self) -> Iterator[int]:
@@ -211,7 +212,11 @@ class TrainLoop:
                            "or check the data (empty texts, all labels ignored)")
 
     def run(self) -> dict[str, float]:
-        """Train to ``max_steps``; return ``{"train_loss": mean loss over the targets of the last logging window}``."""
+        """Train to ``max_steps``; return ``{"train_loss": mean loss over the targets of the last logging window}``.
+
+        Raises:
+            HfxError: the training data gives no batch, or the loss is not finite (on any process).
+        """
         acc, t = self.ctx.accelerator, self.cfg
         step = self._resume()
         per_epoch = len(self.loader)

@@ -25,6 +25,8 @@ __all__ = ["RunResult", "run"]
 
 @dataclass
 class RunResult:
+    """What one ``hfx run`` produced: its folder, the metrics before and after training, and summary.json."""
+
     run_dir: Path
     before: dict[str, float]
     after: dict[str, float]
@@ -60,7 +62,22 @@ def _warn_single_cpu_launch(acc: Accelerator) -> None:
 
 
 def run(args: list[str], config_file: str | None = None) -> RunResult:
-    """Run ``hfx run`` with command-line ``args`` (overrides) and an optional YAML ``config_file``."""
+    """Run ``hfx run`` with command-line ``args`` (overrides) and an optional YAML ``config_file``.
+
+    Composes the config, lets the last plugin's recipe set up, evaluate, train, evaluate and save, and writes
+    the run folder (``runs/<time>-<plugins>/``; summary.json last, marking the run complete).
+
+    Args:
+        args: Overrides in Hydra's grammar (``plugin=lora``, ``train.max_steps=50``).
+        config_file: A YAML file applied after the presets and before ``args``.
+
+    Returns:
+        The run folder and its metrics.
+
+    Raises:
+        HfxError: any input mistake (config, model, data), a driving plugin without a recipe, or a run
+            folder that cannot be created or resumed; nothing is left behind when setup fails.
+    """
     quiet_libraries()  # no-op under `hfx -v` or HFX_DEBUG=1
     cfg, plugins = compose(args, config_file)
     run_cfg, plugin_cfgs = typed(cfg, plugins)
