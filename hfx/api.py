@@ -83,7 +83,11 @@ def load(model: nn.Module, path: str | Path) -> nn.Module:
     if not path.exists():
         raise HfxError(f"path {str(path)!r} does not exist; give the folder written by hfx.save")
     if (path / MANIFEST).is_file():
-        names = json.loads((path / MANIFEST).read_text())["plugins"]
+        try:
+            names = json.loads((path / MANIFEST).read_text())["plugins"]
+        except (ValueError, KeyError, TypeError, UnicodeDecodeError) as err:
+            raise HfxError(f"{str(path / MANIFEST)!r} is truncated or corrupted ({type(err).__name__}); "
+                           "save the model again with hfx.save") from err
         for name in names:
             model = _load_one(registry.get(name), model, path / name)
         return model
@@ -97,6 +101,32 @@ def load(model: nn.Module, path: str | Path) -> nn.Module:
 
 
 def _load_one(p: registry.Plugin, model: nn.Module, path: Path) -> nn.Module:
-    out, cfg = p.load(model, path)  # type: ignore[misc]
+    from safetensors import SafetensorError
+
+    try:
+        out, cfg = p.load(model, path)  # type: ignore[misc]
+    except (SafetensorError, ValueError, UnicodeDecodeError) as err:  # ValueError: json.JSONDecodeError too
+        if isinstance(err, HfxError):
+            raise
+        bad = _damaged_file(path)
+        if bad is None:
+            raise
+        raise HfxError(f"cannot load {p.name} from {str(path)!r}: {bad}; save it again with hfx.save") from err
     record(out, p.name, cfg, replace=p.record_once)
     return out
+
+
+def _damaged_file(path: Path) -> str | None:
+    """Name the first file under ``path`` that is not a complete safetensors or JSON file, or None."""
+    from safetensors import SafetensorError, safe_open
+
+    for f in sorted(path.rglob("*")):
+        try:
+            if f.suffix == ".safetensors":
+                with safe_open(str(f), framework="pt") as fh:  # header, and every tensor inside the file
+                    fh.keys()
+            elif f.suffix == ".json":
+                json.loads(f.read_text())
+        except (SafetensorError, OSError, ValueError, UnicodeDecodeError) as err:
+            return f"file {str(f)!r} is truncated or corrupted ({(str(err).splitlines() or [''])[0][:120]})"
+    return None

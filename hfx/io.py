@@ -2,11 +2,17 @@
 
 A folder is written under a temporary sibling name and renamed into place; a rename within one file
 system is atomic, so a reader (or a resumed run) sees either the old folder or the complete new one.
+Replacing an existing folder swaps the two in one ``renameat2(RENAME_EXCHANGE)`` call on Linux, so even a
+``kill -9`` between two renames cannot leave the path empty. A full disk is reported as one line and
+leaves the previous version in place. :func:`load_safetensors` reads a weights file or says, in one line,
+which file is missing, truncated or corrupted.
 """
 
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import errno
 import json
 import os
 import shutil
@@ -15,7 +21,42 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-__all__ = ["atomic_dir", "atomic_write_json", "atomic_write_text"]
+from hfx.errors import HfxError
+
+__all__ = ["DiskFullError", "atomic_dir", "atomic_write_json", "atomic_write_text", "load_safetensors"]
+
+_DISK_FULL = (errno.ENOSPC, errno.EFBIG, errno.EDQUOT)
+_AT_FDCWD, _RENAME_EXCHANGE = -100, 2
+
+
+def _exchange(a: Path, b: Path) -> bool:
+    """Swap two paths atomically (Linux renameat2); False where the system or file system cannot."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        swap = libc.renameat2
+    except (OSError, AttributeError):
+        return False
+    return swap(_AT_FDCWD, os.fsencode(a), _AT_FDCWD, os.fsencode(b), _RENAME_EXCHANGE) == 0
+
+
+class DiskFullError(HfxError, OSError):
+    """The disk (or the file-size limit) filled up during an atomic write; the previous version is intact."""
+
+
+def _is_disk_full(err: BaseException) -> bool:
+    """An OSError of a full disk or file-size limit, or a library's wrapping of one (safetensors' "os error 28")."""
+    if isinstance(err, DiskFullError):
+        return False  # already reported, for an inner path
+    if isinstance(err, OSError):
+        return err.errno in _DISK_FULL
+    text = str(err)
+    return any(f"os error {code})" in text for code in _DISK_FULL) or "No space left on device" in text
+
+
+def _disk_full(err: BaseException, path: Path) -> DiskFullError:
+    reason = err.strerror if isinstance(err, OSError) and err.strerror else (str(err).splitlines() or [""])[0]
+    return DiskFullError(f"disk full while writing {str(path)!r} ({reason}); nothing was replaced, the previous "
+                    "version (if any) is intact: free space or write elsewhere, then retry")
 
 
 @contextlib.contextmanager
@@ -23,20 +64,54 @@ def atomic_dir(path: str | Path) -> Iterator[Path]:
     """Yield a temporary folder; on success it replaces ``path`` in one rename, on error it is removed."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.tmp-", dir=path.parent))
+    _recover(path)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.tmp-{os.getpid()}-", dir=path.parent))
     try:
         yield tmp
+    except Exception as err:
+        shutil.rmtree(tmp, ignore_errors=True)
+        if _is_disk_full(err):
+            raise _disk_full(err, path) from err
+        raise
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+    if path.exists() and _exchange(tmp, path):  # one atomic swap: path is never missing
+        shutil.rmtree(tmp, ignore_errors=True)  # now the previous version
+        return
     old = None
     if path.exists():
-        # Move the previous version aside first: os.replace cannot replace a non-empty folder.
+        # No atomic swap here: move the previous version aside first (os.replace cannot replace a non-empty
+        # folder); _recover() puts it back if the process dies before the next rename.
         old = path.with_name(f".{path.name}.old-{os.getpid()}")
         os.replace(path, old)
     os.replace(tmp, path)
     if old is not None:
         shutil.rmtree(old, ignore_errors=True)
+
+
+def _recover(path: Path) -> None:
+    """Undo what a process killed mid-write left: put back a previous version it had moved aside, remove its
+    temporary folder (named with its process id, so a live writer's is never touched)."""
+    for stale in path.parent.glob(f".{path.name}.tmp-*-*"):
+        pid = stale.name.removeprefix(f".{path.name}.tmp-").split("-", 1)[0]
+        if pid.isdigit() and not _alive(int(pid)):
+            shutil.rmtree(stale, ignore_errors=True)
+    if path.exists():
+        return
+    for old in sorted(path.parent.glob(f".{path.name}.old-*")):
+        os.replace(old, path)
+        return
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OverflowError):
+        return True
+    return True
 
 
 def atomic_write_text(path: str | Path, text: str) -> None:
@@ -50,12 +125,45 @@ def atomic_write_text(path: str | Path, text: str) -> None:
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as err:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
+        if _is_disk_full(err):
+            raise _disk_full(err, path) from err
         raise
 
 
 def atomic_write_json(path: str | Path, obj: Any) -> None:
     """Write ``obj`` as indented JSON, atomically."""
     atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=False, default=str) + "\n")
+
+
+def load_safetensors(path: str | Path, device: str = "cpu") -> dict[str, Any]:
+    """Read a safetensors file; a missing, truncated or corrupted one is a one-line error naming it.
+
+    safetensors checks the header and that every tensor lies inside the file, so truncation and a damaged
+    header are caught here; damaged tensor *bytes* are not (the format has no checksum; hfx checkpoints add
+    one, see :mod:`hfx.runner.checkpoint`).
+
+    Args:
+        path: The ``.safetensors`` file.
+        device: Where the tensors go.
+
+    Returns:
+        ``{name: tensor}``.
+
+    Raises:
+        HfxError: the file is missing or is not a complete safetensors file.
+    """
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    path = Path(path)
+    if not path.is_file():
+        raise HfxError(f"weights file {str(path)!r} does not exist; give the folder written by hfx.save")
+    try:
+        return load_file(str(path), device=device)
+    except (SafetensorError, OSError, ValueError, RuntimeError) as err:
+        reason = (str(err).splitlines() or [type(err).__name__])[0]
+        raise HfxError(f"weights file {str(path)!r} ({path.stat().st_size} bytes) is truncated or corrupted "
+                       f"({reason}); write it again (hfx.save or a new run)") from err

@@ -6,13 +6,15 @@ A checkpoint folder ``checkpoints/step-000050/`` holds:
 - ``optimizer.safetensors`` + ``optimizer.json``: the optimizer's tensors and its other state;
 - ``scheduler.json``: the learning-rate scheduler's state;
 - ``rng-<rank>.safetensors`` + ``rng-<rank>.json``: every random generator of each process;
-- ``state.json``: the optimizer step it was taken at.
+- ``state.json``: the optimizer step it was taken at, and the SHA-256 of every other file.
 
-No pickle is written or read, so a checkpoint from elsewhere cannot run code when loaded.
+No pickle is written or read, so a checkpoint from elsewhere cannot run code when loaded. A file that is
+missing, truncated or changed since it was written (its digest differs) is a one-line error naming it.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import random
 import shutil
@@ -21,12 +23,13 @@ from typing import Any
 
 import numpy as np
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 from torch import nn
 
-from hfx.io import atomic_dir, atomic_write_json
+from hfx.errors import HfxError
+from hfx.io import atomic_dir, atomic_write_json, load_safetensors
 
-__all__ = ["latest_checkpoint", "load_checkpoint", "save_checkpoint"]
+__all__ = ["latest_checkpoint", "load_checkpoint", "save_checkpoint", "verify_checkpoint"]
 
 
 def _trainable_state(model: nn.Module) -> dict[str, torch.Tensor]:
@@ -87,7 +90,8 @@ def save_checkpoint(
         rng_t, rng_rest = _rng_state()
         save_file(rng_t, str(tmp / f"rng-{rank}.safetensors"))
         atomic_write_json(tmp / f"rng-{rank}.json", rng_rest)
-        atomic_write_json(tmp / "state.json", {"step": step, "world_size": world_size})
+        digests = {f.name: _sha256(f) for f in sorted(tmp.iterdir())}
+        atomic_write_json(tmp / "state.json", {"step": step, "world_size": world_size, "sha256": digests})
     for old in sorted(folder.glob("step-*"))[:-keep] if keep > 0 else []:
         shutil.rmtree(old, ignore_errors=True)
     # A run killed while writing a checkpoint leaves its temporary folder (never read: it has no step-* name);
@@ -103,17 +107,58 @@ def latest_checkpoint(folder: Path) -> Path | None:
     return done[-1] if done else None
 
 
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _damaged(path: Path, what: str) -> HfxError:
+    return HfxError(f"checkpoint file {str(path)!r} {what}; delete the folder {str(path.parent)!r} to resume from "
+                    "the checkpoint before it, or start a new run")
+
+
+def _json(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError as err:
+        raise _damaged(path, "is missing") from err
+    except (ValueError, UnicodeDecodeError) as err:
+        raise _damaged(path, f"is truncated or corrupted ({str(err).splitlines()[0]})") from err
+
+
+def verify_checkpoint(path: Path) -> dict[str, Any]:
+    """Check every file of a checkpoint against the digests in its ``state.json``; return that state."""
+    state = _json(path / "state.json")
+    for name, expected in state.get("sha256", {}).items():  # checkpoints written before digests have none
+        if not (path / name).is_file():
+            raise _damaged(path / name, "is missing")
+        if _sha256(path / name) != expected:
+            raise _damaged(path / name, "has changed since it was written (SHA-256 differs)")
+    return state
+
+
 def load_checkpoint(path: Path, model: nn.Module, optimizer: torch.optim.Optimizer, scheduler: Any, rank: int = 0) -> int:
-    """Restore a checkpoint written by :func:`save_checkpoint`; return its step."""
-    missing, unexpected = model.load_state_dict(load_file(str(path / "model.safetensors")), strict=False)
+    """Restore a checkpoint written by :func:`save_checkpoint`; return its step.
+
+    Raises:
+        HfxError: a file is missing, truncated or changed, or the checkpoint does not fit ``model``.
+    """
+    state = verify_checkpoint(path)
+    try:
+        missing, unexpected = model.load_state_dict(load_safetensors(path / "model.safetensors"), strict=False)
+    except RuntimeError as err:  # shapes differ: another model or another plugin config
+        raise HfxError(f"checkpoint {str(path)!r} does not fit the model: {str(err).splitlines()[-1].strip()}; "
+                       "resume with the config it was written with") from err
     frozen = {n for n, p in model.named_parameters() if not p.requires_grad}
     if unexpected or set(missing) - frozen:
-        raise RuntimeError(f"checkpoint {path} does not fit the model: missing {sorted(set(missing) - frozen)[:5]}, unexpected {unexpected[:5]}")
-    optimizer.load_state_dict(
-        _optimizer_join(load_file(str(path / "optimizer.safetensors")), json.loads((path / "optimizer.json").read_text()))
-    )
-    scheduler.load_state_dict(json.loads((path / "scheduler.json").read_text()))
+        raise HfxError(f"checkpoint {str(path)!r} does not fit the model: missing {sorted(set(missing) - frozen)[:5]}, "
+                       f"unexpected {unexpected[:5]}; resume with the config it was written with")
+    optimizer.load_state_dict(_optimizer_join(load_safetensors(path / "optimizer.safetensors"), _json(path / "optimizer.json")))
+    scheduler.load_state_dict(_json(path / "scheduler.json"))
     # Only the main process writes checkpoints; other ranks of a DDP run start from its generators.
     who = rank if (path / f"rng-{rank}.safetensors").is_file() else 0
-    _set_rng_state(load_file(str(path / f"rng-{who}.safetensors")), json.loads((path / f"rng-{who}.json").read_text()))
-    return int(json.loads((path / "state.json").read_text())["step"])
+    _set_rng_state(load_safetensors(path / f"rng-{who}.safetensors"), _json(path / f"rng-{who}.json"))
+    return int(state["step"])

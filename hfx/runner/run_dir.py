@@ -9,15 +9,19 @@
     artifacts/       what the recipe saved, in Hugging Face formats
     curves.png       training and evaluation curves
     summary.json     final metrics; written last, so its presence means the run completed
+    .lock            while a run is using the folder: its process id and host (created with O_EXCL)
 
 A run that fails before its first checkpoint removes its folder; one that fails later keeps it (without
-``summary.json``) so that ``resume=true`` can continue it.
+``summary.json``) so that ``resume=true`` can continue it. A second run started into a folder that a
+live process holds refuses; the lock of a process that died (``kill -9``) is taken over.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import socket
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,6 +40,7 @@ class RunDir:
     path: Path
     resumed: bool = False
     is_main: bool = True
+    locked: bool = False
 
     @classmethod
     def plan(cls, output_dir: str, run_dir: str, resume: bool, plugins: list[str], stamp: str) -> RunDir:
@@ -73,11 +78,49 @@ class RunDir:
     def artifacts(self) -> Path:
         return self.path / "artifacts"
 
+    @property
+    def lock_file(self) -> Path:
+        return self.path / ".lock"
+
     def create(self, cfg: DictConfig) -> None:
+        """Make the folder, take its lock and write config.yaml (main process only).
+
+        Raises:
+            HfxError: another live run holds the folder.
+        """
         if not self.is_main:
             return
         self.path.mkdir(parents=True, exist_ok=True)
+        self.acquire()
         atomic_write_text(self.path / "config.yaml", OmegaConf.to_yaml(cfg))
+
+    def acquire(self) -> None:
+        """Create ``.lock`` with O_EXCL; take over the lock of a process on this host that no longer exists."""
+        me = {"pid": os.getpid(), "host": socket.gethostname(), "started": time.strftime("%Y-%m-%d %H:%M:%S")}
+        for _ in range(2):
+            try:
+                fd = os.open(self.lock_file, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+            except FileExistsError:
+                holder = _read_lock(self.lock_file)
+                if holder is None and _age(self.lock_file) < 5.0:  # being written by a run starting right now
+                    holder = {"pid": "?", "host": "this host", "started": "just now"}
+                if holder is not None and (holder["pid"] == "?" or _alive(holder)):
+                    raise HfxError(f"run folder {str(self.path)!r} is in use by process {holder.get('pid')} on "
+                                   f"{holder.get('host')} (since {holder.get('started')}); wait for it to end or "
+                                   "choose another run_dir") from None
+                self.lock_file.unlink(missing_ok=True)  # its process died: take over
+                continue
+            with os.fdopen(fd, "w") as fh:
+                fh.write(json.dumps(me))
+            self.locked = True
+            return
+        raise HfxError(f"cannot lock run folder {str(self.path)!r}: another run took it at the same moment")
+
+    def release(self) -> None:
+        """Remove this run's lock (after summary.json, or after a failure)."""
+        if self.locked:
+            self.lock_file.unlink(missing_ok=True)
+            self.locked = False
 
     def log(self, record: dict[str, Any]) -> None:
         """Append one JSON line to metrics.jsonl (main process only)."""
@@ -98,6 +141,8 @@ class RunDir:
     def write_json(self, name: str, obj: Any) -> None:
         if self.is_main:
             atomic_write_json(self.path / name, obj)
+            if name == "summary.json":  # written last: the run is complete, the folder is free
+                self.release()
 
     def read_json(self, name: str) -> Any:
         path = self.path / name
@@ -105,5 +150,35 @@ class RunDir:
 
     def discard_if_empty(self) -> None:
         """After a failure: remove the folder unless it holds a checkpoint worth resuming."""
+        if not self.locked:  # never remove a folder this run does not hold (another run's, or not created)
+            return
         if self.is_main and self.path.exists() and not any(self.checkpoints.glob("step-*")):
             shutil.rmtree(self.path, ignore_errors=True)
+        self.release()
+
+
+def _read_lock(path: Path) -> dict[str, Any] | None:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None  # half-written by a process killed while creating it, or just removed
+
+
+def _age(path: Path) -> float:
+    try:
+        return time.time() - path.stat().st_mtime
+    except OSError:
+        return float("inf")
+
+
+def _alive(holder: dict[str, Any]) -> bool:
+    """Whether the lock's process still runs (another host: assume it does)."""
+    if holder.get("host") != socket.gethostname():
+        return True
+    try:
+        os.kill(int(holder.get("pid", -1)), 0)
+    except (ProcessLookupError, ValueError, OverflowError):
+        return False
+    except PermissionError:
+        return True
+    return int(holder.get("pid", -1)) > 0

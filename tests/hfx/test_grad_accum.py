@@ -35,6 +35,8 @@ from hfx.testing import tiny_bert, tiny_llama
 # Relative gradient difference allowed: the padded (2, 48) batch and the unpadded (1, 20) micro-batch run
 # matmuls of other shapes, whose float32 sums round differently (observed ~1e-7); the maths is identical.
 RTOL = 1e-5
+# The tests wrap optimizer.step to read the gradients it is given; torch then warns about the wrapping.
+pytestmark = pytest.mark.filterwarnings("ignore:Seems like `optimizer.step\\(\\)` has been overridden")
 
 
 def examples() -> list[dict[str, list[int]]]:
