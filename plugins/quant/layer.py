@@ -33,6 +33,7 @@ from hfx.protocols import FoldReport
 from hfx_plugins.quant.affine import SCALE_DTYPE, check_bits, n_groups, quantize, to_groups, ungroup
 from hfx_plugins.quant.clip import search_qparams
 from hfx_plugins.quant.config import ACT_MODES
+from hfx_plugins.quant.kernels import run_kernel
 from hfx_plugins.quant.packing import pack, packed_nbytes, unpack
 
 __all__ = ["ACT_MODES", "DequantizedWeight", "QuantLinear", "checked_weight", "dynamic_int8", "linear_weight"]
@@ -296,8 +297,18 @@ class QuantLinear(nn.Linear):
         elif self.act_mode == "static":
             xq = torch.clamp(torch.round(x.float() / self.act_scale + self.act_zero), 0, 255)
             x = ((xq - self.act_zero) * self.act_scale).to(x.dtype)
-        w = self.dequantize().to(x.dtype)
+        elif x.device.type == "cpu" and not (torch.is_grad_enabled() and x.requires_grad):
+            # Inference: the fastest correct kernel for this shape, measured once per machine (.kernels).
+            y = run_kernel(self, x)  # (..., N) float32
+            return (y if self.bias is None else y + self.bias).to(x.dtype)
+        w = self.dequantize().to(x.dtype)  # training: dequantize-then-matmul, the path with a backward
         return F.linear(x, w, None if self.bias is None else self.bias.to(x.dtype))
+
+    def _load_from_state_dict(self, *args, **kwargs) -> None:  # type: ignore[no-untyped-def]
+        # New codes or scales make the kernels' converted copies (kept outside state_dict) stale.
+        for key in [k for k in self.__dict__ if k.startswith("_hfx_")]:
+            del self.__dict__[key]
+        super()._load_from_state_dict(*args, **kwargs)
 
     def storage_bits(self) -> int:
         """Bits the weight takes in memory and on disk: packed codes + scales + zero points (bias excluded)."""
