@@ -1,0 +1,133 @@
+"""Generation, chain-of-thought answer extraction and self-consistency, as lm-eval's gsm8k-cot tasks do them.
+
+    texts = generate_answers(model, tok, prompts, max_new_tokens=96)             # greedy, cut at "Q:" / "\\n\\n"
+    answer, how = extract_answer(texts[0][0])                                    # ("11", "pattern")
+    samples = generate_answers(model, tok, prompts, do_sample=True, temperature=0.7, num_return_sequences=5)
+    votes = [self_consistency([extract_answer(t)[0] for t in s]) for s in samples]
+
+- Extraction (``tasks/gsm8k/gsm8k-cot.yaml``): ``strict-match`` is the regex ``The answer is (\\-?[0-9\\.\\,]+).``,
+  first match; ``flexible-extract`` takes the last match of ``(-?[$0-9.,]{2,})|(-?[0-9]+)``. A chain where
+  the pattern never matches counts as a pattern miss; with no number at all the answer is invalid
+  (lm-eval's ``[invalid]``), which never equals a target.
+- Exact match ignores ``,``, ``$`` and a trailing ``.`` (the task's ``regexes_to_ignore``) and case.
+- Self-consistency (Wang et al. 2022, https://arxiv.org/abs/2203.11171; lm-eval's ``majority_vote``): the
+  most common extracted answer of the sampled chains, ``Counter.most_common`` order (first seen wins a
+  tie); invalid chains vote for ``[invalid]`` as in lm-eval.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import Counter
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+from transformers import StoppingCriteria, StoppingCriteriaList
+
+from hfx_plugins.icl.config import ANSWER_PATTERN
+
+__all__ = ["FLEXIBLE_PATTERN", "INVALID", "extract_answer", "generate_answers", "normalize_number", "self_consistency"]
+
+FLEXIBLE_PATTERN = r"(-?[$0-9.,]{2,})|(-?[0-9]+)"
+"""lm-eval's gsm8k-cot flexible-extract regex (its last match is the answer)."""
+INVALID = "[invalid]"
+"""The answer of a chain with no extractable number (lm-eval's fallback string)."""
+
+
+def normalize_number(text: str) -> str:
+    """Drop ``,`` and ``$``, then a trailing ``.``; strip and lower-case (gsm8k-cot's ``regexes_to_ignore``)."""
+    return re.sub(r"\.$", "", re.sub(r"[,$]", "", text.strip())).strip().lower()
+
+
+def extract_answer(text: str, pattern: str = ANSWER_PATTERN, fallback: bool = True) -> tuple[str, str]:
+    """The answer of one chain of thought and how it was found.
+
+    Args:
+        text: The generated chain.
+        pattern: Regex whose first group is the answer (first match wins).
+        fallback: When ``pattern`` does not match, take the last number (lm-eval's flexible-extract).
+
+    Returns:
+        ``(answer, how)``: ``how`` is ``"pattern"``, ``"fallback"`` or ``"invalid"`` (answer ``[invalid]``).
+    """
+    match = re.search(pattern, text)
+    if match:
+        return normalize_number(match.group(1)), "pattern"
+    if fallback:
+        found = re.findall(FLEXIBLE_PATTERN, text)
+        if found:
+            last = found[-1]
+            return normalize_number(last[0] or last[1]), "fallback"
+    return INVALID, "invalid"
+
+
+def self_consistency(answers: Sequence[str]) -> str:
+    """Majority vote over the answers of sampled chains (``[invalid]`` counts as a vote, as in lm-eval)."""
+    return Counter(answers).most_common(1)[0][0] if answers else INVALID
+
+
+class _StopAt(StoppingCriteria):
+    """Stop a sequence once its generated text contains a stop string (decoded, so any tokenizer works).
+
+    transformers' own ``stop_strings`` maps strings to token pieces through the vocabulary, which fails on
+    word-level tokenizers; decoding the new tokens each step costs little next to the forward pass.
+    """
+
+    def __init__(self, tokenizer: Any, until: Sequence[str], prompt_len: int) -> None:
+        self.tokenizer, self.until, self.prompt_len = tokenizer, [s for s in until if s], prompt_len
+
+    def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor, **kwargs: Any) -> torch.BoolTensor:
+        texts = self.tokenizer.batch_decode(input_ids[:, self.prompt_len:], skip_special_tokens=True)  # (B,)
+        done = [any(s in t for s in self.until) for t in texts]
+        return torch.tensor(done, dtype=torch.bool, device=input_ids.device)  # type: ignore[return-value]
+
+
+def _cut(text: str, until: Sequence[str]) -> str:
+    """``text`` up to the first stop string (lm-eval cuts generations the same way)."""
+    for stop in until:
+        if stop and stop in text:
+            text = text.split(stop, 1)[0]
+    return text
+
+
+@torch.no_grad()
+def generate_answers(
+    model: Any,
+    tokenizer: Any,
+    prompts: Sequence[str],
+    max_new_tokens: int = 96,
+    until: Sequence[str] = ("Q:", "\n\n"),
+    do_sample: bool = False,
+    temperature: float = 1.0,
+    num_return_sequences: int = 1,
+    seed: int = 1234,
+    batch_size: int = 4,
+) -> list[list[str]]:
+    """Continue each prompt; return, per prompt, its ``num_return_sequences`` texts cut at the first stop string.
+
+    Greedy unless ``do_sample`` (then softmax at ``temperature``, top-k and top-p off, seeded with ``seed``).
+    Prompts are left-padded in batches; generation of a sequence stops at a stop string or ``max_new_tokens``.
+    """
+    device = next(model.parameters()).device
+    side, tokenizer.padding_side = tokenizer.padding_side, "left"
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    out: list[list[str]] = []
+    sampling = {"do_sample": True, "temperature": temperature, "top_k": 0, "top_p": 1.0} if do_sample else {
+        "do_sample": False, "temperature": None, "top_k": None, "top_p": None}
+    try:
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            for start in range(0, len(prompts), batch_size):
+                batch = tokenizer(list(prompts[start:start + batch_size]), return_tensors="pt", padding=True,
+                                  add_special_tokens=True).to(device)  # (B, T)
+                gen = model.generate(**batch, max_new_tokens=max_new_tokens, num_return_sequences=num_return_sequences,
+                                     pad_token_id=pad, **sampling,
+                                     stopping_criteria=StoppingCriteriaList(
+                                         [_StopAt(tokenizer, until, batch["input_ids"].shape[1])]))  # (B * n, T + new)
+                texts = tokenizer.batch_decode(gen[:, batch["input_ids"].shape[1]:], skip_special_tokens=True)
+                for i in range(0, len(texts), num_return_sequences):
+                    out.append([_cut(t, until) for t in texts[i:i + num_return_sequences]])
+    finally:
+        tokenizer.padding_side = side
+    return out

@@ -1,0 +1,125 @@
+"""``hfx run plugin=icl``: one table of in-context learning on the bundled tasks, nothing trained.
+
+Rows (``configs/default.yaml``, smollm2-135m):
+
+- ``sentiment_foobar`` (label words foo/bar, which the model has no prior for), multiple choice scored as
+  lm-eval does (``acc``, ``acc_norm``): zero-shot; a zero-shot control with the words negative/positive;
+  k-shot with lm-eval's seeded random sampler; k-shot with the k nearest examples (KATE, minilm).
+- ``arithmetic_cot`` (exact match of the extracted number): zero-shot and k-shot direct answers; k-shot
+  chain of thought, greedy and with self-consistency (``icl.repeats`` chains at ``icl.temperature``).
+
+The runner calls ``evaluate`` before and after ``train``; nothing trains, so the second call returns the
+first call's scores. ``artifacts/icl_table.json`` and ``icl_table.md`` hold the table.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from hfx.io import atomic_write_json, atomic_write_text
+from hfx.registry import Recipe
+from hfx_plugins.icl.tasks import (
+    evaluate_classification,
+    evaluate_cot,
+    load_classification_task,
+    load_cot_task,
+)
+
+__all__ = ["IclRecipe", "table_markdown"]
+
+_COLUMNS = ("task", "prompting", "k", "selection", "metric", "score", "notes", "seconds")
+
+
+def table_markdown(rows: list[dict[str, Any]]) -> str:
+    """The rows as a Markdown table (scores with 3 decimals)."""
+    fmt = lambda v: f"{v:.3f}" if isinstance(v, float) else str(v)  # noqa: E731
+    lines = ["| " + " | ".join(_COLUMNS) + " |", "|" + "---|" * len(_COLUMNS)]
+    lines += ["| " + " | ".join(fmt(r[c]) for c in _COLUMNS) + " |" for r in rows]
+    return "\n".join(lines) + "\n"
+
+
+class IclRecipe(Recipe):
+    """setup (model, tasks) -> evaluate (the whole table, once) -> train (nothing) -> save (the table)."""
+
+    def setup(self) -> None:
+        ctx = self.ctx
+        self.cfg = ctx.config("icl")
+        self.model, self.tokenizer = ctx.load_model("causal-lm")
+        self.model.eval()
+        self.cls_task = load_classification_task(self.cfg.classification_task, self.cfg.classification_limit)
+        self.cot_task = load_cot_task(self.cfg.cot_task, self.cfg.cot_limit)
+        self.rows: list[dict[str, Any]] = []
+        self.metrics: dict[str, float] = {}
+        ctx.print(f"icl: {ctx.run.model}; {self.cls_task.name} {len(self.cls_task.test)} queries "
+                  f"(pool {len(self.cls_task.train)}), {self.cot_task.name} {len(self.cot_task.test)} problems")
+
+    def _cfg(self, **changes: Any) -> Any:
+        return dataclasses.replace(self.cfg, **changes)
+
+    def _add(self, task: str, prompting: str, k: int, selection: str, res: dict[str, float], metric: str) -> None:
+        notes = f"acc_norm {res['acc_norm']:.3f}" if "acc_norm" in res else (
+            f"pattern misses {res['pattern_misses']}/{res['chains']}, invalid {res['invalid']}")
+        if res.get("dropped_examples"):
+            notes += f", {res['dropped_examples']} examples dropped to fit"
+        row = {"task": task, "prompting": prompting, "k": k, "selection": selection, "metric": metric,
+               "score": float(res[metric]), "notes": notes, "seconds": round(res["seconds"], 1), "n": res["n"]}
+        self.rows.append(row)
+        self.metrics[f"{task} {prompting} k={k} {selection} {metric}".replace("  ", " ")] = row["score"]
+        self.ctx.print(f"  {task:<17} {prompting:<28} k={k} {selection:<8} {metric} {row['score']:.3f}  ({notes}; "
+                       f"{row['seconds']} s)")
+
+    @torch.no_grad()
+    def evaluate(self) -> dict[str, float]:
+        if self.rows:  # nothing was trained in between
+            return self.metrics
+        m, tok, cls, cot, k = self.model, self.tokenizer, self.cls_task, self.cot_task, self.cfg.num_fewshot
+        started = time.perf_counter()
+        name = cls.name
+        self._add(name, "zero-shot", 0, "-", evaluate_classification(m, tok, cls, self._cfg(num_fewshot=0)), "acc")
+        if self.cfg.natural_labels:
+            words = list(self.cfg.natural_labels)
+            res = evaluate_classification(m, tok, cls, self._cfg(num_fewshot=0), label_words=words)
+            self._add(name, f"zero-shot, words {'/'.join(words)}", 0, "-", res, "acc")
+        for selection in ("random", "knn"):
+            res = evaluate_classification(m, tok, cls, self._cfg(fewshot_selection=selection))
+            self._add(name, "few-shot", k, selection, res, "acc")
+        name = cot.name
+        self._add(name, "zero-shot direct answer", 0, "-", evaluate_cot(m, tok, cot, self._cfg(num_fewshot=0), "direct"),
+                  "accuracy")
+        self._add(name, "few-shot direct answer", k, "first_n", evaluate_cot(m, tok, cot, self.cfg, "direct"), "accuracy")
+        self._add(name, "chain of thought, greedy", k, "first_n", evaluate_cot(m, tok, cot, self.cfg, "cot"), "accuracy")
+        if self.cfg.self_consistency:
+            res = evaluate_cot(m, tok, cot, self.cfg, "cot", self_consistency_vote=True)
+            self._add(name, f"chain of thought, maj@{self.cfg.repeats}", k, "first_n", res, "accuracy")
+        self.seconds = time.perf_counter() - started
+        self._print_table()
+        return self.metrics
+
+    def _print_table(self) -> None:
+        from rich.console import Console
+        from rich.markup import escape
+        from rich.table import Table
+
+        table = Table(title=f"in-context learning on {self.ctx.run.model} ({self.seconds:.0f} s)")
+        for col in _COLUMNS:
+            table.add_column(col, justify="right" if col in ("k", "score", "seconds") else "left")
+        for r in self.rows:
+            table.add_row(*(escape(f"{r[c]:.3f}" if isinstance(r[c], float) and c == "score" else str(r[c]))
+                            for c in _COLUMNS))
+        if self.ctx.is_main:
+            Console().print(table)
+
+    def train(self) -> dict[str, float]:
+        return {}
+
+    def save(self, out_dir: Path) -> list[Path]:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        atomic_write_json(out_dir / "icl_table.json", {"model": self.ctx.run.model, "seconds": round(self.seconds, 1),
+                                                       "rows": self.rows})
+        atomic_write_text(out_dir / "icl_table.md", table_markdown(self.rows))
+        return [out_dir / "icl_table.json", out_dir / "icl_table.md"]
