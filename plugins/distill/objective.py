@@ -64,7 +64,9 @@ def infer_task(model: nn.Module) -> str:
 def pool(hidden: torch.Tensor, attention_mask: torch.Tensor, mode: str = "mean") -> torch.Tensor:
     """Sentence embedding from token states: masked mean (sentence-transformers' default) or [CLS]. (B, T, H) -> (B, H)"""
     if mode == "cls":
-        return hidden[:, 0]  # (B, H)
+        # The first real token, from the mask: under left padding column 0 is a pad.
+        first = attention_mask.to(torch.int).argmax(1)  # (B,)
+        return hidden[torch.arange(hidden.shape[0], device=hidden.device), first]  # (B, H)
     m = attention_mask.unsqueeze(-1).to(hidden.dtype)  # (B, T, 1)
     return (hidden * m).sum(1) / m.sum(1).clamp_min(1e-9)  # (B, H); clamp as sentence-transformers does
 

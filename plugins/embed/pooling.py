@@ -21,6 +21,7 @@ import torch
 from torch import nn
 
 from hfx.errors import HfxError, did_you_mean
+from hfx.pooling import last_token_index
 from hfx_plugins.embed.config import POOLING_MODES
 
 __all__ = ["POOLING_MODES", "Pooling", "check_pooling", "pool"]
@@ -60,9 +61,7 @@ def pool(hidden: torch.Tensor, mask: torch.Tensor, mode: str) -> torch.Tensor:
         first = mask.to(torch.int).argmax(dim=1)  # (B,) index of the first real token (left padding too)
         return hidden[torch.arange(B, device=hidden.device), first]  # (B, H)
     if mode == "lasttoken":
-        # Index of the last real token: flip the mask, the first 1 of the flipped row is the last real token.
-        flipped_first = mask.flip(1).to(torch.int).argmax(dim=1)  # (B,)
-        last = T - 1 - flipped_first  # (B,)
+        last = last_token_index(mask)  # (B,) the last real token, from the mask (hfx.pooling)
         # sentence-transformers multiplies by the mask before gathering (a 0 row for all padding); same here.
         return (hidden * m)[torch.arange(B, device=hidden.device), last]  # (B, H)
     if mode == "weightedmean":

@@ -4,8 +4,10 @@
 
 - encoders with a pooler (BERT family): pooler output (tanh(W h_CLS)) -> dropout -> ``classifier``;
 - encoders without one: the first token's hidden state -> dropout -> ``classifier``;
-- decoders: the hidden state of the last non-padding token -> ``score`` (no bias), since a causal model
-  has seen the whole text only at its last position.
+- decoders: the hidden state of the last real token -> ``score`` (no bias), since a causal model has seen
+  the whole text only at its last position. The last real token comes from the attention mask
+  (:mod:`hfx.pooling`), not from ``pad_token_id`` as in transformers: that rule reads a pad position when
+  the pad id is unset, and cuts the EOS when the pad id equals EOS.
 
 The backbone is stored under its ``base_model_prefix`` (``bert``, ``model``, ``transformer``) and the head
 under the name transformers uses, so the state dict has the keys of ``AutoModelForSequenceClassification``
@@ -19,17 +21,10 @@ from torch import nn
 from transformers import PreTrainedModel
 from transformers.modeling_outputs import SequenceClassifierOutput
 
+from hfx.pooling import gather_last, real_token_mask
 from hfx_plugins.finetune.losses import classification_loss, infer_problem_type
 
-__all__ = ["SequenceClassifier", "last_token_index"]
-
-
-def last_token_index(input_ids: torch.Tensor, pad_token_id: int | None) -> torch.Tensor:
-    """Index of the rightmost non-padding token of each row, for left or right padding. (B, T) -> (B,)"""
-    if pad_token_id is None:
-        return torch.full((input_ids.shape[0],), input_ids.shape[1] - 1, device=input_ids.device)
-    positions = torch.arange(input_ids.shape[1], device=input_ids.device)  # (T,)
-    return (positions * (input_ids != pad_token_id)).argmax(-1)  # (B,)
+__all__ = ["SequenceClassifier"]
 
 
 class SequenceClassifier(nn.Module):
@@ -76,9 +71,9 @@ class SequenceClassifier(nn.Module):
             pooled = out.pooler_output if self.uses_pooler else out.last_hidden_state[:, 0]  # (B, H)
             logits = self.classifier(self.dropout(pooled))  # (B, C)
         else:
-            h = out.last_hidden_state  # (B, T, H)
-            idx = last_token_index(input_ids, self.config.pad_token_id)  # (B,)
-            pooled = h[torch.arange(h.shape[0], device=h.device), idx]  # (B, H)
+            mask = real_token_mask(input_ids, attention_mask, self.config.pad_token_id,
+                                   getattr(self.config, "eos_token_id", None))  # (B, T)
+            pooled = gather_last(out.last_hidden_state, mask)  # (B, H)
             logits = self.score(pooled)  # (B, C)
         loss = None
         if labels is not None:
