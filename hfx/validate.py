@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 from hfx import registry
 
-__all__ = ["Check", "CheckResult", "print_results", "run_checks"]
+__all__ = ["Check", "CheckResult", "SkipCheck", "print_results", "run_checks"]
 
 
 @dataclass(frozen=True)
@@ -30,6 +30,13 @@ class Check:
     """Largest allowed difference."""
     run: Callable[[], float]
     """Computes and returns the largest absolute difference (0.0 for an exact match)."""
+
+
+class SkipCheck(Exception):  # noqa: N818 (it is not an error: the check cannot run here)
+    """Raised by a check that needs a reference library version not installed here (e.g. trl==1.12.0).
+
+    It is reported as "skipped: <message>" and does not fail ``hfx validate``.
+    """
 
 
 @dataclass(frozen=True)
@@ -61,6 +68,9 @@ def run_checks(plugins: Sequence[str] | None = None) -> list[CheckResult]:
                 diff = float(check.run())
                 ok = math.isfinite(diff) and diff <= check.tolerance
                 results.append(CheckResult(p.name, check.name, check.reference, version, diff, check.tolerance, ok))
+            except SkipCheck as err:
+                results.append(CheckResult(p.name, check.name, check.reference, version, math.nan, check.tolerance,
+                                           True, f"skipped: {err}"))
             except Exception as err:  # a crashing check is a failed check, reported in the table
                 line = f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}"
                 tb = traceback.format_exc(limit=-1).strip().splitlines()[-3:]
@@ -82,5 +92,7 @@ def print_results(results: Sequence[CheckResult]) -> None:
         table.add_column(col, justify="right" if col in ("max diff", "tolerance") else "left")
     for r in results:
         verdict = "[green]pass[/green]" if r.passed else f"[red]FAIL[/red] {escape(r.error)}".rstrip()
+        if r.passed and r.error.startswith("skipped:"):
+            verdict = f"[yellow]{escape(r.error)}[/yellow]"
         table.add_row(escape(r.plugin), escape(r.name), f"{r.reference} {r.version}", f"{r.max_diff:.3g}", f"{r.tolerance:.3g}", verdict)
     Console(width=max(150, Console().width)).print(table)

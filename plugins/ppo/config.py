@@ -121,6 +121,8 @@ class PPORunConfig(PPOConfig):
 
     updates: int = 40
     """PPO updates (rollout + num_ppo_epochs x num_mini_batches optimizer steps each)."""
+    prompts: str = "rankings"
+    """Prompts: a bundled ranking set or a folder with train and test splits that have a 'prompt' column."""
     reward_model: str = ""
     """Folder of a reward model (hfx.save of the reward plugin); empty: train one on the bundled rankings with
     the reward plugin's default settings, or reuse the one cached under $HFX_CACHE/ppo."""
@@ -130,7 +132,7 @@ class PPORunConfig(PPOConfig):
     """lora_alpha of the policy's adapter."""
     lora_target_modules: list[str] = field(default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj"])
     """Layers that carry the policy's adapter."""
-    max_prompt_length: int = 48
+    max_prompt_length: int = 64
     """Prompts longer than this many tokens are cut from the left."""
     eval_prompts: int = 32
     """Held-out prompts answered before and after training (the gold score is averaged over them)."""

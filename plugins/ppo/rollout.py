@@ -145,14 +145,24 @@ def value_forward(value_model: nn.Module, query_responses: torch.Tensor, attenti
 
 
 def last_token_scores(reward_model: Any, query_responses: torch.Tensor, attention_mask: torch.Tensor,
-                      last_index: torch.Tensor) -> torch.Tensor:
-    """(B,) reward-model score read at ``last_index`` (B,), each sequence's last real token.
+                      context_length: int) -> torch.Tensor:
+    """(B,) reward-model score of each prompt + response, read at its last real token.
 
-    ``reward_model`` is a sequence-classification model with one label (its ``score`` head is applied at
-    every position, trl's ``get_reward``), or any callable ``(input_ids, attention_mask, last_index) -> (B,)``.
+    ``reward_model`` is one of:
+
+    - a transformers one-label sequence-classification model: its ``score`` head is applied at every position
+      and read at the last real token of ``attention_mask`` (trl's ``get_reward``, whatever the pad id);
+    - any other module called as ``model(input_ids, attention_mask, position_ids)`` whose ``logits`` (B, 1) are
+      read at the last real token (the reward plugin's ``RewardModel``);
+    - a callable ``(query_responses (B, S), attention_mask (B, S), context_length) -> (B,)`` (e.g. the gold score).
     """
-    if not hasattr(reward_model, "base_model_prefix"):
-        return reward_model(query_responses, attention_mask, last_index)
+    if not isinstance(reward_model, nn.Module):
+        return torch.as_tensor(reward_model(query_responses, attention_mask, context_length), dtype=torch.float32)
+    if not (hasattr(reward_model, "base_model_prefix") and hasattr(reward_model, "score")):
+        out = reward_model(**_inputs(query_responses, attention_mask))
+        return getattr(out, "logits", out).reshape(-1).float()
+    idx = torch.arange(attention_mask.size(1), device=attention_mask.device)
+    last_index = (attention_mask.long() * idx).argmax(1)  # (B,) rightmost real token, whatever the pad id
     trunk, head = _trunk_and_head(reward_model)
     out = trunk(**_inputs(query_responses, attention_mask), output_hidden_states=True, use_cache=False)
     per_token = head(out.hidden_states[-1]).squeeze(-1)  # (B, S)

@@ -92,7 +92,7 @@ class PPOTrainer:
             ``ref_model`` is given.
         ref_model: an explicit reference model; None: the policy with its adapters disabled.
         reward_model: a one-label sequence-classification model (score read at the last real token), or a
-            callable ``(input_ids (B, S), attention_mask (B, S), last_index (B,)) -> scores (B,)``.
+            callable ``(query_responses (B, S), attention_mask (B, S), context_length) -> scores (B,)``.
         train_dataset: prompts, rows with ``input_ids`` (token ids) or ``prompt`` (text).
         value_model: with ``args.value_model="separate"``, a one-label sequence-classification model whose
             ``score`` head is read at every position (e.g. a copy of the reward model, as trl).
@@ -200,8 +200,7 @@ class PPOTrainer:
             ref_logprobs, _, _ = forward_logprobs(ref, ro.query_responses, ro.attention_mask, ro.context_length,
                                                   a.temperature)
         # The reward model reads prompt + response through its stop token; values use trl's mask (incl. eos+1).
-        scores = last_token_scores(self.reward_model, ro.query_responses, ro.attention_mask,
-                                   ro.context_length + ro.seq_lengths).float()
+        scores = last_token_scores(self.reward_model, ro.query_responses, ro.attention_mask, ro.context_length).float()
         bad = ~torch.isfinite(scores)
         if bad.any():
             i = int(bad.nonzero()[0])

@@ -75,8 +75,7 @@ def test_missing_eos_penalty_lowers_score() -> None:
     exp = trainer.last
     from hfx_plugins.ppo.rollout import last_token_scores
 
-    raw = last_token_scores(rm, exp.rollout.query_responses, exp.rollout.attention_mask,
-                            exp.rollout.context_length + exp.rollout.seq_lengths)
+    raw = last_token_scores(rm, exp.rollout.query_responses, exp.rollout.attention_mask, exp.rollout.context_length)
     # rows 1 and 3 have no EOS: their score is 5 lower; rows 0 and 2 are untouched
     torch.testing.assert_close(raw - exp.scores, torch.tensor([0.0, 5.0, 0.0, 5.0]))
 
