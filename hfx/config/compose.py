@@ -50,7 +50,9 @@ def parse_overrides(args: list[str]) -> list[Override]:
     parsed: list[Override] = []
     for arg in args:
         if "=" not in arg and not arg.startswith("~"):
-            raise HfxError(f"argument {arg!r} is not key=value; write e.g. `model={arg}` or `plugin={arg}`")
+            # The hint repeats the argument only when it is one printable word (the message stays one line).
+            hint = f"`model={arg}` or `plugin={arg}`" if arg.isprintable() and arg.split() == [arg] else "`key=value`"
+            raise HfxError(f"argument {arg!r} is not key=value; write e.g. {hint}")
         try:
             (ov,) = parser.parse_overrides([arg])
         except HydraException as err:
