@@ -46,7 +46,7 @@ def _args(tmp_path: Path, steps: int, **kw) -> TrainingArguments:
 
 def test_reward_trainer_learns_the_toy_ranking(tmp_path: Path) -> None:
     model, tok = tiny_model("llama", "causal-lm", 0, dropout=0.0)
-    trainer = hfx.RewardTrainer(model=model, args=_args(tmp_path, 40), train_dataset=toy_rankings(160, 0),
+    trainer = hfx.RewardTrainer(model=model, args=_args(tmp_path, 24), train_dataset=toy_rankings(160, 0),
                                 eval_dataset=toy_rankings(40, 1), processing_class=tok)
     before = trainer.evaluate()
     trainer.train()
@@ -61,7 +61,7 @@ def test_reward_trainer_learns_the_toy_ranking(tmp_path: Path) -> None:
 def test_pairwise_rows_and_pairwise_loss(tmp_path: Path) -> None:
     model, tok = tiny_model("llama", "base", 0, dropout=0.0)
     pairs = hfx.rankings_to_pairs(toy_rankings(160, 0))
-    trainer = hfx.RewardTrainer(model=model, args=_args(tmp_path, 30), train_dataset=pairs,
+    trainer = hfx.RewardTrainer(model=model, args=_args(tmp_path, 20), train_dataset=pairs,
                                 eval_dataset=toy_rankings(40, 1), processing_class=tok,
                                 reward_config=RewardConfig(loss_type="pairwise", center_rewards_coefficient=0.01))
     trainer.train()
