@@ -1,0 +1,32 @@
+"""``hfx run plugin=prompt_tuning`` end to end on a tiny Llama; its adapter read back by peft.
+
+Expected values: the recipe's own before/after table and the trainable-parameter count n x d = 4 x 32."""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+from hfx import registry
+
+
+def test_registered_through_its_entry_point() -> None:
+    plugin = registry.get("prompt_tuning")
+    assert plugin.config_cls.__name__ == "PromptTuningConfig" and plugin.recipe is not None
+    assert plugin.run_only_fields() == ["template", "label_words"]
+
+
+def test_run_trains_and_saves_a_peft_adapter(cli, tiny_llama_dir: Path, tmp_path: Path) -> None:
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    result = cli("run", "plugin=prompt_tuning", f"model={tiny_llama_dir}", "train.max_steps=2", "train.batch_size=4",
+                 "data.max_train_samples=8", "data.max_eval_samples=8", "prompt_tuning.num_virtual_tokens=4",
+                 f"prompt_tuning.tokenizer_name_or_path={tiny_llama_dir}", f"output_dir={tmp_path}")
+    assert result.code == 0, result.err
+    assert "trainable parameters 128 of" in result.out and "accuracy" in result.out
+    (run,) = [p for p in tmp_path.iterdir() if p.is_dir()]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        warnings.filterwarnings("ignore", category=FutureWarning)
+        PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(tiny_llama_dir), run / "artifacts" / "adapter")
