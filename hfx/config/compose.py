@@ -208,7 +208,7 @@ def compose(args: list[str], config_file: str | None = None) -> tuple[DictConfig
     if file_cfg is not None:
         if "plugin" in file_cfg:  # `plugin: name` or a list, already resolved above
             file_cfg = file_cfg.copy()
-            file_cfg.pop("plugin")
+            del file_cfg["plugin"]  # not pop(): that resolves the value, and `${x}` may not resolve
         cfg = _merge(cfg, keep_yaml_text(cfg, file_cfg, Path(config_file)), f"config file {config_file}")
     for ov in overrides:
         if ov.key_or_group != "plugin":  # already resolved above (a name or a list of names)

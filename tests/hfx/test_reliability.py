@@ -124,3 +124,17 @@ def test_nan_loss_stops_with_its_step_and_leaves_checkpoints_loadable(tmp_path: 
     assert load_checkpoint(ckpt, fresh, opt, torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 1.0)) == 4
     for p in fresh.parameters():
         assert torch.isfinite(p).all()
+
+
+def test_fuzz_findings_stay_fixed(tmp_path: Path) -> None:
+    """Cases the benchmark's fuzz found: a two-line error for an argument with a newline, and a traceback for
+    ``plugin: ${train}`` in a config file (removing the key resolved it)."""
+    from hfx.config.compose import compose
+
+    with pytest.raises(HfxError) as err:
+        compose(["plugin=finetune", "a\nb"])
+    assert "\n" not in str(err.value)
+    path = tmp_path / "run.yaml"
+    path.write_text("plugin: ${train}\n")
+    cfg, _ = compose(["plugin=finetune"], str(path))  # the command line names the plugin
+    assert list(cfg.plugin) == ["finetune"]
