@@ -1,0 +1,110 @@
+"""The two inputs of ``hfx run plugin=ppo`` besides the policy: the prompts and the reward model.
+
+The prompts are the ``prompt`` column of a ranking data set (the bundled ``rankings``: smollm2-135m's chat
+template around a request for an opinion or a short review), tokenized as the reward plugin tokenizes the
+scored texts, so the reward model reads ``prompt + response`` as it was trained to. The reward model comes
+from the reward plugin's public surface only: ``hfx run plugin=reward`` to train it, ``hfx.load`` to read it.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from hfx.errors import HfxError
+
+__all__ = ["cached_reward_dir", "load_prompts", "reward_model_for"]
+
+
+def load_prompts(tokenizer: Any, cfg: Any, say: Callable[..., None]) -> tuple[list[list[int]], list[list[int]]]:
+    """Token ids of the train and held-out prompts (``cfg.prompts``: a bundled name or a folder with train/test).
+
+    Prompts longer than ``cfg.max_prompt_length`` tokens keep their last tokens (the request and the
+    assistant turn), with a note; the held-out ones are the first ``cfg.eval_prompts`` of the test split.
+    """
+    from hfx.data.loading import read_source
+
+    splits = read_source(cfg.prompts)
+    held = "test" if "test" in splits else "eval" if "eval" in splits else None
+    if "train" not in splits or held is None or "prompt" not in splits["train"].column_names:
+        raise HfxError(f"ppo.prompts={cfg.prompts!r} needs train and test (or eval) splits with a 'prompt' column")
+    out = []
+    cut = 0
+    for split in ("train", held):
+        texts = list(dict.fromkeys(splits[split]["prompt"]))  # one entry per prompt, in order
+        ids = tokenizer(texts)["input_ids"]
+        cut += sum(len(x) > cfg.max_prompt_length for x in ids)
+        out.append([x[-cfg.max_prompt_length:] for x in ids])
+    if cut:
+        say(f"ppo: {cut} prompts longer than ppo.max_prompt_length={cfg.max_prompt_length} tokens keep their last tokens")
+    return out[0], out[1][: cfg.eval_prompts]
+
+
+def cached_reward_dir(model: str, seed: int) -> Path:
+    """Where the default reward model of ``model`` is cached: ``$HFX_CACHE/ppo/reward-<model>-seed<seed>``."""
+    root = Path(os.environ.get("HFX_CACHE", "~/.cache/hfx")).expanduser()
+    return root / "ppo" / f"reward-{model.replace('/', '_')}-seed{seed}"
+
+
+def _train_reward(target: Path, say: Callable[..., None], seed: int) -> Path:
+    """Train the reward plugin's default reward model with ``hfx run plugin=reward``; keep its saved model."""
+    from hfx.runner.run import run
+
+    say("ppo: no reward model given or cached: training one first (hfx run plugin=reward, its defaults)")
+    work = target.parent / f".{target.name}.runs"
+    result = run(["plugin=reward", f"output_dir={work}", f"seed={seed}"])
+    found = result.run_dir / "artifacts" / "model"
+    if not found.is_dir():
+        raise HfxError(f"hfx run plugin=reward left no saved model at {found}")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_name(f".{target.name}.tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    shutil.copytree(found, tmp)
+    os.replace(tmp, target)  # the cache appears whole or not at all
+    say(f"ppo: reward model cached at {target} (trained in {result.run_dir}: {result.after})")
+    return target
+
+
+class TextReward:
+    """Scores ``prompt + response`` as text with the reward model's own tokenizer (when it differs from the policy's)."""
+
+    def __init__(self, model: Any, tokenizer: Any, policy_tokenizer: Any) -> None:
+        self.model, self.tokenizer, self.policy_tokenizer = model, tokenizer, policy_tokenizer
+
+    def __call__(self, query_responses: Any, attention_mask: Any, context_length: int) -> Any:
+        from hfx_plugins.reward import score_texts
+
+        texts = [self.policy_tokenizer.decode(ids[m.bool()].tolist()) for ids, m in zip(query_responses, attention_mask,
+                                                                                        strict=True)]
+        return score_texts(self.model, self.tokenizer, texts)
+
+
+def reward_model_for(spec: str, tokenizer: Any, ctx: Any) -> Any:
+    """The reward model named by ``ppo.reward_model``: "vader" (the gold score), a folder, or "" (cached/trained).
+
+    A reward model with the policy's vocabulary reads the rollout's token ids directly (its score at the last
+    real token of the attention mask); one with another tokenizer gets the decoded text, re-tokenized.
+    """
+    if spec == "vader":
+        from hfx_plugins.ppo.gold import VaderReward
+
+        ctx.print("ppo: reward = VADER's compound score itself (an oracle run: no reward model)")
+        return VaderReward(tokenizer)
+    path = Path(spec).expanduser() if spec else cached_reward_dir(ctx.run.model, ctx.run.seed)
+    if not spec and not path.is_dir():
+        _train_reward(path, ctx.print, ctx.run.seed)
+    if not path.is_dir():
+        raise HfxError(f"ppo.reward_model={spec!r} is not a folder; give one written by hfx.save of the reward "
+                       "plugin, or leave it empty to train one")
+    from hfx_plugins.reward import load_reward_model
+
+    model, rm_tokenizer = load_reward_model(path)
+    model.requires_grad_(False)
+    if rm_tokenizer.get_vocab() != tokenizer.get_vocab():
+        ctx.print(f"ppo: the reward model at {path} has another tokenizer: it scores the decoded text, re-tokenized")
+        return TextReward(model, rm_tokenizer, tokenizer)
+    ctx.print(f"ppo: reward model from {path}")
+    return model
