@@ -73,10 +73,11 @@ class PromptTuningConfig:
 class PromptTuningRunConfig(PromptTuningConfig):
     """The ``prompt_tuning:`` section of ``hfx run``: :class:`PromptTuningConfig` plus the recipe's task."""
 
-    template: str = "Review: {text}\nSentiment:"
+    template: str = "Sentence: {text}\nLabel:"
     """Prompt of one example; {text} is the example's text. The label word is its continuation."""
-    label_words: list[str] = field(default_factory=lambda: [" negative", " positive"])
-    """Continuation of each class, in label order; accuracy picks the one of highest log-likelihood."""
+    label_words: list[str] = field(default_factory=lambda: [" foo", " bar"])
+    """Continuation of each class, in label order (bundled sentiment_foobar: foo = negative, bar = positive);
+    accuracy picks the one of highest log-likelihood."""
 
     def __post_init__(self) -> None:
         super().__post_init__()
