@@ -59,6 +59,15 @@ def save(obj: nn.Module, path: str | Path) -> Path:
     """Write what the applied plugins add to ``obj`` under ``path`` (atomically), in reference formats.
 
     With no plugin applied, a transformers model is written whole with ``save_pretrained`` (safetensors).
+    One saving plugin writes straight into ``path``; several each write a sub-folder named after the plugin,
+    listed in ``hfx_plugins.json``.
+
+    Returns:
+        ``path``, complete (the folder is swapped into place only once everything is written).
+
+    Raises:
+        HfxError: nothing to save (no plugin applied and no ``save_pretrained``), a plugin of the record that
+            is no longer installed, or a full disk (the previous folder, if any, is left intact).
     """
     path = Path(path)
     steps = [(registry.get(name), cfg) for name, cfg in applied(obj)]
@@ -78,7 +87,18 @@ def save(obj: nn.Module, path: str | Path) -> Path:
 
 
 def load(model: nn.Module, path: str | Path) -> nn.Module:
-    """Restore onto ``model`` what :func:`save` wrote at ``path``; the format is detected."""
+    """Restore onto ``model`` what :func:`save` wrote at ``path``; the format is detected.
+
+    A folder with ``hfx_plugins.json`` is loaded plugin by plugin in the listed order; otherwise the first
+    installed plugin whose ``can_load`` recognises the files loads it (e.g. a peft adapter folder).
+
+    Returns:
+        The model with the saved plugins applied and recorded.
+
+    Raises:
+        HfxError: a missing path, a truncated or corrupted manifest or weights file, files no installed plugin
+            recognises, or a mismatch the plugin's ``load`` reports (shapes, target modules).
+    """
     path = Path(path)
     if not path.exists():
         raise HfxError(f"path {str(path)!r} does not exist; give the folder written by hfx.save")

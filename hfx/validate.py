@@ -41,6 +41,19 @@ class SkipCheck(Exception):  # noqa: N818 (it is not an error: the check cannot 
 
 @dataclass(frozen=True)
 class CheckResult:
+    """The outcome of one :class:`Check`: one row of the ``hfx validate`` table.
+
+    Attributes:
+        plugin: The plugin whose check this is.
+        name: The check's name.
+        reference: The reference library's distribution name.
+        version: Its installed version ("not installed" when absent).
+        max_diff: The largest difference measured (NaN when the check crashed).
+        tolerance: The largest difference allowed.
+        passed: ``max_diff <= tolerance`` (and finite).
+        error: One line saying why a crashed check failed ("" otherwise).
+    """
+
     plugin: str
     name: str
     reference: str

@@ -37,6 +37,15 @@ __all__ = ["RunDir"]
 
 @dataclass
 class RunDir:
+    """One run's folder: config.yaml, metrics.jsonl, before.json, checkpoints/, artifacts/, summary.json (last).
+
+    Attributes:
+        path: The folder.
+        resumed: Whether this run continues an earlier one from its checkpoints.
+        is_main: Whether this process writes (accelerate's main process).
+        locked: Whether this process holds the folder's ``.lock``.
+    """
+
     path: Path
     resumed: bool = False
     is_main: bool = True
@@ -44,7 +53,18 @@ class RunDir:
 
     @classmethod
     def plan(cls, output_dir: str, run_dir: str, resume: bool, plugins: list[str], stamp: str) -> RunDir:
-        """Choose the folder (nothing is created yet, so bad input never leaves a folder behind)."""
+        """Choose the folder (nothing is created yet, so bad input never leaves a folder behind).
+
+        Args:
+            output_dir: Parent of new run folders.
+            run_dir: An exact folder to use ("" for a new one under ``output_dir``).
+            resume: Continue an unfinished run from its last checkpoint.
+            plugins: The run's plugin names (the folder name ends with them, joined by "+").
+            stamp: The time part of a new folder's name (:meth:`stamp`).
+
+        Raises:
+            HfxError: ``run_dir`` holds a finished run, or nothing to resume (no checkpoint) was found.
+        """
         tag = "+".join(plugins)
         if run_dir:
             path = Path(run_dir)
@@ -68,18 +88,22 @@ class RunDir:
 
     @staticmethod
     def stamp() -> str:
+        """The local time as ``YYYYmmdd-HHMMSS``, the first part of a new run folder's name."""
         return time.strftime("%Y%m%d-%H%M%S")
 
     @property
     def checkpoints(self) -> Path:
+        """The folder of ``step-N`` checkpoints."""
         return self.path / "checkpoints"
 
     @property
     def artifacts(self) -> Path:
+        """The folder the recipe saves its outputs in (Hugging Face formats)."""
         return self.path / "artifacts"
 
     @property
     def lock_file(self) -> Path:
+        """``.lock``: the pid and host of the live run that holds the folder."""
         return self.path / ".lock"
 
     def create(self, cfg: DictConfig) -> None:
@@ -95,7 +119,11 @@ class RunDir:
         atomic_write_text(self.path / "config.yaml", OmegaConf.to_yaml(cfg))
 
     def acquire(self) -> None:
-        """Create ``.lock`` with O_EXCL; take over the lock of a process on this host that no longer exists."""
+        """Create ``.lock`` with O_EXCL; take over the lock of a process on this host that no longer exists.
+
+        Raises:
+            HfxError: a live process holds the folder, or another run took it at the same moment.
+        """
         me = {"pid": os.getpid(), "host": socket.gethostname(), "started": time.strftime("%Y-%m-%d %H:%M:%S")}
         for _ in range(2):
             try:
@@ -129,6 +157,7 @@ class RunDir:
                 fh.write(json.dumps(record) + "\n")
 
     def metrics(self) -> list[dict[str, Any]]:
+        """The records of metrics.jsonl, in order (empty when there is none yet)."""
         path = self.path / "metrics.jsonl"
         return [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.exists() else []
 
@@ -139,12 +168,14 @@ class RunDir:
             atomic_write_text(self.path / "metrics.jsonl", "".join(json.dumps(r) + "\n" for r in kept))
 
     def write_json(self, name: str, obj: Any) -> None:
+        """Write ``obj`` as ``name`` in the folder, atomically (main process only); summary.json releases the lock."""
         if self.is_main:
             atomic_write_json(self.path / name, obj)
             if name == "summary.json":  # written last: the run is complete, the folder is free
                 self.release()
 
     def read_json(self, name: str) -> Any:
+        """The JSON file ``name`` of the folder, or None when it does not exist."""
         path = self.path / name
         return json.loads(path.read_text()) if path.exists() else None
 
