@@ -84,3 +84,11 @@ def test_pairwise_loss_equals_trl(margin: bool, center: float | None) -> None:
     # K = 2 groups: the ranking loss is the same number
     assert abs(preference_loss(torch.cat([c, r]), idx, idx + 8, idx, m, "ranking", center or 0.0).item()
                - ours.item()) <= 1e-6
+
+
+def test_validate_checks_pass() -> None:
+    """`hfx validate plugin=reward`: hfx's pairwise loss against trl's compute_loss (tolerance 1e-6)."""
+    from hfx.validate import run_checks
+
+    results = run_checks(["reward"])
+    assert len(results) == 3 and all(r.passed for r in results), results
