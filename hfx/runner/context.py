@@ -49,10 +49,19 @@ class RunContext:
         return self.plugin_cfgs[plugin]
 
     def load_model(self, task: str | None = None, **kwargs: Any) -> tuple[nn.Module, Any]:
-        """Load ``run.model`` for ``task`` (default ``run.task``); returns ``(model, tokenizer)``."""
+        """Load ``run.model`` for ``task`` (default ``run.task``); returns ``(model, tokenizer)``.
+
+        ``run.data.max_length`` is lowered, with a warning, to the longest input the model can embed
+        (:func:`hfx.models.limits.max_input_length`), so tokenization truncates there and no batch reaches
+        past its position table.
+        """
+        from hfx.models.limits import max_input_length
         from hfx.models.loading import load_model
 
-        return load_model(self.run.model, task or self.run.task, trust_remote_code=self.run.trust_remote_code, **kwargs)
+        model, tokenizer = load_model(self.run.model, task or self.run.task,
+                                      trust_remote_code=self.run.trust_remote_code, **kwargs)
+        self.run.data.max_length = max_input_length(model, tokenizer, self.run.data.max_length, what="data.max_length")
+        return model, tokenizer
 
     def load_data(self, required: Sequence[str] = ()) -> Any:
         """Load ``run.data`` as a DatasetDict with "train" and "eval", checking ``required`` columns."""

@@ -34,6 +34,7 @@ from hfx.data.loading import load_data
 from hfx.errors import HfxError
 from hfx.io import atomic_dir
 from hfx.metrics import pairs_spearman, pairwise_spearman
+from hfx.models.limits import max_input_length
 from hfx.models.loading import load_config, load_model, model_family
 from hfx.models.zoo import resolve_model
 from hfx.registry import Recipe
@@ -80,6 +81,8 @@ class DistillRecipe(Recipe):
         teacher, self.tokenizer = ctx.load_model(hf_task)
         if cfg.student:
             student, student_tok = load_model(cfg.student, hf_task, trust_remote_code=run.trust_remote_code)
+            # Both models read the same batches: inputs fit the shorter of the two position tables.
+            run.data.max_length = max_input_length(student, student_tok, run.data.max_length, what="data.max_length")
             check_pair(student, teacher, self.task, student_tok, self.tokenizer)
         else:
             student = make_student(teacher, layers=cfg.layers or None)

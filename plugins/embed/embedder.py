@@ -32,6 +32,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from hfx.errors import HfxError
+from hfx.models.limits import max_input_length
 from hfx_plugins.embed.pooling import Pooling
 
 __all__ = ["MIN_TOKEN_ROWS", "PROGRESS_FROM", "Embedder", "backbone_of"]
@@ -95,16 +96,16 @@ class Embedder(nn.Module):
         return next(self.parameters()).device
 
     def limit(self) -> int:
-        """Token limit applied to each text: ``max_length``, else the tokenizer's, capped by the model's positions.
+        """Token limit applied to each text: ``max_length``, else the tokenizer's, capped by what the model embeds.
+
+        The cap is :func:`hfx.models.limits.max_input_length`: the learned position table less RoBERTa's
+        ``padding_idx + 1`` offset, the config's positions and the tokenizer's limit.
 
         Raises:
             HfxError: no ``max_length`` is set and the embedder has no tokenizer.
         """
-        positions = getattr(self.backbone.config, "max_position_embeddings", None) or 10**9
-        if self.max_length:
-            return min(self.max_length, positions)
-        tok_max = getattr(self._tok(), "model_max_length", None) or 10**9
-        return int(min(tok_max, positions))
+        tok = self.tokenizer if self.max_length else self._tok()
+        return max_input_length(self.backbone, tok, self.max_length, what="embed max_length")
 
     def _tok(self) -> Any:
         if self.tokenizer is None:

@@ -21,6 +21,8 @@ from torch import nn
 from transformers import PreTrainedModel
 from transformers.modeling_outputs import SequenceClassifierOutput
 
+from hfx.errors import HfxError
+from hfx.models.limits import position_limit
 from hfx.pooling import gather_last, real_token_mask
 from hfx_plugins.finetune.losses import classification_loss, infer_problem_type
 
@@ -48,6 +50,7 @@ class SequenceClassifier(nn.Module):
         self.config.num_labels = num_labels
         self.config.problem_type = problem_type or None
         setattr(self, self.prefix, backbone)
+        self.max_positions = position_limit(backbone)  # usable positions (RoBERTa's offset removed), or None
         hidden = backbone.config.hidden_size
         self.uses_pooler = family == "encoder" and getattr(backbone, "pooler", None) is not None
         if family == "encoder":
@@ -66,6 +69,15 @@ class SequenceClassifier(nn.Module):
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
                 labels: torch.Tensor | None = None, **kwargs: torch.Tensor) -> SequenceClassifierOutput:
+        """Logits (B, C) of a batch of ids and mask (B, T), plus the loss when ``labels`` are given.
+
+        Raises:
+            HfxError: T is longer than the positions the backbone can embed, or a row has no real token.
+        """
+        if self.max_positions is not None and input_ids.shape[-1] > self.max_positions:
+            raise HfxError(f"inputs of {input_ids.shape[-1]} tokens are longer than the {self.max_positions} positions "
+                           f"{type(self.backbone).__name__} can embed; tokenize with truncation=True, "
+                           f"max_length={self.max_positions}")
         out = self.backbone(input_ids=input_ids, attention_mask=attention_mask, **kwargs)
         if self.family == "encoder":
             pooled = out.pooler_output if self.uses_pooler else out.last_hidden_state[:, 0]  # (B, H)
