@@ -17,6 +17,9 @@
 
 from __future__ import annotations
 
+import copy
+import inspect
+import os
 import re
 from collections import Counter
 from collections.abc import Sequence
@@ -91,6 +94,60 @@ def _cut(text: str, until: Sequence[str]) -> str:
     return text
 
 
+def _cache_arg(model: Any) -> str:
+    """The forward's name for the KV cache: ``cache`` from transformers 5.24, ``past_key_values`` before."""
+    return "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
+
+
+def _shared_prefix(tokenizer: Any, prompts: Sequence[str], delimiter: str) -> tuple[list[int], list[list[int]]] | None:
+    """Token ids of the prompts' common prefix (cut before its last ``delimiter``) and of each rest.
+
+    The cut goes before the delimiter: BPE tokenizers encode a trailing "\\n\\n" as one token but
+    "\\n\\nQ" as "\\n", "\\n", "Q" (SmolLM2), so the delimiter goes with the query.
+
+    None when there is no such prefix or when tokenizing prefix and rest apart gives other ids than the
+    whole prompt (a token merging across the cut): then every prompt is encoded whole.
+    """
+    common = os.path.commonprefix(list(prompts))
+    cut = common.rfind(delimiter) if delimiter and delimiter in common else 0
+    if cut == 0 or len(prompts) < 2:
+        return None
+    prefix = tokenizer.encode(prompts[0][:cut])
+    rests = [tokenizer.encode(p[cut:], add_special_tokens=False) for p in prompts]
+    if any(prefix + r != tokenizer.encode(p) for r, p in zip(rests, prompts, strict=True)):
+        return None
+    return prefix, rests
+
+
+def _decode(model: Any, tokenizer: Any, cache: Any, rest: list[int], n: int, max_new_tokens: int,
+            until: Sequence[str], temperature: float | None, gen: torch.Generator) -> list[str]:
+    """Continue ``n`` copies of one prompt whose prefix is in ``cache``; greedy when ``temperature`` is None."""
+    arg, device = _cache_arg(model), next(model.parameters()).device
+    if n > 1:
+        cache.batch_repeat_interleave(n)
+    ids = torch.tensor([rest] * n, device=device)  # (n, R)
+    new: list[list[int]] = [[] for _ in range(n)]
+    done = [False] * n
+    for _ in range(max_new_tokens):
+        out = model(input_ids=ids, use_cache=True, **{arg: cache})
+        cache = getattr(out, "cache", None) or out.past_key_values
+        logits = out.logits[:, -1].float()  # (n, V)
+        if temperature is None:
+            nxt = logits.argmax(-1)  # (n,)
+        else:
+            probs = torch.softmax(logits / temperature, -1)  # (n, V)
+            nxt = torch.multinomial(probs.cpu(), 1, generator=gen)[:, 0].to(device)  # (n,)
+        for i, t in enumerate(nxt.tolist()):
+            if not done[i]:
+                new[i].append(t)
+                text = tokenizer.decode(new[i], skip_special_tokens=True)
+                done[i] = t == tokenizer.eos_token_id or any(s and s in text for s in until)
+        if all(done):
+            break
+        ids = nxt[:, None]  # (n, 1)
+    return [_cut(tokenizer.decode(t, skip_special_tokens=True), until) for t in new]
+
+
 @torch.no_grad()
 def generate_answers(
     model: Any,
@@ -103,12 +160,26 @@ def generate_answers(
     num_return_sequences: int = 1,
     seed: int = 1234,
     batch_size: int = 4,
+    shared_prefix_delimiter: str = "",
 ) -> list[list[str]]:
     """Continue each prompt; return, per prompt, its ``num_return_sequences`` texts cut at the first stop string.
 
     Greedy unless ``do_sample`` (then softmax at ``temperature``, top-k and top-p off, seeded with ``seed``).
     Prompts are left-padded in batches; generation of a sequence stops at a stop string or ``max_new_tokens``.
+    With ``shared_prefix_delimiter`` (e.g. ``"\\n\\n"``), the prompts' common prefix up to its last delimiter
+    (the k exemplars) is run once and its KV cache copied for each prompt, which is then decoded alone
+    (token by token, the same greedy argmax / temperature sampling; the sampled tokens differ from
+    ``generate``'s, whose random stream is consumed differently).
     """
+    shared = _shared_prefix(tokenizer, prompts, shared_prefix_delimiter) if shared_prefix_delimiter else None
+    if shared is not None:  # the k exemplars are computed once; each prompt only adds its query
+        prefix, rests = shared
+        device = next(model.parameters()).device
+        gen = torch.Generator().manual_seed(seed)
+        out0 = model(input_ids=torch.tensor([prefix], device=device), use_cache=True)
+        cache0 = getattr(out0, "cache", None) or out0.past_key_values
+        return [_decode(model, tokenizer, copy.deepcopy(cache0), rest, num_return_sequences, max_new_tokens, until,
+                        temperature if do_sample else None, gen) for rest in rests]
     device = next(model.parameters()).device
     side, tokenizer.padding_side = tokenizer.padding_side, "left"
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id

@@ -147,7 +147,8 @@ def evaluate_cot(model: Any, tokenizer: Any, task: CotTask, cfg: IclConfig, mode
         dropped += n
     n_ret = cfg.repeats if self_consistency_vote else 1
     texts = generate_answers(model, tokenizer, prompts, new_tokens, do_sample=self_consistency_vote,
-                             temperature=cfg.temperature, num_return_sequences=n_ret, seed=cfg.fewshot_random_seed)
+                             temperature=cfg.temperature, num_return_sequences=n_ret, seed=cfg.fewshot_random_seed,
+                             shared_prefix_delimiter=cfg.fewshot_delimiter if k and not cfg.use_chat_template else "")
     correct = misses = invalid = 0
     for chains, row in zip(texts, task.test, strict=True):
         found = [extract_answer(t, cfg.answer_pattern, cfg.answer_fallback) for t in chains]

@@ -116,3 +116,16 @@ def test_generate_answers_greedy_equals_argmax_decoding() -> None:
     assert len(sampled[0]) == 3
     assert sampled == generate_answers(model, tok, [prompt], max_new_tokens=4, until=(), do_sample=True,
                                        num_return_sequences=3, seed=7)  # seeded
+
+
+def test_shared_prefix_decoding_equals_generate() -> None:
+    """The exemplars' KV cache computed once, then each query decoded alone: the same greedy text as generate()."""
+    model, tok = tiny_model("llama", seed=1)
+    shots = build_prompt("", [("the function returns", "a value"), ("a class may define", "methods")])
+    prompts = [shots + "the value of the", shots + "the module is"]
+    plain = generate_answers(model, tok, prompts, max_new_tokens=6, until=())
+    shared = generate_answers(model, tok, prompts, max_new_tokens=6, until=(), shared_prefix_delimiter="\n\n")
+    assert shared == plain
+    votes = generate_answers(model, tok, prompts, max_new_tokens=3, until=(), do_sample=True, num_return_sequences=3,
+                             shared_prefix_delimiter="\n\n")
+    assert [len(v) for v in votes] == [3, 3]
