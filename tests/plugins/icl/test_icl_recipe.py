@@ -1,0 +1,43 @@
+"""``hfx run plugin=icl`` end to end on tiny random models saved to folders (structure, not accuracy).
+
+Expected values: the rows the recipe documents (4 classification rows, 4 chain-of-thought rows); the tiny
+Llama's 128-token context is shorter than two worked exemplars plus a query, so examples must be dropped
+(counted in the notes), never the query.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from hfx.runner.run import run
+from hfx.testing import save_tiny_model
+
+
+@pytest.mark.slow  # tiny models, but ~60 s on the shared 2-core machine (runner, 1200-sentence kNN pool, decoding)
+def test_icl_recipe_table(tmp_path: Path) -> None:
+    llama = save_tiny_model(tmp_path / "llama", "llama", "causal-lm")
+    bert = save_tiny_model(tmp_path / "bert", "bert", "base")
+    res = run(["plugin=icl", f"model={llama}", f"output_dir={tmp_path / 'runs'}", "icl.num_fewshot=2",
+               "icl.classification_limit=4", "icl.cot_limit=2", "icl.max_new_tokens=4", "icl.repeats=2",
+               f"icl.embedder={bert}"])
+    table = json.loads((res.run_dir / "artifacts/icl_table.json").read_text())
+    rows = table["rows"]
+    assert [(r["task"], r["prompting"], r["k"], r["selection"]) for r in rows] == [
+        ("sentiment_foobar", "zero-shot", 0, "-"),
+        ("sentiment_foobar", "zero-shot, words negative/positive", 0, "-"),
+        ("sentiment_foobar", "few-shot", 2, "random"),
+        ("sentiment_foobar", "few-shot", 2, "knn"),
+        ("arithmetic_cot", "zero-shot direct answer", 0, "-"),
+        ("arithmetic_cot", "few-shot direct answer", 2, "first_n"),
+        ("arithmetic_cot", "chain of thought, greedy", 2, "first_n"),
+        ("arithmetic_cot", "chain of thought, maj@2", 2, "first_n"),
+    ]
+    assert [r["n"] for r in rows] == [4] * 4 + [2] * 4
+    assert all(0.0 <= r["score"] <= 1.0 for r in rows)
+    assert "examples dropped to fit" in rows[6]["notes"]  # 2 exemplars + query > 128 tokens
+    assert "pattern misses" in rows[7]["notes"]
+    assert res.after == res.before  # nothing trains: the second evaluation returns the first one's scores
+    assert (res.run_dir / "artifacts/icl_table.md").read_text().startswith("| task | prompting |")
