@@ -18,8 +18,12 @@ Codes are unsigned, in [0, 2^b - 1]:
   unused. This "restricted" range is what bitsandbytes' int8 uses (round(x * 127 / absmax)); it keeps the
   grid symmetric around 0.
 
-Scales are stored in fp16 (2 bytes; what the bits-per-parameter figures count) and clamped to fp16's
-smallest normal number 2^-14, so an all-zero or constant group gets a finite scale and no NaN.
+Scales are stored in fp16 (2 bytes) when every scale of the layer is an fp16 normal number, in
+[2^-14, 65504]. A layer whose weights are tiny (N(0, 1e-3) in 8 bits wants scales near 2.4e-5) or huge
+(absmax above 65504 * 127) keeps fp32 scales instead (4 bytes, counted in its storage bits): clamping
+at 2^-14 would round most codes of such a layer to zero, and overflowing would make them inf. An
+all-zero group gets the scale 2^-14 (any scale reproduces it; its codes are all Z). bitsandbytes keeps
+its absmax statistics in fp32 for the same reason.
 """
 
 from __future__ import annotations
@@ -42,12 +46,35 @@ __all__ = [
     "group_ranges",
     "n_groups",
     "quantize",
+    "round_scales",
+    "scale_storage_dtype",
     "to_groups",
     "ungroup",
 ]
 
 SCALE_DTYPE = torch.float16
+"""The usual storage type of scales; a layer whose scales fp16 cannot hold keeps them in fp32."""
 MIN_SCALE = 2.0**-14  # fp16's smallest normal number
+FP16_MAX = 65504.0
+_FP32_TINY = torch.finfo(torch.float32).tiny
+
+
+def round_scales(scale: torch.Tensor) -> torch.Tensor:
+    """Scales (any shape, fp32) as they will be stored: fp16-rounded when all fit fp16's normal range, else fp32.
+
+    A zero scale (an all-zero group) becomes 2^-14. The result is fp32 holding the stored values, so codes
+    are computed with exactly the scale that dequantization will use.
+    """
+    s = torch.where(scale > 0, scale, torch.full_like(scale, MIN_SCALE))
+    if bool(((s >= MIN_SCALE) & (s <= FP16_MAX)).all()):
+        return s.to(SCALE_DTYPE).float()
+    return s.clamp(min=_FP32_TINY)  # outside fp16's range: keep fp32 (see the module docstring)
+
+
+def scale_storage_dtype(scale: torch.Tensor) -> torch.dtype:
+    """fp16 when every value of ``scale`` is exactly an fp16 normal number, else fp32 (no scale is changed)."""
+    fits = (scale >= MIN_SCALE) & (scale <= FP16_MAX) & (scale.to(SCALE_DTYPE).float() == scale.float())
+    return SCALE_DTYPE if bool(fits.all()) else torch.float32
 
 
 def check_bits(bits: int) -> None:
@@ -102,10 +129,10 @@ def choose_qparams(lo: torch.Tensor, hi: torch.Tensor, bits: int, symmetric: boo
     if symmetric:
         half = 2 ** (bits - 1)
         absmax = torch.maximum(lo.abs(), hi.abs())
-        scale = (absmax / (half - 1)).clamp(min=MIN_SCALE).to(SCALE_DTYPE).float()
+        scale = round_scales(absmax / (half - 1))
         return scale, torch.full_like(scale, float(half))
     lo, hi = lo.clamp(max=0.0), hi.clamp(min=0.0)  # contain 0 so that Z is a code (see module docstring)
-    scale = ((hi - lo) / qmax).clamp(min=MIN_SCALE).to(SCALE_DTYPE).float()
+    scale = round_scales((hi - lo) / qmax)
     zero = torch.round(-lo / scale).clamp(0, qmax)
     return scale, zero
 

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import warnings
 from typing import Any
 
+import torch
 from torch import nn
 from transformers.pytorch_utils import Conv1D
 
@@ -104,14 +106,49 @@ def apply(model: nn.Module, cfg: QuantConfig, calibration: Any = None) -> nn.Mod
                            "calibration=[input_ids, ...]) (tensors (B, T) or tokenizer outputs); or use method=rtn")
         from hfx_plugins.quant.gptq_blocks import quantize_gptq
 
-        return quantize_gptq(model, cfg, calibration)
+        check_shared(model, select_linear(model, cfg.target_modules, cfg.exclude_modules))
+        return _report_wide_scales(quantize_gptq(model, cfg, calibration))
     if calibration is not None:
         raise HfxError(f"calibration is used by quant.method=gptq only; method={cfg.method!r} is data-free")
-    for name in select_linear(model, cfg.target_modules, cfg.exclude_modules):
+    names = select_linear(model, cfg.target_modules, cfg.exclude_modules)
+    check_shared(model, names)
+    for name in names:
         old = model.get_submodule(name)
         new = QuantLinear.from_float(old, cfg.bits, cfg.group_size, cfg.sym, cfg.clip_steps,
                                      cfg.activations, name=name)
         set_module(model, name, new)
+    return _report_wide_scales(model)
+
+
+def check_shared(model: nn.Module, names: list[str]) -> None:
+    """Refuse to quantize a layer whose weight another module shares (tied input/output embeddings).
+
+    Replacing one of two modules that share a tensor would leave the other in full precision and break the
+    tie silently (and a later save would write two different matrices under one tied name).
+
+    Raises:
+        HfxError: naming the selected layer and the module that shares its weight.
+    """
+    owners: dict[int, list[str]] = {}
+    for mod_name, mod in model.named_modules(remove_duplicate=False):
+        for p_name, p in mod.named_parameters(recurse=False):
+            owners.setdefault(id(p), []).append(f"{mod_name}.{p_name}" if mod_name else p_name)
+    for name in names:
+        w = getattr(model.get_submodule(name), "weight", None)
+        others = [o for o in owners.get(id(w), []) if o != f"{name}.weight"]
+        if w is not None and others:
+            raise HfxError(f"cannot quantize {name!r}: its weight is shared with {others[0]!r} (tied weights); "
+                           f"exclude it (quant.exclude_modules=[{name.rpartition('.')[2]}]) or untie the weights first "
+                           "(model.config.tie_word_embeddings=False and clone the output layer's weight)")
+
+
+def _report_wide_scales(model: nn.Module) -> nn.Module:
+    """Warn, once per model, about the layers whose scales fp16 cannot hold (kept in fp32, see .affine)."""
+    wide = [n for n, m in quantized_layers(model).items() if m.scales.dtype == torch.float32]
+    if wide:
+        warnings.warn(f"{len(wide)} quantized layer(s) keep fp32 scales because their weights are too small or too "
+                      f"large for fp16 scales (first: {wide[0]!r}); they take 16 more bits per group", UserWarning,
+                      stacklevel=3)
     return model
 
 

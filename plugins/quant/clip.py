@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import torch
 
-from hfx_plugins.quant.affine import MIN_SCALE, SCALE_DTYPE, choose_qparams, group_ranges
+from hfx_plugins.quant.affine import choose_qparams, group_ranges, round_scales
 
 __all__ = ["search_qparams"]
 
@@ -58,7 +58,7 @@ def search_qparams(groups: torch.Tensor, mask: torch.Tensor, bits: int, symmetri
         q = (torch.clamp(torch.round(groups / scale + zero), 0, qmax) - zero) * mask  # (rows, G, g): q - Z
         num, den = (groups * q).sum(-1, keepdim=True), q.square().sum(-1, keepdim=True)
         # A group whose codes are all Z (den = 0) keeps its scale.
-        s = torch.where(den > 0, num / den.clamp(min=1e-30), scale).clamp(min=MIN_SCALE).to(SCALE_DTYPE).float()
+        s = round_scales(torch.where(den > 0, num / den.clamp(min=1e-30), scale))
         err = _group_error(groups, mask, s, zero, qmax)
         better = err < best
         best = torch.where(better, err, best)

@@ -30,7 +30,15 @@ from transformers.pytorch_utils import Conv1D
 
 from hfx.errors import HfxError
 from hfx.protocols import FoldReport
-from hfx_plugins.quant.affine import SCALE_DTYPE, check_bits, n_groups, quantize, to_groups, ungroup
+from hfx_plugins.quant.affine import (
+    SCALE_DTYPE,
+    check_bits,
+    n_groups,
+    quantize,
+    scale_storage_dtype,
+    to_groups,
+    ungroup,
+)
 from hfx_plugins.quant.clip import search_qparams
 from hfx_plugins.quant.config import ACT_MODES
 from hfx_plugins.quant.kernels import run_kernel
@@ -168,7 +176,8 @@ class QuantLinear(nn.Linear):
                    symmetric: bool, bias: torch.Tensor | None = None, act_mode: str = "none") -> QuantLinear:
         """A layer holding given codes (out, in) in [0, 2^bits - 1], scales and zero points (rows, G).
 
-        Scales are stored in fp16 and zero points as uint8, as :meth:`from_float` stores them (GPTQ chooses its
+        Scales are stored in fp16 (fp32 for a layer whose scales fp16 cannot hold exactly, see
+        :mod:`.affine`) and zero points as uint8, as :meth:`from_float` stores them (GPTQ chooses its
         own codes, see :mod:`.gptq`, and builds its layers here). ``zero`` is ignored when ``symmetric``.
 
         Raises:
@@ -184,7 +193,7 @@ class QuantLinear(nn.Linear):
             raise HfxError(f"codes up to {int(codes.max())} do not fit {bits} bits")
         layer = cls(inp, out, bits, group_size, symmetric, bias is not None, act_mode)
         layer.qweight = pack(codes.to(torch.uint8), bits).to(codes.device)
-        layer.scales = scale.to(SCALE_DTYPE)  # (rows, G)
+        layer.scales = scale.to(scale_storage_dtype(scale.float()))  # (rows, G); fp32 where fp16 cannot hold them
         if not symmetric:
             layer.zeros = zero.to(torch.uint8)  # (rows, G)
         if bias is not None:
@@ -308,12 +317,16 @@ class QuantLinear(nn.Linear):
         # New codes or scales make the kernels' converted copies (kept outside state_dict) stale.
         for key in [k for k in self.__dict__ if k.startswith("_hfx_")]:
             del self.__dict__[key]
+        state_dict, prefix = args[0], args[1]
+        saved = state_dict.get(prefix + "scales")
+        if saved is not None and saved.dtype != self.scales.dtype:  # fp32 scales of a tiny/huge layer
+            self.scales = torch.empty(self.scales.shape, dtype=saved.dtype, device=self.scales.device)
         super()._load_from_state_dict(*args, **kwargs)
 
     def storage_bits(self) -> int:
         """Bits the weight takes in memory and on disk: packed codes + scales + zero points (bias excluded)."""
         zeros = 0 if self.symmetric else self.zeros.numel() * 8
-        return self.qweight.numel() * 8 + self.scales.numel() * 16 + zeros
+        return self.qweight.numel() * 8 + self.scales.numel() * self.scales.element_size() * 8 + zeros
 
     def extra_repr(self) -> str:
         g = {-1: "per-tensor", 0: "per-channel"}.get(self.group_size, f"group={self.group_size}")
