@@ -77,7 +77,7 @@ class PPORecipe(Recipe):
                 proxy += last_token_scores(self.reward, ro.query_responses, ro.attention_mask, ro.context_length).tolist()
                 logp, _, _ = forward_logprobs(self.policy, ro.query_responses, ro.attention_mask, ro.context_length,
                                               cfg.temperature)
-                ref, ref_ctx = tr._reference()
+                ref, ref_ctx = tr.reference()
                 with ref_ctx:
                     ref_logp, _, _ = forward_logprobs(ref, ro.query_responses, ro.attention_mask, ro.context_length,
                                                       cfg.temperature)

@@ -171,7 +171,8 @@ class PPOTrainer:
         raise HfxError("PPOTrainer: train_dataset must have rows with 'input_ids' (token ids) or 'prompt' (text)")
 
     # ----------------------------------------------------------------------------------------------- rollout
-    def _reference(self) -> tuple[nn.Module, Any]:
+    def reference(self) -> tuple[nn.Module, Any]:
+        """The reference model and the context to run it in (the policy with its adapters disabled, by default)."""
         if self.ref_model is not None:
             return self.ref_model, nullcontext()
         from hfx_plugins.lora import disable_adapters
@@ -195,7 +196,7 @@ class PPOTrainer:
         """Log-probs, values, score, per-token rewards, GAE advantages and returns of one rollout."""
         a = self.args
         logprobs, entropy, values = self._policy_forward(ro, ro.query_responses, ro.attention_mask)
-        ref, ctx = self._reference()
+        ref, ctx = self.reference()
         with ctx:
             ref_logprobs, _, _ = forward_logprobs(ref, ro.query_responses, ro.attention_mask, ro.context_length,
                                                   a.temperature)
