@@ -95,6 +95,15 @@ BUNDLED: dict[str, BundledDataset] = {
         columns=("question", "rationale", "answer", "template"),
         files={"train": "arithmetic_cot/train.jsonl", "test": "arithmetic_cot/test.jsonl"},
     ),
+    "rankings": BundledDataset(
+        name="rankings",
+        description="K = 4 answers of smollm2-135m to opinion/review prompts, ranked by VADER sentiment (most "
+        "positive first), VADER compound kept as the gold score; 96 train / 32 test prompts, test prompts held out",
+        source="sampled from smollm2-135m by scripts/make_ranking_data.py; scored by the VADER lexicon and rules "
+        "(Hutto & Gilbert 2014, MIT licence; PyPI vaderSentiment 3.3.2)",
+        columns=("prompt", "completions", "ranking", "ties", "gold", "finished", "question", "subject", "template"),
+        files={"train": "rankings/train.jsonl", "test": "rankings/test.jsonl"},
+    ),
     "pydoc": BundledDataset(
         name="pydoc",
         description="English prose paragraphs of the Python reference manual for language modelling; "

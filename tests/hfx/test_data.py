@@ -273,4 +273,4 @@ def test_every_config_field_is_documented() -> None:
         if isinstance(node, ast.AnnAssign):
             doc = body[i + 1]
             assert isinstance(doc, ast.Expr) and isinstance(doc.value.value, str), node.target.id
-    assert set(BUNDLED) == {"sentiment", "pydoc", "instructions", "pydoc_pairs", "sentiment_foobar", "arithmetic_cot"}
+    assert set(BUNDLED) == {"sentiment", "pydoc", "instructions", "pydoc_pairs", "sentiment_foobar", "arithmetic_cot", "rankings"}
