@@ -21,7 +21,7 @@ from hfx.config.run import RunConfig, TrainConfig
 from hfx.config.schema import describe, field_docs
 from hfx.data.loading import DataConfig
 from hfx.errors import HfxError
-from hfx_plugins.finetune.config import FinetuneConfig
+from hfx_plugins.finetune.config import FinetuneConfig, FinetuneRunConfig
 
 PRESETS = Path(registry.get("finetune").presets_dir)  # type: ignore[arg-type]
 
@@ -144,7 +144,7 @@ def test_tilde_resets_to_the_dataclass_default() -> None:
     cfg, _ = compose(["plugin=finetune", "train.max_steps=7", "~train.max_steps"])
     assert cfg.train.max_steps == TrainConfig().max_steps
     cfg, _ = compose(["plugin=finetune", "finetune.num_labels=5", "finetune.freeze_base=true", "~finetune"])
-    assert OmegaConf.to_object(cfg.finetune) == FinetuneConfig()
+    assert OmegaConf.to_object(cfg.finetune) == FinetuneRunConfig()  # the section is typed by the run config
     assert "no such key" in error_of(["plugin=finetune", "~train.nope"])
 
 
