@@ -130,4 +130,9 @@ def collator_for_task(
         return DataCollatorForSeq2Seq(tokenizer, model=model, label_pad_token_id=IGNORE_INDEX)
     if tokenizer.mask_token is None:
         raise HfxError("task masked-lm needs a tokenizer with a mask token (a BERT-style model)")
-    return DataCollatorForLanguageModeling(tokenizer, mlm=True, mlm_probability=0.15, seed=seed)
+    collator = DataCollatorForLanguageModeling(tokenizer, mlm=True, mlm_probability=0.15, seed=seed)
+    if collator.generator is None:
+        # transformers < 5.19 tests `if self.seed` and so draws seed=0's masks from the global generator; a
+        # generator of our own is kept by those versions and replaced by an identical one by later versions.
+        collator.generator = torch.Generator().manual_seed(seed)
+    return collator
