@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 from torch import nn
 
@@ -36,6 +37,7 @@ from hfx_plugins.lora.layer import LoraLayer, LoraLinear
 from hfx_plugins.lora.model import add_adapter, delete_adapter, get_state, set_adapter
 from hfx_plugins.lora.peft_config import config_from_peft, task_type_of, to_peft_config
 from hfx_plugins.lora.trainable import ModulesToSave
+from hfx_plugins.lora.vocab import embedding_rows, embedding_state
 
 __all__ = ["CONFIG_NAME", "MANIFEST", "PREFIX", "WEIGHTS_NAME", "adapter_state_dict", "can_load", "load",
            "load_adapter", "save"]
@@ -102,14 +104,17 @@ def save(model: nn.Module, path: Path) -> None:
         folder = path if i == 0 else path / name
         folder.mkdir(parents=True, exist_ok=True)
         # clone(): tied tensors share storage, which safetensors refuses to write twice
-        tensors = {k: v.detach().to("cpu").clone().contiguous() for k, v in adapter_state_dict(model, name).items()}
+        # The embeddings too when the vocabulary was resized or they trained (peft's save_embedding_layers="auto")
+        live = {**embedding_state(model, PREFIX), **adapter_state_dict(model, name)}
+        tensors = {k: v.detach().to("cpu").clone().contiguous() for k, v in live.items()}
         save_file(tensors, str(folder / WEIGHTS_NAME), metadata={"format": "pt"})
         cfg = state.configs[name]
         peft_cfg = to_peft_config(cfg, _written_targets(model, name), cfg.task_type or task_type_of(model),
                                   getattr(getattr(model, "config", None), "name_or_path", None) or None)
         atomic_write_json(folder / CONFIG_NAME, peft_cfg)
         folders[name] = "." if i == 0 else name
-    atomic_write_json(path / MANIFEST, {"adapters": folders, "active": state.active})
+    atomic_write_json(path / MANIFEST, {"adapters": folders, "active": state.active,
+                                        "embedding_rows": embedding_rows(model)})
 
 
 def can_load(path: Path) -> bool:
@@ -137,6 +142,7 @@ def _folders(path: Path) -> tuple[dict[str, Path], list[str]]:
 def load(model: nn.Module, path: Path) -> tuple[nn.Module, LoraConfig]:
     """Load every adapter saved under ``path`` onto ``model`` (the base it was trained on), strictly."""
     folders, active = _folders(Path(path))
+    _check_vocabulary(model, Path(path), folders)
     loaded: list[str] = []
     try:
         for name, folder in folders.items():
@@ -148,6 +154,27 @@ def load(model: nn.Module, path: Path) -> tuple[nn.Module, LoraConfig]:
         raise
     set_adapter(model, [a for a in active if a in folders] or loaded[:1])
     return model, get_state(model).configs[loaded[0]]
+
+
+def _check_vocabulary(model: nn.Module, path: Path, folders: dict[str, Path]) -> None:
+    """Refuse a base whose embedding rows differ from those the adapter was saved with (hfx's manifest).
+
+    Raises:
+        HfxError: the rows differ, with what to do (resize, or the folder holds no embedding rows to restore).
+    """
+    manifest = path / MANIFEST
+    saved = json.loads(manifest.read_text()).get("embedding_rows") if manifest.is_file() else None
+    rows = embedding_rows(model)
+    if saved is None or rows is None or saved == rows:
+        return
+    with_rows = False
+    for folder in folders.values():  # a base tensor of `saved` rows next to the adapter: the embeddings
+        with safe_open(str(folder / WEIGHTS_NAME), "pt") as f:
+            with_rows |= any("lora_" not in k and f.get_slice(k).get_shape()[:1] == [saved] for k in f.keys())  # noqa: SIM118
+    fix = (f"call model.resize_token_embeddings({saved}) first (the saved rows then replace the new ones)" if with_rows
+           else "the folder holds no embedding rows, so the new tokens' rows cannot be restored: load onto the "
+           "resized model the adapter was trained with")
+    raise HfxError(f"{path}: the adapter was trained with {saved} embedding rows (tokens), this base has {rows}; {fix}")
 
 
 def load_adapter(model: nn.Module, folder: Path, adapter_name: str = "default") -> LoraConfig:
