@@ -72,7 +72,7 @@ def apply(model: nn.Module, cfg: PrefixTuningConfig) -> nn.Module:
         raise HfxError("prefix_tuning does not work with gradient checkpointing: transformers replays checkpointed "
                        "layers without the KV cache that holds the prefix; call model.gradient_checkpointing_disable()")
     cfg = resolve_config(model, cfg)
-    check_cache_layout(model, cfg.num_layers)  # type: ignore[arg-type]
+    check_cache_layout(model)
     for p in model.parameters():
         p.requires_grad_(False)
     device = next((p.device for p in model.parameters()), torch.device("cpu"))

@@ -51,7 +51,7 @@ def layer_states(flat: torch.Tensor, batch: int, num_layers: int, heads: int, su
     return [(c[0], c[1]) for c in chunks]
 
 
-def check_cache_layout(model: nn.Module, num_layers: int) -> None:
+def check_cache_layout(model: nn.Module) -> None:
     """Refuse models whose cache would not keep a prefix: sliding-window, linear-attention or hybrid layers.
 
     Raises:
