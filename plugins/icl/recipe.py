@@ -37,9 +37,9 @@ _COLUMNS = ("task", "prompting", "k", "selection", "metric", "score", "notes", "
 
 def table_markdown(rows: list[dict[str, Any]]) -> str:
     """The rows as a Markdown table (scores with 3 decimals)."""
-    fmt = lambda v: f"{v:.3f}" if isinstance(v, float) else str(v)  # noqa: E731
+    fmt = lambda c, v: f"{v:.3f}" if c == "score" else str(v)  # noqa: E731
     lines = ["| " + " | ".join(_COLUMNS) + " |", "|" + "---|" * len(_COLUMNS)]
-    lines += ["| " + " | ".join(fmt(r[c]) for c in _COLUMNS) + " |" for r in rows]
+    lines += ["| " + " | ".join(fmt(c, r[c]) for c in _COLUMNS) + " |" for r in rows]
     return "\n".join(lines) + "\n"
 
 
@@ -112,7 +112,7 @@ class IclRecipe(Recipe):
             table.add_row(*(escape(f"{r[c]:.3f}" if isinstance(r[c], float) and c == "score" else str(r[c]))
                             for c in _COLUMNS))
         if self.ctx.is_main:
-            Console().print(table)
+            Console(width=max(150, Console().width)).print(table)
 
     def train(self) -> dict[str, float]:
         return {}
