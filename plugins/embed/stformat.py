@@ -69,6 +69,11 @@ def read_settings(folder: str | Path) -> dict[str, Any]:
             f"{folder} has sentence-transformers modules hfx does not implement ({', '.join(unknown)}); "
             "load it with SentenceTransformer, or export a Transformer + Pooling [+ Normalize] model"
         )
+    inner = [m.get("path", "") for m, k in zip(modules, kinds, strict=True) if k == "Transformer"]
+    if inner != [""] and inner != ["."]:
+        raise HfxError(f"{folder}: the Transformer module is in {inner!r}, not at the folder's root; "
+                       "give hfx.embed that sub-folder (a transformers folder) and choose pooling=...")
+    _refuse_options(folder)
     out: dict[str, Any] = {"normalize": "Normalize" in kinds}
     pooling = next((m for m, k in zip(modules, kinds, strict=True) if k == "Pooling"), None)
     if pooling is not None:
@@ -88,6 +93,44 @@ def read_settings(folder: str | Path) -> dict[str, Any]:
         if max_len:
             out["max_length"] = int(max_len)
     return out
+
+
+# Settings that change the vectors and that hfx does not reproduce, with the value that leaves them inert.
+_TRANSFORMER_INERT: dict[str, Any] = {
+    "do_lower_case": False, "model_args": {}, "tokenizer_args": {}, "config_args": {}, "processing_kwargs": {},
+    "unpad_inputs": None, "query_length": None, "document_length": None, "query_expansion": None,
+}
+
+
+def _refuse_options(folder: Path) -> None:
+    """Refuse, by name, a folder option that would make hfx's vectors differ from ``SentenceTransformer(folder)``.
+
+    Honoured elsewhere: the pooling mode, ``Normalize``, ``max_seq_length``. Inert here: ``include_prompt`` and
+    ``prompts`` without a ``default_prompt_name`` (sentence-transformers adds a prompt only when asked;
+    ``hfx.embed`` never does), ``similarity_fn_name`` (scores, not vectors).
+
+    Raises:
+        HfxError: naming the file and the option (``do_lower_case``, tokenizer/model arguments, chat-template
+            rendering of texts, a default prompt).
+    """
+    bert_cfg = folder / "sentence_bert_config.json"
+    if bert_cfg.is_file():
+        for key, value in _read_json(bert_cfg).items():
+            if key in _TRANSFORMER_INERT and value not in (_TRANSFORMER_INERT[key], None):
+                raise HfxError(f"{bert_cfg}: {key}={value!r} is not reproduced by hfx.embed (its vectors would differ "
+                               "from SentenceTransformer's); load the folder with SentenceTransformer, or remove the option")
+        modalities = _read_json(bert_cfg).get("modality_config") or {}
+        if "message" in modalities:
+            raise HfxError(f"{bert_cfg}: modality_config has 'message', so sentence-transformers renders every text "
+                           "through the tokenizer's chat template, which hfx.embed does not; load the folder with "
+                           "SentenceTransformer, or save it from a tokenizer without a chat template")
+    st_cfg = folder / "config_sentence_transformers.json"
+    if st_cfg.is_file():
+        cfg = _read_json(st_cfg)
+        if cfg.get("default_prompt_name"):
+            raise HfxError(f"{st_cfg}: default_prompt_name={cfg['default_prompt_name']!r} makes sentence-transformers "
+                           "prepend a prompt to every text, which hfx.embed does not; prepend it yourself and set "
+                           "default_prompt_name to null")
 
 
 def write_modules(folder: Path, *, dim: int, pooling: str, normalize: bool, max_length: int) -> None:
