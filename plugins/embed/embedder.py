@@ -32,6 +32,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from hfx.errors import HfxError
+from hfx.finite import assert_finite
 from hfx.models.limits import max_input_length
 from hfx_plugins.embed.pooling import Pooling
 
@@ -152,7 +153,8 @@ class Embedder(nn.Module):
         tokenizer that adds no special tokens) gives a zero vector, as mean pooling over nothing does.
 
         Raises:
-            HfxError: an item of ``texts`` is not a string, ``batch_size`` < 1, or the embedder has no tokenizer.
+            HfxError: an item of ``texts`` is not a string, ``batch_size`` < 1, the embedder has no tokenizer, or a
+                vector holds NaN/inf (naming the first such text).
         """
         single = isinstance(texts, str)
         items = [texts] if single else list(texts)
@@ -189,4 +191,7 @@ class Embedder(nn.Module):
                         out[chunk] = emb.float().cpu().numpy()
         finally:
             self.train(was_training)
+        # A NaN vector would rank every other row wrongly in an index or a similarity matrix: name the text.
+        assert_finite(out, "embeddings", rows=items, hint="the model's weights or this input overflow; check the "
+                      "weights (hfx.finite.assert_finite_weights) or run in float32")
         return out[0] if single else out

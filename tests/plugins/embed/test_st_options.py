@@ -86,3 +86,18 @@ def test_options_hfx_does_not_reproduce_are_refused_by_name(tmp_path: Path, what
         _edit(folder / "config_sentence_transformers.json", prompts={"query": "query: "}, default_prompt_name="query")
     with pytest.raises(HfxError, match=pattern):
         hfx.embed(folder)
+
+
+def test_nan_embedding_names_the_input_row() -> None:
+    import torch
+
+    from hfx.testing import tiny_model
+
+    model, tok = tiny_model("bert", "base", seed=0)
+    embedder = hfx.embed(model, tokenizer=tok)
+    ids = [set(tok(t)["input_ids"]) for t in TEXTS]
+    bad = min(ids[2] - ids[0] - ids[1])  # a token only the third text has
+    with torch.no_grad():
+        model.get_input_embeddings().weight[bad] = float("nan")  # only texts with this token break
+    with pytest.raises(HfxError, match=r"embeddings \(3, 32\) has .* first bad row 2 of 3 .*'dogs bark"):
+        embedder.encode(TEXTS)
