@@ -22,6 +22,7 @@ from torch import nn
 
 from hfx.errors import HfxError
 from hfx.protocols import forget
+from hfx.sharing import check_not_shared
 from hfx_plugins.lora.config import LoraConfig
 from hfx_plugins.lora.inject import inject, modules_to_save_paths, wrap_modules_to_save
 from hfx_plugins.lora.layer import LoraLayer
@@ -159,7 +160,8 @@ def merge_adapter(model: nn.Module, adapter_names: list[str] | None = None,
 
     Raises:
         HfxError: the model has no adapter, an unknown adapter name, an adapter already merged, NaN/inf with
-            ``safe_merge``, or a DoRA adapter on a quantized base.
+            ``safe_merge``, a DoRA adapter on a quantized base, or a base weight shared with another module
+            (an output layer tied to the embeddings; :mod:`hfx.sharing`).
     """
     state = get_state(model)
     names = state.active if adapter_names is None else list(adapter_names)
@@ -169,6 +171,11 @@ def merge_adapter(model: nn.Module, adapter_names: list[str] | None = None,
         if twice:
             raise HfxError(f"adapter {twice[0]!r} is already merged (merge_adapter was called twice); "
                            "call unmerge_adapter(model) first")
+    merging = [f"{key}.base_layer.weight" for key, m in model.named_modules()
+               if isinstance(m, LoraLayer) and any(n in m.adapters for n in names)]
+    check_not_shared(model, merging, "merge LoRA into",
+                     "keep the adapter unmerged, or untie first (model.config.tie_word_embeddings=False and give the "
+                     "layer its own copy: layer.weight = nn.Parameter(layer.weight.detach().clone()))")
     reports: list[dict[str, float | str]] = []
     for layer in lora_layers(model):
         reports += layer.merge([n for n in names if n in layer.adapters], safe=safe_merge)

@@ -11,6 +11,7 @@ from transformers.pytorch_utils import Conv1D
 
 from hfx.errors import HfxError
 from hfx.protocols import base_named_modules, base_path
+from hfx.sharing import check_not_shared
 from hfx_plugins.quant.config import QuantConfig
 from hfx_plugins.quant.layer import QuantLinear
 
@@ -129,17 +130,9 @@ def check_shared(model: nn.Module, names: list[str]) -> None:
     Raises:
         HfxError: naming the selected layer and the module that shares its weight.
     """
-    owners: dict[int, list[str]] = {}
-    for mod_name, mod in model.named_modules(remove_duplicate=False):
-        for p_name, p in mod.named_parameters(recurse=False):
-            owners.setdefault(id(p), []).append(f"{mod_name}.{p_name}" if mod_name else p_name)
-    for name in names:
-        w = getattr(model.get_submodule(name), "weight", None)
-        others = [o for o in owners.get(id(w), []) if o != f"{name}.weight"]
-        if w is not None and others:
-            raise HfxError(f"cannot quantize {name!r}: its weight is shared with {others[0]!r} (tied weights); "
-                           f"exclude it (quant.exclude_modules=[{name.rpartition('.')[2]}]) or untie the weights first "
-                           "(model.config.tie_word_embeddings=False and clone the output layer's weight)")
+    check_not_shared(model, [f"{name}.weight" for name in names], "quantize",
+                     "exclude the layer (quant.exclude_modules) or untie the weights first "
+                     "(model.config.tie_word_embeddings=False and clone the output layer's weight)")
 
 
 def _report_wide_scales(model: nn.Module) -> nn.Module:

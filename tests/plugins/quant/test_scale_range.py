@@ -97,5 +97,5 @@ def test_fp32_scales_survive_save_and_load(tmp_path: Path) -> None:
 def test_tied_output_layer_is_refused_by_name() -> None:
     model, _ = tiny_model("gpt2", "causal-lm", seed=0)
     assert model.lm_head.weight is model.transformer.wte.weight
-    with pytest.raises(HfxError, match="'lm_head'.*shared with 'transformer.wte.weight'"):
+    with pytest.raises(HfxError, match="'lm_head.weight'.*shared with 'transformer.wte.weight'"):
         hfx.apply(model, "quant", bits=8, target_modules=["lm_head"])
