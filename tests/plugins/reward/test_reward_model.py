@@ -74,7 +74,8 @@ def test_saved_model_loads_in_transformers_with_the_same_scores(tmp_path, family
         got = torch.cat([hf(input_ids=torch.tensor([x])).logits[:, 0] for x in ids])
     torch.testing.assert_close(got, ref, atol=1e-5, rtol=0)
     back = hfx.load(tiny_model(family, "base", 1)[0], tmp_path / "rm")  # other random weights, all replaced
-    torch.testing.assert_close(score_texts(back, tok, TEXTS), ref, atol=1e-6, rtol=0)
+    # scores of ~10 after the head is redrawn: float32 summation order (thread count) moves them by ~1e-6
+    torch.testing.assert_close(score_texts(back, tok, TEXTS), ref, atol=1e-5, rtol=0)
 
 
 def test_saved_tokenizer_pads_with_a_token_that_is_not_eos(tmp_path) -> None:
