@@ -23,6 +23,7 @@ from torch import nn
 from transformers.pytorch_utils import Conv1D
 
 from hfx.errors import HfxError, did_you_mean
+from hfx.sharing import check_not_shared
 from hfx_plugins.lora.config import LoraConfig
 from hfx_plugins.lora.embedding import LoraEmbedding
 from hfx_plugins.lora.layer import LoraLayer, LoraLinear
@@ -170,7 +171,8 @@ def modules_to_save_paths(model: nn.Module, names: list[str]) -> list[str]:
     """Paths of the modules named in ``names`` (``modules_to_save``).
 
     Raises:
-        HfxError: a name that matches no module of the model.
+        HfxError: a name that matches no module of the model, or a module whose weight another module shares
+            (its copy would train alone and untie them silently; :mod:`hfx.sharing`).
     """
     inside = internal_prefixes(model)
     keys = [k for k, _ in model.named_modules() if k and not k.startswith(inside) and name_matches(names, k)]
@@ -179,11 +181,20 @@ def modules_to_save_paths(model: nn.Module, names: list[str]) -> list[str]:
             options = [k.rsplit(".", 1)[-1] for k, _ in model.named_modules() if k]
             raise HfxError(f"lora.modules_to_save names {name!r}, but {type(model).__name__} has no such module"
                            f"{did_you_mean(name, options)}; give the name of a module to train in full")
+    fresh = [k for k in keys if not isinstance(model.get_submodule(k), ModulesToSave)]
+    check_not_shared(model, [f"{k}.{n}" for k in fresh for n, _ in model.get_submodule(k).named_parameters()],
+                     "train a separate copy (modules_to_save) of",
+                     "target the layer with LoRA instead, or untie the weights first "
+                     "(model.config.tie_word_embeddings=False and clone the shared weight)")
     return keys
 
 
 def wrap_modules_to_save(model: nn.Module, names: list[str], adapter_name: str) -> list[str]:
-    """Give each module named in ``names`` a trainable copy for ``adapter_name``; return their paths."""
+    """Give each module named in ``names`` a trainable copy for ``adapter_name``; return their paths.
+
+    Raises:
+        HfxError: as :func:`modules_to_save_paths`.
+    """
     keys = modules_to_save_paths(model, names)
     for key in keys:
         module = model.get_submodule(key)

@@ -49,3 +49,11 @@ def test_untied_merge_equals_the_unmerged_adapter() -> None:
         before = model(IDS).logits
         merged = merge_and_unload(model)
         assert torch.allclose(merged(IDS).logits, before, atol=1e-4)
+
+
+def test_modules_to_save_on_a_tied_module_is_refused_by_name() -> None:
+    model, _ = tiny_model("gpt2", "causal-lm", seed=0)
+    with pytest.raises(HfxError, match="modules_to_save.*'transformer.wte.weight'.*shared with 'lm_head.weight'"):
+        hfx.apply(model, "lora", r=4, target_modules=["c_attn"], modules_to_save=["wte"])
+    assert model.lm_head.weight is model.transformer.wte.weight  # left as it was
+    assert not [n for n, _ in model.named_modules() if "lora_" in n]  # nothing injected before the refusal
