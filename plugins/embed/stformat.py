@@ -102,6 +102,20 @@ _TRANSFORMER_INERT: dict[str, Any] = {
 }
 
 
+def _tokenizer_lowercases(folder: Path) -> bool:
+    """Whether the folder's tokenizer gives the same ids to a text and its lowercase form (uncased BERT)."""
+    from transformers import AutoTokenizer
+
+    try:
+        tok = AutoTokenizer.from_pretrained(folder)
+    except (OSError, ValueError):
+        return False
+    # Lowercase words of its own vocabulary, capitalised: a case-sensitive tokenizer splits or drops them.
+    words = [w for w in tok.get_vocab() if w.isalpha() and w.islower() and len(w) > 1][:50]
+    probe = " ".join(w.capitalize() for w in words) or "Hello World"
+    return tok(probe)["input_ids"] == tok(probe.lower())["input_ids"]
+
+
 def _refuse_options(folder: Path) -> None:
     """Refuse, by name, a folder option that would make hfx's vectors differ from ``SentenceTransformer(folder)``.
 
@@ -116,6 +130,8 @@ def _refuse_options(folder: Path) -> None:
     bert_cfg = folder / "sentence_bert_config.json"
     if bert_cfg.is_file():
         for key, value in _read_json(bert_cfg).items():
+            if key == "do_lower_case" and value is True and _tokenizer_lowercases(folder):
+                continue  # the tokenizer's own normalizer lowercases already: the same ids either way
             if key in _TRANSFORMER_INERT and value not in (_TRANSFORMER_INERT[key], None):
                 raise HfxError(f"{bert_cfg}: {key}={value!r} is not reproduced by hfx.embed (its vectors would differ "
                                "from SentenceTransformer's); load the folder with SentenceTransformer, or remove the option")

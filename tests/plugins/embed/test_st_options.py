@@ -64,6 +64,16 @@ def test_max_seq_length_and_include_prompt(tmp_path: Path) -> None:
     np.testing.assert_allclose(got, want, atol=2e-5)
 
 
+def test_do_lower_case_with_an_uncased_tokenizer_is_honoured(tmp_path: Path) -> None:
+    from sentence_transformers import SentenceTransformer
+
+    folder = _st_folder(tmp_path, "bert", "mean")
+    _edit(folder / "sentence_bert_config.json", do_lower_case=True)  # the tiny BERT tokenizer lowercases already
+    upper = [t.upper() for t in TEXTS]
+    want = SentenceTransformer(str(folder), device="cpu").encode(upper, convert_to_numpy=True)
+    np.testing.assert_allclose(hfx.embed(folder).encode(upper), want, atol=2e-5)
+
+
 def _edit(file: Path, **changes: object) -> None:
     data = json.loads(file.read_text())
     data.update(changes)
@@ -80,8 +90,9 @@ def _edit(file: Path, **changes: object) -> None:
 def test_options_hfx_does_not_reproduce_are_refused_by_name(tmp_path: Path, what: str, pattern: str) -> None:
     folder = _st_folder(tmp_path, "llama" if what == "chat" else "bert", ["cls", "mean"] if what == "two modes" else "mean",
                         dense=what == "dense", chat=what == "chat")
-    if what == "lower":
+    if what == "lower":  # a case-sensitive tokenizer (no Lowercase normalizer), where do_lower_case matters
         _edit(folder / "sentence_bert_config.json", do_lower_case=True)
+        _edit(folder / "tokenizer.json", normalizer=None)
     if what == "prompt":
         _edit(folder / "config_sentence_transformers.json", prompts={"query": "query: "}, default_prompt_name="query")
     with pytest.raises(HfxError, match=pattern):
