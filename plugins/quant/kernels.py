@@ -16,7 +16,7 @@ them, outside ``state_dict``. Candidates, each a function ``(layer, x (M, K) fp3
   weight is (q - 8) s + z': ours maps with z' = (8 - Z) s.
 
 :func:`choose` times every candidate that applies on the layer's own weights at the call's token-count
-bucket (1, up to 8, up to 64, more), skips any whose output differs from ``dequant`` on that probe (logged),
+bucket (1, up to 8, up to 64; more tokens always take ``dequant``), skips any whose output differs from ``dequant`` on that probe (logged),
 and remembers the fastest per machine in ``$HFX_CACHE/kernels/choices.json``. Training (inputs that need a
 gradient) always takes ``dequant``, the only path with a backward.
 """
@@ -222,6 +222,10 @@ def choose(layer: nn.Module, m: int, repeats: int = 5) -> str:
     (|Δ| > 1e-4 · (max|y| + 1)) is never chosen, and the difference is logged.
     """
     names = applicable(layer)
+    if m > 64:
+        # Long prompts: the matmul dominates and torch's fp32 GEMM wins; the GEMV-style kernels took 1.3x-80x
+        # its time at 512 tokens here (benchmarks/results/quant_kernels.md), and measuring them costs seconds.
+        names = ["dequant"]
     if len(names) == 1:
         return names[0]
     g = {-1: "tensor", 0: "channel"}.get(layer.group_size, str(layer.group_size))
