@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from hfx.config.label_task import check_label_task
 from hfx.errors import HfxError
 
 __all__ = ["PrefixTuningConfig", "PrefixTuningRunConfig"]
@@ -80,7 +81,4 @@ class PrefixTuningRunConfig(PrefixTuningConfig):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        if "{text}" not in self.template:
-            raise HfxError(f"prefix_tuning.template must contain {{text}}, got {self.template!r}")
-        if len(self.label_words) < 2 or len(set(self.label_words)) != len(self.label_words):
-            raise HfxError(f"prefix_tuning.label_words must be 2 or more distinct words, got {self.label_words!r}")
+        check_label_task("prefix_tuning", self.template, self.label_words)

@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from hfx.config.label_task import check_label_task
 from hfx.errors import HfxError
 
 __all__ = ["INITS", "PromptTuningConfig", "PromptTuningRunConfig"]
@@ -81,7 +82,4 @@ class PromptTuningRunConfig(PromptTuningConfig):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        if "{text}" not in self.template:
-            raise HfxError(f"prompt_tuning.template must contain {{text}}, got {self.template!r}")
-        if len(self.label_words) < 2 or len(set(self.label_words)) != len(self.label_words):
-            raise HfxError(f"prompt_tuning.label_words must be 2 or more distinct words, got {self.label_words!r}")
+        check_label_task("prompt_tuning", self.template, self.label_words)
