@@ -16,14 +16,14 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 from torch import nn
 
 from hfx.errors import HfxError
-from hfx.io import atomic_write_json
+from hfx.io import atomic_write_json, load_safetensors
 
 __all__ = ["CONFIG_NAME", "EMBEDDINGS_KEY", "WEIGHTS_NAME", "bind_inputs", "cache_argument", "can_load", "extend_mask",
-           "greedy_by_forward", "model_sizes", "read_adapter", "task_type_of", "write_adapter"]
+           "fill_sizes", "greedy_by_forward", "model_sizes", "read_adapter", "task_type_of", "write_adapter"]
 
 CONFIG_NAME, WEIGHTS_NAME, EMBEDDINGS_KEY = "adapter_config.json", "adapter_model.safetensors", "prompt_embeddings"
 _FAMILIES = "decoder language models (Llama, GPT-2, Mistral, Qwen2, ...) and encoder-decoder models (T5, BART, ...)"
@@ -70,6 +70,37 @@ def model_sizes(model: nn.Module, kv_heads: bool) -> dict[str, int]:
     if kv_heads and cfg.get("num_key_value_heads"):
         dim, heads = head_dim * cfg["num_key_value_heads"], cfg["num_key_value_heads"]
     return {"num_layers": int(layers), "token_dim": int(dim), "num_attention_heads": int(heads), "head_dim": int(head_dim)}
+
+
+def fill_sizes(model: nn.Module, cfg: Any, plugin: str, kv_heads: bool) -> tuple[dict[str, int], dict[str, Any]]:
+    """The sizes read from ``model`` and ``cfg``'s task type and sizes, the unset ones filled from them.
+
+    As peft's ``_prepare_prompt_learning_config`` fills a prompt-learning config: ``task_type`` from the model
+    (:func:`task_type_of`), ``num_layers``, ``token_dim`` and ``num_attention_heads`` from :func:`model_sizes`,
+    ``num_transformer_submodules`` 2 for an encoder-decoder model and 1 for a decoder.
+
+    Args:
+        model: The model the plugin is applied to.
+        cfg: A config with peft's fields ``task_type``, ``num_layers``, ``token_dim``, ``num_attention_heads``
+            and ``num_transformer_submodules`` (None or "" when unset).
+        plugin: The plugin's name, for the messages.
+        kv_heads: As in :func:`model_sizes`.
+
+    Returns:
+        ``(sizes, fields)``: what :func:`model_sizes` read, and the fields to give ``dataclasses.replace(cfg, ...)``.
+
+    Raises:
+        HfxError: a model family prompt learning cannot serve, or a ``task_type`` the model does not have.
+    """
+    task = task_type_of(model, plugin)
+    if cfg.task_type and cfg.task_type != task:
+        raise HfxError(f"{plugin}.task_type is {cfg.task_type} but {type(model).__name__} is a {task} model")
+    sizes = model_sizes(model, kv_heads)
+    filled: dict[str, Any] = {k: getattr(cfg, k) if getattr(cfg, k) is not None else sizes[k]
+                              for k in ("num_layers", "token_dim", "num_attention_heads")}
+    filled["num_transformer_submodules"] = cfg.num_transformer_submodules or (2 if task == "SEQ_2_SEQ_LM" else 1)
+    filled["task_type"] = task
+    return sizes, filled
 
 
 def bind_inputs(module: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]) -> dict[str, Any]:
@@ -126,7 +157,8 @@ def read_adapter(path: Path, peft_type: str) -> tuple[dict[str, Any], dict[str, 
     """Read a peft prompt-learning adapter: its config and its tensors (``prompt_embeddings`` at least).
 
     Raises:
-        HfxError: no config, another method's config, a pickle instead of safetensors, or no ``prompt_embeddings``.
+        HfxError: no config, another method's config, a pickle instead of safetensors, a truncated or corrupted
+            weights file, or no ``prompt_embeddings``.
     """
     path = Path(path)
     if not (path / CONFIG_NAME).is_file():
@@ -139,7 +171,7 @@ def read_adapter(path: Path, peft_type: str) -> tuple[dict[str, Any], dict[str, 
         raise HfxError(f"no {WEIGHTS_NAME} in {str(path)!r}" + (
             "; it holds adapter_model.bin, a pickle, which hfx does not load (it can run code): re-save it with "
             "peft's save_pretrained(..., safe_serialization=True)" if pickled else ""))
-    tensors = load_file(str(path / WEIGHTS_NAME))
+    tensors = load_safetensors(path / WEIGHTS_NAME)
     if EMBEDDINGS_KEY not in tensors:
         raise HfxError(f"{path / WEIGHTS_NAME} has no {EMBEDDINGS_KEY!r} tensor (keys: {', '.join(sorted(tensors))}); "
                        "it is not a peft prompt-learning adapter")

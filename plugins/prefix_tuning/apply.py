@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from hfx.errors import HfxError
-from hfx.prompt_learning import model_sizes, task_type_of
+from hfx.prompt_learning import fill_sizes
 from hfx_plugins.prefix_tuning.cache import PrefixInjector, check_cache_layout
 from hfx_plugins.prefix_tuning.config import PrefixTuningConfig
 from hfx_plugins.prefix_tuning.encoder import PrefixEncoder
@@ -25,15 +25,10 @@ def resolve_config(model: nn.Module, cfg: PrefixTuningConfig) -> PrefixTuningCon
         HfxError: a model family prefix tuning cannot serve, or sizes that do not fit the model's attention
             (naming both shapes).
     """
-    task = task_type_of(model, "prefix_tuning")
-    if cfg.task_type and cfg.task_type != task:
-        raise HfxError(f"prefix_tuning.task_type is {cfg.task_type} but {type(model).__name__} is a {task} model")
-    sizes = model_sizes(model, kv_heads=True)
-    filled = {k: getattr(cfg, k) if getattr(cfg, k) is not None else sizes[k]
-              for k in ("num_layers", "token_dim", "num_attention_heads")}
-    filled["num_transformer_submodules"] = cfg.num_transformer_submodules or (2 if task == "SEQ_2_SEQ_LM" else 1)
+    sizes, filled = fill_sizes(model, cfg, "prefix_tuning", kv_heads=True)
     filled["encoder_hidden_size"] = cfg.encoder_hidden_size or filled["token_dim"]
-    out = dataclasses.replace(cfg, task_type=task, **filled)
+    out = dataclasses.replace(cfg, **filled)
+    task = out.task_type
     want = (sizes["num_layers"], sizes["num_attention_heads"], sizes["head_dim"])
     got = (out.num_layers, out.num_attention_heads, out.token_dim // out.num_attention_heads)
     if got != want or out.token_dim % out.num_attention_heads:

@@ -8,7 +8,7 @@ from typing import Any
 from torch import nn
 
 from hfx.errors import HfxError
-from hfx.prompt_learning import model_sizes, task_type_of
+from hfx.prompt_learning import fill_sizes
 from hfx_plugins.prompt_tuning.config import PromptTuningConfig
 from hfx_plugins.prompt_tuning.encoder import PromptEmbedding, load_tokenizer
 from hfx_plugins.prompt_tuning.inject import PromptInjector
@@ -24,14 +24,7 @@ def resolve_config(model: nn.Module, cfg: PromptTuningConfig) -> PromptTuningCon
     Raises:
         HfxError: a model family prompt tuning cannot serve, or a token_dim other than the embedding width.
     """
-    task = task_type_of(model, "prompt_tuning")
-    if cfg.task_type and cfg.task_type != task:
-        raise HfxError(f"prompt_tuning.task_type is {cfg.task_type} but {type(model).__name__} is a {task} model")
-    sizes = model_sizes(model, kv_heads=False)
-    filled = {k: getattr(cfg, k) if getattr(cfg, k) is not None else sizes[k]
-              for k in ("num_layers", "token_dim", "num_attention_heads")}
-    filled["num_transformer_submodules"] = cfg.num_transformer_submodules or (2 if task == "SEQ_2_SEQ_LM" else 1)
-    out = dataclasses.replace(cfg, task_type=task, **filled)
+    out = dataclasses.replace(cfg, **fill_sizes(model, cfg, "prompt_tuning", kv_heads=False)[1])
     width = model.get_input_embeddings().weight.shape[1]
     if out.token_dim != width:
         raise HfxError(f"prompt_tuning.token_dim={out.token_dim} but {type(model).__name__}'s input embeddings are "

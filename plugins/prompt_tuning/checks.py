@@ -17,14 +17,16 @@ from typing import Any
 import torch
 from torch import nn
 
+from hfx import parity
+from hfx.parity import batch, generation_mismatch, logits
 from hfx.validate import Check
 
-__all__ = ["checks", "generation_mismatch", "hfx_to_peft", "init_gap", "pair", "peft_to_hfx", "training_gap"]
+__all__ = ["batch", "checks", "generation_mismatch", "hfx_to_peft", "init_gap", "logits", "pair", "peft_to_hfx",
+           "training_gap"]
 
 TOL = 1e-5
 N = 4  # virtual tokens
 TASKS = {"llama": "CAUSAL_LM", "gpt2": "CAUSAL_LM", "t5": "SEQ_2_SEQ_LM"}
-TEXTS = ["the function returns a new list of values", "a class may define its own methods"]
 INIT_TEXT = "classify the value of the list"
 
 
@@ -55,20 +57,6 @@ def start(family: str) -> int:
     return 0 if family == "t5" else N
 
 
-def batch(tok: Any, family: str) -> dict[str, torch.Tensor]:
-    enc = dict(tok(TEXTS, padding=True, return_tensors="pt"))
-    if family == "t5":
-        enc["decoder_input_ids"] = enc["input_ids"][:, :5]
-    return enc
-
-
-def logits(model: nn.Module, inputs: dict[str, torch.Tensor], first: int = 0) -> torch.Tensor:
-    model.eval()
-    with torch.no_grad(), warnings.catch_warnings():
-        warnings.simplefilter("ignore", FutureWarning)
-        return model(**inputs).logits[:, first:]
-
-
 def init_gap(family: str, init: str) -> float:
     ours, theirs, _ = pair(family, prompt_tuning_init=init)
     return (ours.prompt_encoder.embedding.weight - theirs.prompt_encoder.default.embedding.weight).abs().max().item()
@@ -82,70 +70,23 @@ def outputs_gap(family: str, **fields: Any) -> float:
 
 def hfx_to_peft(family: str, **fields: Any) -> float:
     """Save with hfx, load with ``PeftModel.from_pretrained`` (any warning but FutureWarning is an error)."""
-    from peft import PeftModel
-
-    import hfx
     from hfx.testing import tiny_model
 
     ours, _, tok = pair(family, **fields)
-    x = batch(tok, family)
-    with tempfile.TemporaryDirectory() as tmp:
-        hfx.save(ours, tmp)
-        with warnings.catch_warnings():
-            warnings.simplefilter("error")
-            warnings.filterwarnings("ignore", category=FutureWarning)
-            theirs = PeftModel.from_pretrained(tiny_model(family)[0], tmp)
-        return (logits(ours, x) - logits(theirs, x, start(family))).abs().max().item()
+    return parity.hfx_to_peft_gap(ours, tiny_model(family)[0], batch(tok, family), start(family))
 
 
 def peft_to_hfx(family: str, **fields: Any) -> float:
-    import hfx
     from hfx.testing import tiny_model
 
     _, theirs, tok = pair(family, **fields)
-    x = batch(tok, family)
-    with tempfile.TemporaryDirectory() as tmp:
-        theirs.save_pretrained(tmp)
-        ours = hfx.load(tiny_model(family)[0], tmp)
-        return (logits(ours, x) - logits(theirs, x, start(family))).abs().max().item()
+    return parity.peft_to_hfx_gap(theirs, tiny_model(family)[0], batch(tok, family), start(family))
 
 
 def training_gap(family: str, steps: int = 20, **fields: Any) -> float:
     """Largest relative difference of the losses over ``steps`` AdamW steps on one fixed batch (no dropout)."""
     ours, theirs, tok = pair(family, dropout=0.0, **fields)
-    x = batch(tok, family)
-    x["labels"] = (x.pop("decoder_input_ids") if family == "t5" else x["input_ids"]).clone()
-    x["labels"][x["labels"] == tok.pad_token_id] = -100
-    runs = []
-    for model in (ours, theirs):
-        model.train()
-        opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-2)
-        run = []
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", FutureWarning)
-            for _ in range(steps):
-                loss = model(**x).loss
-                loss.backward()
-                opt.step()
-                opt.zero_grad()
-                run.append(loss.item())
-        runs.append(run)
-    return max(abs(a - b) / abs(b) for a, b in zip(*runs, strict=True))
-
-
-def generation_mismatch(model: nn.Module, tok: Any, family: str, max_new_tokens: int = 8) -> float:
-    """Fraction of tokens where greedy ``generate()`` differs from argmax decoding by full forward passes."""
-    from hfx.prompt_learning import greedy_by_forward
-
-    x = dict(tok(TEXTS[:1], return_tensors="pt"))
-    model.eval()
-    with torch.no_grad(), warnings.catch_warnings():
-        warnings.simplefilter("ignore", FutureWarning)
-        got = model.generate(**x, max_new_tokens=max_new_tokens, do_sample=False)
-        first = tok.pad_token_id if family == "t5" else None
-        steps = got.shape[1] - (1 if family == "t5" else x["input_ids"].shape[1])
-        want = greedy_by_forward(model, x, steps, first)
-    return (got != want).float().mean().item()
+    return parity.training_gap((ours, theirs), parity.with_labels(batch(tok, family), family, tok.pad_token_id), steps)
 
 
 def _generation(family: str) -> float:

@@ -1,0 +1,117 @@
+"""Side-by-side measurements that several plugins' ``checks()`` make against peft on tiny models.
+
+Each function takes the hfx model and/or its peft twin (built by the plugin's own ``pair``: the same tiny base,
+the same RNG state) and returns one number, the largest difference, for :class:`hfx.validate.Check`:
+eval-mode logits, the two libraries' save/load round trips, the losses of AdamW trained side by side on one
+fixed batch, and greedy ``generate()`` against argmax decoding by full forward passes
+(:func:`hfx.prompt_learning.greedy_by_forward`).
+"""
+
+from __future__ import annotations
+
+import tempfile
+import warnings
+from typing import Any
+
+import torch
+from torch import nn
+
+__all__ = ["TEXTS", "batch", "generation_mismatch", "hfx_to_peft_gap", "logits", "peft_to_hfx_gap", "training_gap",
+           "with_labels"]
+
+TEXTS = ["the function returns a new list of values", "a class may define its own methods"]
+
+
+def batch(tok: Any, family: str, texts: list[str] = TEXTS) -> dict[str, torch.Tensor]:
+    """The padded batch of ``texts``; T5 also gets ``decoder_input_ids``, the first 5 input ids (B, 5)."""
+    enc = dict(tok(texts, padding=True, return_tensors="pt"))
+    if family == "t5":
+        enc["decoder_input_ids"] = enc["input_ids"][:, :5]
+    return enc
+
+
+def logits(model: nn.Module, inputs: dict[str, torch.Tensor], start: int = 0) -> torch.Tensor:
+    """Eval-mode logits (B, T - start, V) from position ``start`` on, without gradients."""
+    model.eval()
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)  # transformers' renames, read by peft
+        return model(**inputs).logits[:, start:]
+
+
+def hfx_to_peft_gap(ours: nn.Module, fresh_base: nn.Module, inputs: dict[str, torch.Tensor],
+                    start: int = 0) -> float:
+    """Save ``ours`` with ``hfx.save``, load it onto ``fresh_base`` with ``PeftModel.from_pretrained``; largest
+    logit difference (peft's from position ``start``). Any warning but FutureWarning is an error."""
+    from peft import PeftModel
+
+    import hfx
+
+    with tempfile.TemporaryDirectory() as tmp:
+        hfx.save(ours, tmp)
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            warnings.filterwarnings("ignore", category=FutureWarning)
+            theirs = PeftModel.from_pretrained(fresh_base, tmp)
+        return (logits(ours, inputs) - logits(theirs, inputs, start)).abs().max().item()
+
+
+def peft_to_hfx_gap(theirs: nn.Module, fresh_base: nn.Module, inputs: dict[str, torch.Tensor],
+                    start: int = 0) -> float:
+    """Save the peft model ``theirs`` with ``save_pretrained``, load it onto ``fresh_base`` with ``hfx.load``;
+    largest logit difference (peft's from position ``start``)."""
+    import hfx
+
+    with tempfile.TemporaryDirectory() as tmp:
+        theirs.save_pretrained(tmp)
+        ours = hfx.load(fresh_base, tmp)
+        return (logits(ours, inputs) - logits(theirs, inputs, start)).abs().max().item()
+
+
+def with_labels(inputs: dict[str, torch.Tensor], family: str, pad_token_id: int) -> dict[str, torch.Tensor]:
+    """``inputs`` with language-model labels: the input ids (T5: the decoder ids, moved to ``labels``), pads -100."""
+    x = dict(inputs)
+    x["labels"] = (x.pop("decoder_input_ids") if family == "t5" else x["input_ids"]).clone()
+    x["labels"][x["labels"] == pad_token_id] = -100
+    return x
+
+
+def training_gap(models: tuple[nn.Module, ...], inputs: dict[str, torch.Tensor], steps: int = 20,
+                 lr: float = 1e-2) -> float:
+    """Largest relative difference ``|a - b| / |b|`` of the losses of two models trained side by side.
+
+    Each model takes ``steps`` AdamW steps (torch defaults but ``lr``) over its trainable parameters on the
+    same fixed batch ``inputs`` (labels included). The first model is hfx's, the second the reference.
+    """
+    runs = []
+    for model in models:
+        model.train()
+        opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=lr)
+        run = []
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", FutureWarning)
+            for _ in range(steps):
+                loss = model(**inputs).loss
+                loss.backward()
+                opt.step()
+                opt.zero_grad()
+                run.append(loss.item())
+        runs.append(run)
+    return max(abs(a - b) / abs(b) for a, b in zip(*runs, strict=True))
+
+
+def generation_mismatch(model: nn.Module, tok: Any, family: str, max_new_tokens: int = 8) -> float:
+    """Fraction of tokens where greedy ``generate()`` differs from argmax decoding by full forward passes.
+
+    One unpadded prompt (``TEXTS[0]``); T5 decodes from the pad id, its decoder start token.
+    """
+    from hfx.prompt_learning import greedy_by_forward
+
+    x = dict(tok(TEXTS[:1], return_tensors="pt"))
+    model.eval()
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)
+        got = model.generate(**x, max_new_tokens=max_new_tokens, do_sample=False)
+        first = tok.pad_token_id if family == "t5" else None
+        steps = got.shape[1] - (1 if family == "t5" else x["input_ids"].shape[1])
+        want = greedy_by_forward(model, x, steps, first)
+    return (got != want).float().mean().item()
