@@ -25,6 +25,8 @@ import torch
 from torch import nn
 from transformers import GenerationConfig
 
+from hfx.pooling import last_token_index
+
 __all__ = ["Rollout", "forward_logprobs", "last_token_scores", "sample", "sequence_lengths", "value_forward"]
 
 
@@ -161,9 +163,8 @@ def last_token_scores(reward_model: Any, query_responses: torch.Tensor, attentio
     if not (hasattr(reward_model, "base_model_prefix") and hasattr(reward_model, "score")):
         out = reward_model(**_inputs(query_responses, attention_mask))
         return getattr(out, "logits", out).reshape(-1).float()
-    idx = torch.arange(attention_mask.size(1), device=attention_mask.device)
-    last_index = (attention_mask.long() * idx).argmax(1)  # (B,) rightmost real token, whatever the pad id
+    last_index = last_token_index(attention_mask)  # (B,) rightmost real token, whatever the pad id
     trunk, head = _trunk_and_head(reward_model)
     out = trunk(**_inputs(query_responses, attention_mask), output_hidden_states=True, use_cache=False)
     per_token = head(out.hidden_states[-1]).squeeze(-1)  # (B, S)
-    return per_token[torch.arange(per_token.size(0), device=per_token.device), last_index]
+    return per_token[torch.arange(per_token.size(0), device=per_token.device), last_index.to(per_token.device)]

@@ -9,7 +9,8 @@ Pooling departs from transformers on purpose. ``*ForSequenceClassification`` fin
 rightmost id that is not ``pad_token_id``: with ``pad_token_id`` unset it takes the last position (a pad
 under right padding), and with pad = EOS it skips the EOS that ends the text (trl appends one) and reads
 the token before it, which differs between training with and without padding (trl #2758, RLHFlow #49).
-Here the last real token comes from the attention mask, whatever the padding side and pad id.
+Here the last real token comes from the attention mask, whatever the padding side and pad id
+(:mod:`hfx.pooling`).
 """
 
 from __future__ import annotations
@@ -20,21 +21,14 @@ from transformers import PreTrainedModel
 from transformers.modeling_outputs import SequenceClassifierOutput
 
 from hfx.models.loading import model_family
+from hfx.pooling import gather_last, last_token_index
 
 __all__ = ["RewardModel", "last_real_index"]
 
 
-def last_real_index(attention_mask: torch.Tensor) -> torch.Tensor:
-    """Position of the rightmost attended token of each row, for left or right padding. (B, T) -> (B,)
-
-    Raises:
-        ValueError: a row with no attended token.
-    """
-    mask = attention_mask.bool()
-    if not bool(mask.any(-1).all()):
-        raise ValueError("a sequence has no attended token (an empty text after truncation?)")
-    positions = torch.arange(mask.shape[1], device=mask.device)  # (T,)
-    return torch.where(mask, positions, -1).amax(-1)  # (B,)
+last_real_index = last_token_index
+"""Position (B,) of the rightmost real token of each row of a (B, T) mask: :func:`hfx.pooling.last_token_index`,
+under the name this plugin exports."""
 
 
 class RewardModel(nn.Module):
@@ -95,7 +89,5 @@ class RewardModel(nn.Module):
             pooled = out.pooler_output if self.uses_pooler else out.last_hidden_state[:, 0]  # (B, H)
             logits = self.classifier(self.dropout(pooled))  # (B, 1)
         else:
-            h = out.last_hidden_state  # (B, T, H)
-            idx = last_real_index(attention_mask)  # (B,)
-            logits = self.score(h[torch.arange(h.shape[0], device=h.device), idx])  # (B, 1)
+            logits = self.score(gather_last(out.last_hidden_state, attention_mask))  # (B, H) -> (B, 1)
         return SequenceClassifierOutput(logits=logits + self.shift, hidden_states=out.hidden_states)
