@@ -12,11 +12,11 @@ import json
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 from torch import nn
 
 from hfx.errors import HfxError
-from hfx.io import atomic_write_json
+from hfx.io import atomic_write_json, load_safetensors
 from hfx.protocols import applied
 from hfx_plugins.ppo.apply import apply, value_head
 from hfx_plugins.ppo.config import PPOConfig
@@ -52,7 +52,7 @@ def load(model: nn.Module, path: Path) -> tuple[nn.Module, PPOConfig]:
     cfg = PPOConfig(**json.loads((path / CONFIG_NAME).read_text()))
     if not (path / WEIGHTS_NAME).is_file():
         return model, cfg
-    tensors = load_file(str(path / WEIGHTS_NAME))
+    tensors = load_safetensors(path / WEIGHTS_NAME)
     hidden = getattr(model.config, "hidden_size", None)
     if tuple(tensors["summary.weight"].shape) != (1, hidden):
         raise HfxError(f"{path}: the value head reads {tensors['summary.weight'].shape[1]} features, the model's "

@@ -27,12 +27,11 @@ import json
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file
 from torch import nn
 from transformers import AutoModelForSequenceClassification, PreTrainedTokenizerBase
 
 from hfx.errors import HfxError
-from hfx.io import atomic_write_json
+from hfx.io import atomic_write_json, load_safetensors
 from hfx_plugins.reward.apply import apply
 from hfx_plugins.reward.config import RewardConfig
 from hfx_plugins.reward.head import RewardModel
@@ -109,7 +108,7 @@ def load(model: nn.Module, path: Path) -> tuple[RewardModel, RewardConfig]:
     meta = json.loads((Path(path) / MARKER).read_text())
     cfg = RewardConfig(**{k: v for k, v in meta["config"].items() if k in {f.name for f in dataclasses.fields(RewardConfig)}})
     reward = apply(model, cfg)
-    weights = load_file(str(Path(path) / "model.safetensors"))
+    weights = load_safetensors(Path(path) / "model.safetensors")
     own = reward.state_dict()
     for k, t in weights.items():
         if k in own and own[k].shape != t.shape:
