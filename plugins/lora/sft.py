@@ -1,4 +1,7 @@
-"""Instruction tuning helpers for the recipe: prompts, prompt-masked labels, greedy answers, exact match.
+"""Instruction tuning helpers for the recipe: prompts, prompt-masked labels, the response-only loss.
+
+Greedy answers and exact match are the core's (:func:`hfx.runner.evaluation.greedy_answers`,
+:func:`hfx.metrics.exact_match`).
 
 A training example is ``prompt + response + eos`` with the prompt's labels set to -100, so the loss is
 the response's alone (the usual supervised fine-tuning recipe). The prompt is the tokenizer's chat
@@ -20,7 +23,7 @@ from torch import nn
 
 from hfx.data.collate import IGNORE_INDEX
 
-__all__ = ["answer", "completion_loss", "exact_match", "prompt_text", "tokenize_instructions"]
+__all__ = ["completion_loss", "prompt_text", "tokenize_instructions"]
 
 
 def prompt_text(tokenizer: Any, instruction: str) -> str:
@@ -64,39 +67,3 @@ def completion_loss(model: nn.Module, batch: dict[str, torch.Tensor]) -> torch.T
     keep = targets != IGNORE_INDEX  # (B, T-1)
     logits = head(hidden[:, :-1][keep])  # (N, vocab), N labelled tokens
     return F.cross_entropy(logits.float(), targets[keep])
-
-
-@torch.no_grad()
-def answer(model: nn.Module, tokenizer: Any, instructions: list[str], max_new_tokens: int,
-           batch_size: int = 16, seq2seq: bool = False) -> list[str]:
-    """Greedy answers to ``instructions`` (decoder: after the chat prompt, padded on the left)."""
-    was_training, side = model.training, tokenizer.padding_side
-    model.eval()
-    tokenizer.padding_side = "right" if seq2seq else "left"  # a decoder continues from the last real token
-    device = next(model.parameters()).device
-    answers: list[str] = []
-    try:
-        for start in range(0, len(instructions), batch_size):
-            chunk = instructions[start:start + batch_size]
-            texts = chunk if seq2seq else [prompt_text(tokenizer, q) for q in chunk]
-            enc = tokenizer(texts, padding=True, return_tensors="pt", add_special_tokens=seq2seq).to(device)
-            enc.pop("token_type_ids", None)
-            out = model.generate(**enc, max_new_tokens=max_new_tokens, do_sample=False,
-                                 pad_token_id=tokenizer.pad_token_id)  # (B, T_in + T_new) or (B, T_new)
-            new = out if seq2seq else out[:, enc["input_ids"].shape[1]:]
-            answers.extend(t.strip() for t in tokenizer.batch_decode(new, skip_special_tokens=True))
-    finally:
-        tokenizer.padding_side = side
-        model.train(was_training)
-    return answers
-
-
-def _norm(text: str) -> str:
-    first = text.strip().splitlines()[0] if text.strip() else ""
-    return first.strip().rstrip(".").strip().lower()
-
-
-def exact_match(answers: list[str], targets: list[str]) -> float:
-    """Share of answers whose first line equals the target (case and a final period ignored)."""
-    hits = sum(_norm(a) == _norm(str(t)) for a, t in zip(answers, targets, strict=True))
-    return hits / max(len(targets), 1)
