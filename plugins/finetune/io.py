@@ -12,12 +12,11 @@ import dataclasses
 import json
 from pathlib import Path
 
-from safetensors.torch import load_file
 from torch import nn
 from transformers import AutoModelForSequenceClassification
 
 from hfx.errors import HfxError
-from hfx.io import atomic_write_json
+from hfx.io import atomic_write_json, load_safetensors
 from hfx_plugins.finetune.apply import apply
 from hfx_plugins.finetune.config import FinetuneConfig
 from hfx_plugins.finetune.heads import SequenceClassifier
@@ -77,7 +76,7 @@ def load(model: nn.Module, path: Path) -> tuple[nn.Module, FinetuneConfig]:
     """
     cfg = FinetuneConfig(**_method_fields(json.loads((Path(path) / MARKER).read_text())))
     model = apply(model, cfg)
-    weights = load_file(str(Path(path) / "model.safetensors"))
+    weights = load_safetensors(Path(path) / "model.safetensors")
     own = model.state_dict()
     for k, t in weights.items():
         if k in own and own[k].shape != t.shape:

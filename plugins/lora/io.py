@@ -24,11 +24,11 @@ from typing import Any
 
 import torch
 from safetensors import safe_open
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 from torch import nn
 
 from hfx.errors import HfxError, did_you_mean
-from hfx.io import atomic_write_json
+from hfx.io import atomic_write_json, load_safetensors
 from hfx.protocols import is_quantized
 from hfx_plugins.lora.config import LoraConfig
 from hfx_plugins.lora.embedding import LoraEmbedding
@@ -197,7 +197,7 @@ def load_adapter(model: nn.Module, folder: Path, adapter_name: str = "default") 
             "; it holds adapter_model.bin, a pickle, which hfx does not load (it can run code): re-save the adapter "
             "with peft's save_pretrained(..., safe_serialization=True)" if pickled else ""))
     cfg = config_from_peft(json.loads((folder / CONFIG_NAME).read_text()), adapter_name, model, folder)
-    tensors = load_file(str(folder / WEIGHTS_NAME))
+    tensors = load_safetensors(folder / WEIGHTS_NAME)
     with torch.random.fork_rng(devices=[]):  # the random init is overwritten: do not move the caller's RNG
         add_adapter(model, cfg)
     try:
