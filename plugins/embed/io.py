@@ -11,11 +11,10 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from safetensors.torch import load_file
 from torch import nn
 
 from hfx.errors import HfxError
-from hfx.io import atomic_write_json
+from hfx.io import atomic_write_json, load_safetensors
 from hfx_plugins.embed.config import EmbedConfig
 from hfx_plugins.embed.embedder import Embedder
 from hfx_plugins.embed.stformat import write_modules
@@ -73,7 +72,7 @@ def load(model: nn.Module, path: Path) -> tuple[Embedder, EmbedConfig]:
     embedder = apply(model, cfg)
     embedder.tokenizer = _tokenizer_from(path) or embedder.tokenizer
     target = _saved_module(embedder)
-    weights = load_file(str(path / "model.safetensors"))
+    weights = load_safetensors(path / "model.safetensors")
     own = target.state_dict()
     for key, tensor in weights.items():
         if key in own and own[key].shape != tensor.shape:

@@ -20,11 +20,11 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 from torch import nn
 
 from hfx.errors import HfxError
-from hfx.io import atomic_write_json
+from hfx.io import atomic_write_json, load_safetensors
 from hfx.protocols import applied, base_path, base_state_dict, record
 from hfx_plugins.quant.apply import check_not_quantized, quantized_layers, set_module
 from hfx_plugins.quant.config import QuantConfig
@@ -109,7 +109,7 @@ def load(model: nn.Module, path: Path) -> tuple[nn.Module, QuantConfig]:
             raise HfxError(f"{path} holds a quantized layer {name!r} that the model lacks; "
                            "load onto the same architecture it was saved from") from None
         set_module(model, name, QuantLinear(**spec))
-    weights = load_file(str(path / WEIGHTS))
+    weights = load_safetensors(path / WEIGHTS)
     own = model.state_dict()
     for k, t in weights.items():
         if k in own and own[k].shape != t.shape:
