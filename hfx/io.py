@@ -5,7 +5,7 @@ system is atomic, so a reader (or a resumed run) sees either the old folder or t
 Replacing an existing folder swaps the two in one ``renameat2(RENAME_EXCHANGE)`` call on Linux, so even a
 ``kill -9`` between two renames cannot leave the path empty. A full disk is reported as one line and
 leaves the previous version in place. :func:`load_safetensors` reads a weights file or says, in one line,
-which file is missing, truncated or corrupted.
+which file is missing, truncated or corrupted; :func:`load_weights_strict` loads one into a module strictly.
 """
 
 from __future__ import annotations
@@ -23,7 +23,8 @@ from typing import Any
 
 from hfx.errors import HfxError
 
-__all__ = ["DiskFullError", "atomic_dir", "atomic_write_json", "atomic_write_text", "load_safetensors"]
+__all__ = ["DiskFullError", "atomic_dir", "atomic_write_json", "atomic_write_text", "load_safetensors",
+           "load_weights_strict"]
 
 _DISK_FULL = (errno.ENOSPC, errno.EFBIG, errno.EDQUOT)
 _AT_FDCWD, _RENAME_EXCHANGE = -100, 2
@@ -167,3 +168,36 @@ def load_safetensors(path: str | Path, device: str = "cpu") -> dict[str, Any]:
         reason = (str(err).splitlines() or [type(err).__name__])[0]
         raise HfxError(f"weights file {str(path)!r} ({path.stat().st_size} bytes) is truncated or corrupted "
                        f"({reason}); write it again (hfx.save or a new run)") from err
+
+
+def load_weights_strict(module: Any, folder: str | Path, shape_fix: str, keys_fix: str,
+                        name: str = "model.safetensors") -> None:
+    """Load ``folder/name`` (what ``save_pretrained`` writes) into ``module``: every shape must fit, every key be used.
+
+    A weight that ``save_pretrained`` left out because it is tied to one that was saved (``lm_head`` = the
+    input embeddings, T5's shared embeddings) is not counted as missing: it shares that saved tensor's storage.
+
+    Args:
+        module: The ``torch.nn.Module`` the weights were saved from (its ``state_dict`` keys).
+        folder: The saved folder, named in the error.
+        shape_fix: What to do about a weight of another shape (the end of that error's line).
+        keys_fix: What to do about missing or unknown weights (the end of that error's line).
+        name: The weights file in ``folder``.
+
+    Raises:
+        HfxError: the file is missing, truncated or corrupted; a saved weight has another shape than the
+            module's (naming the weight and both shapes); or weights are missing from / unknown to the module.
+    """
+    weights = load_safetensors(Path(folder) / name)
+    own = module.state_dict()
+    for key, tensor in weights.items():
+        if key in own and own[key].shape != tensor.shape:
+            raise HfxError(f"{key}: saved shape {tuple(tensor.shape)} does not fit the model's {tuple(own[key].shape)}; "
+                           f"{shape_fix}")
+    result = module.load_state_dict(weights, strict=False)
+    state = module.state_dict()
+    present = {t.data_ptr() for k, t in state.items() if k in weights}
+    missing = [k for k in result.missing_keys if state[k].data_ptr() not in present]
+    if missing or result.unexpected_keys:
+        raise HfxError(f"weights in {folder} do not fit {type(module).__name__}: missing {missing[:4]}, "
+                       f"unexpected {result.unexpected_keys[:4]}; {keys_fix}")

@@ -14,7 +14,7 @@ from pathlib import Path
 from torch import nn
 
 from hfx.errors import HfxError
-from hfx.io import atomic_write_json, load_safetensors
+from hfx.io import atomic_write_json, load_weights_strict
 from hfx_plugins.embed.config import EmbedConfig
 from hfx_plugins.embed.embedder import Embedder
 from hfx_plugins.embed.stformat import write_modules
@@ -62,8 +62,8 @@ def load(model: nn.Module, path: Path) -> tuple[Embedder, EmbedConfig]:
     """Rebuild the embedder on ``model`` and load the saved transformer weights into it strictly.
 
     Raises:
-        HfxError: a saved weight of another shape, or weights missing from / unknown to ``model`` (not the base
-            the embedder was trained from).
+        HfxError: a missing, truncated or corrupted weights file, a saved weight of another shape, or weights
+            missing from / unknown to ``model`` (not the base the embedder was trained from).
     """
     from hfx_plugins.embed.apply import _tokenizer_from, apply
 
@@ -72,17 +72,6 @@ def load(model: nn.Module, path: Path) -> tuple[Embedder, EmbedConfig]:
     embedder = apply(model, cfg)
     embedder.tokenizer = _tokenizer_from(path) or embedder.tokenizer
     target = _saved_module(embedder)
-    weights = load_safetensors(path / "model.safetensors")
-    own = target.state_dict()
-    for key, tensor in weights.items():
-        if key in own and own[key].shape != tensor.shape:
-            raise HfxError(f"{key}: saved shape {tuple(tensor.shape)} does not fit the model's {tuple(own[key].shape)}; "
-                           "load onto the base model the embedder was trained from")
-    result = target.load_state_dict(weights, strict=False)
-    # save_pretrained leaves out weights tied to another one (T5's shared embeddings): those are not missing.
-    present = {t.data_ptr() for k, t in target.state_dict().items() if k in weights}
-    missing = [k for k in result.missing_keys if target.state_dict()[k].data_ptr() not in present]
-    if missing or result.unexpected_keys:
-        raise HfxError(f"weights in {path} do not fit {type(target).__name__}: missing {missing[:4]}, "
-                       f"unexpected {result.unexpected_keys[:4]}; load them onto the model they were trained from")
+    load_weights_strict(target, path, "load onto the base model the embedder was trained from",
+                        "load them onto the model they were trained from")
     return embedder, cfg

@@ -16,7 +16,7 @@ from torch import nn
 from transformers import AutoModelForSequenceClassification
 
 from hfx.errors import HfxError
-from hfx.io import atomic_write_json, load_safetensors
+from hfx.io import atomic_write_json, load_weights_strict
 from hfx_plugins.finetune.apply import apply
 from hfx_plugins.finetune.config import FinetuneConfig
 from hfx_plugins.finetune.heads import SequenceClassifier
@@ -71,28 +71,13 @@ def load(model: nn.Module, path: Path) -> tuple[nn.Module, FinetuneConfig]:
     """Rebuild the head on ``model`` and load every weight from ``path`` strictly.
 
     Raises:
-        HfxError: a saved weight of another shape, or weights missing from / unknown to the model (``model`` is
-            not the base the folder was trained from).
+        HfxError: a missing, truncated or corrupted weights file, a saved weight of another shape, or weights
+            missing from / unknown to the model (``model`` is not the base the folder was trained from).
     """
     cfg = FinetuneConfig(**_method_fields(json.loads((Path(path) / MARKER).read_text())))
     model = apply(model, cfg)
-    weights = load_safetensors(Path(path) / "model.safetensors")
-    own = model.state_dict()
-    for k, t in weights.items():
-        if k in own and own[k].shape != t.shape:
-            raise HfxError(
-                f"{k}: saved shape {tuple(t.shape)} does not fit the model's {tuple(own[k].shape)}; "
-                "load onto the base model the weights were trained from"
-            )
-    result = model.load_state_dict(weights, strict=False)
-    # save_pretrained drops weights tied to another (e.g. lm_head = embeddings); those are not missing.
-    present = {t.data_ptr() for k, t in model.state_dict().items() if k in weights}
-    missing = [k for k in result.missing_keys if model.state_dict()[k].data_ptr() not in present]
-    if missing or result.unexpected_keys:
-        raise HfxError(
-            f"weights in {path} do not fit {type(model).__name__}: missing {missing[:4]}, "
-            f"unexpected {result.unexpected_keys[:4]}; load them onto the base model they were trained from"
-        )
+    load_weights_strict(model, path, "load onto the base model the weights were trained from",
+                        "load them onto the base model they were trained from")
     return model, cfg
 
 

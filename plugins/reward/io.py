@@ -31,7 +31,7 @@ from torch import nn
 from transformers import AutoModelForSequenceClassification, PreTrainedTokenizerBase
 
 from hfx.errors import HfxError
-from hfx.io import atomic_write_json, load_safetensors
+from hfx.io import atomic_write_json, load_weights_strict
 from hfx_plugins.reward.apply import apply
 from hfx_plugins.reward.config import RewardConfig
 from hfx_plugins.reward.head import RewardModel
@@ -103,23 +103,14 @@ def load(model: nn.Module, path: Path) -> tuple[RewardModel, RewardConfig]:
     """Put the saved head on ``model`` (a backbone, ``*ForCausalLM`` or RewardModel) and load every weight strictly.
 
     Raises:
-        HfxError: weights of another shape, or weights missing from / unknown to the model.
+        HfxError: a missing, truncated or corrupted weights file, weights of another shape, or weights missing
+            from / unknown to the model.
     """
     meta = json.loads((Path(path) / MARKER).read_text())
     cfg = RewardConfig(**{k: v for k, v in meta["config"].items() if k in {f.name for f in dataclasses.fields(RewardConfig)}})
     reward = apply(model, cfg)
-    weights = load_safetensors(Path(path) / "model.safetensors")
-    own = reward.state_dict()
-    for k, t in weights.items():
-        if k in own and own[k].shape != t.shape:
-            raise HfxError(f"{k}: saved shape {tuple(t.shape)} does not fit the model's {tuple(own[k].shape)}; "
-                           "load onto the backbone the reward model was trained from")
-    result = reward.load_state_dict(weights, strict=False)
-    present = {t.data_ptr() for k, t in reward.state_dict().items() if k in weights}
-    missing = [k for k in result.missing_keys if reward.state_dict()[k].data_ptr() not in present]
-    if missing or result.unexpected_keys:
-        raise HfxError(f"weights in {path} do not fit {type(reward).__name__}: missing {missing[:4]}, unexpected "
-                       f"{result.unexpected_keys[:4]}; load them onto the backbone they were trained from")
+    load_weights_strict(reward, path, "load onto the backbone the reward model was trained from",
+                        "load them onto the backbone they were trained from")
     reward.shift = float(meta.get("reward_shift", 0.0))  # 0 for encoders: their shift sits in the head's bias
     return reward, cfg
 
