@@ -18,6 +18,7 @@ Order of operations (trl 1.12.0 ``ppo_trainer.py`` L672-753, with the departures
 
 from __future__ import annotations
 
+import inspect
 from dataclasses import dataclass
 from typing import Any
 
@@ -123,14 +124,23 @@ def forward_logprobs(model: nn.Module, query_responses: torch.Tensor, attention_
     Returns:
         ``(logprobs (B, T), entropy (B, T), hidden (B, T, H) or None)``.
     """
-    out = model(**_inputs(query_responses, attention_mask), output_hidden_states=hidden, use_cache=False)
-    logits = out.logits[:, context_length - 1:-1] / temperature  # (B, T, V): position t predicts token t + 1
+    keep = query_responses.size(1) - context_length + 1  # T + 1: the positions that predict response tokens
+    # The LM head (V = 49,152 outputs for smollm2) runs on those positions only, as trl's ``forward`` does not:
+    # same values, ~14% less compute per PPO forward and backward on smollm2 with ~45-token prompts.
+    extra = {"logits_to_keep": keep} if _takes_logits_to_keep(model) else {}
+    out = model(**_inputs(query_responses, attention_mask), output_hidden_states=hidden, use_cache=False, **extra)
+    logits = out.logits[:, -keep:-1] / temperature  # (B, T, V): position t predicts token t + 1
     logp = torch.log_softmax(logits.float(), dim=-1)
     responses = query_responses[:, context_length:]  # (B, T)
     logprobs = torch.gather(logp, 2, responses.unsqueeze(-1)).squeeze(-1)
     entropy = -(logp.exp() * logp).sum(-1)  # (B, T) nats
     h = out.hidden_states[-1][:, context_length - 1:-1] if hidden else None
     return logprobs, entropy, h
+
+
+def _takes_logits_to_keep(model: nn.Module) -> bool:
+    """Whether ``model.forward`` accepts transformers' ``logits_to_keep`` (most causal LMs of transformers 5)."""
+    return "logits_to_keep" in inspect.signature(model.forward).parameters
 
 
 def _trunk_and_head(model: nn.Module) -> tuple[nn.Module, nn.Module]:

@@ -1,0 +1,142 @@
+"""The default ``hfx run plugin=ppo`` over several seeds, and one longer run to see over-optimisation.
+
+    python benchmarks/ppo_default.py                         # seeds 0 1 2 with the default preset
+    python benchmarks/ppo_default.py --seeds 0 --long 120    # also one run of 120 updates (seed 0)
+    python benchmarks/ppo_default.py --reuse DIR ...         # count finished run folders as their seeds' runs
+
+Each run is its own ``hfx run plugin=ppo seed=S`` subprocess (the reward model is trained the first time
+and cached under ``$HFX_CACHE/ppo/``; its training time is reported apart). Reported per seed: the held-out
+gold score (VADER's compound sentiment, mean over 32 prompts x 2 samples) before and after, the proxy
+reward, the summed KL to the reference, and the wall time; then the mean and spread over seeds. The long
+run's per-update proxy reward and gold score (on the training rollouts) are averaged over windows of 10
+updates: where the proxy keeps rising while the gold score stalls or falls is over-optimisation of the
+reward model (Gao et al. 2022, "Scaling Laws for Reward Model Overoptimization").
+
+Writes benchmarks/results/ppo_default.{json,md}. No reference library has this run: trl's PPO examples need
+a GPU and a reward model from the Hub.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from hfx.io import atomic_write_json, atomic_write_text
+
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+def run_ppo(run_dir: Path, seed: int, overrides: list[str]) -> float:
+    """One ``hfx run plugin=ppo`` into ``run_dir``; returns its wall seconds (process start to exit)."""
+    cmd = [sys.executable, "-m", "hfx", "run", "plugin=ppo", f"seed={seed}", f"run_dir={run_dir}", *overrides]
+    print("$", " ".join(cmd[1:]), flush=True)
+    started = time.perf_counter()
+    with open(run_dir.with_suffix(".log"), "w") as log:
+        subprocess.run(cmd, check=True, stdout=log, stderr=subprocess.STDOUT, env=os.environ.copy())
+    return time.perf_counter() - started
+
+
+def read_run(run_dir: Path) -> dict[str, Any]:
+    """before/after held-out metrics and the per-update rows of one finished run folder."""
+    summary = json.loads((run_dir / "summary.json").read_text())
+    rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines() if line.strip()]
+    updates = [r for r in rows if "proxy_reward" in r and "eval_gold" not in r]
+    return {"run_dir": str(run_dir), "before": summary["before"], "after": summary["after"],
+            "seconds_in_run": summary["seconds"], "updates": updates}
+
+
+def windows(updates: list[dict[str, float]], width: int = 10) -> list[dict[str, float]]:
+    """Means of proxy reward, gold and KL over consecutive windows of ``width`` updates."""
+    out = []
+    for start in range(0, len(updates), width):
+        chunk = updates[start:start + width]
+        out.append({"updates": f"{chunk[0]['step']}-{chunk[-1]['step']}",
+                    **{k: statistics.fmean(r[k] for r in chunk) for k in ("proxy_reward", "gold", "kl")}})
+    return out
+
+
+def _spread(values: list[float]) -> str:
+    mean = statistics.fmean(values)
+    return f"{mean:+.3f} ± {statistics.stdev(values):.3f}" if len(values) > 1 else f"{mean:+.3f}"
+
+
+def render(report: dict[str, Any]) -> str:
+    lines = ["# PPO: the default `hfx run plugin=ppo` (smollm2-135m + LoRA, reward model from the bundled rankings)", "",
+             f"Command: `{report['command']}`. Machine load (1-min average) at start / end: "
+             f"{report['load'][0]:.1f} / {report['load'][1]:.1f} on {os.cpu_count()} cores.", "",
+             "Held-out gold score (VADER compound, 32 prompts x 2 samples, sampled at the preset's temperature with a "
+             "fixed seed), proxy reward (the reward model) and KL to the reference (summed over the response):", "",
+             "| seed | gold before | gold after | Δ gold | positive share before → after | proxy before → after | KL after | run s | wall s | reward model |",
+             "|---|---:|---:|---:|---|---|---:|---:|---:|---|"]
+    for r in report["runs"]:
+        b, a = r["before"], r["after"]
+        lines.append(f"| {r['seed']} | {b['gold']:+.3f} | {a['gold']:+.3f} | {a['gold'] - b['gold']:+.3f} | "
+                     f"{b['positive_share']:.2f} → {a['positive_share']:.2f} | {b['proxy_reward']:+.3f} → "
+                     f"{a['proxy_reward']:+.3f} | {a['kl']:.2f} | {r['seconds_in_run']:.0f} | {r['wall_seconds']:.0f} | "
+                     f"{'trained in this run' if r.get('trained_reward') else 'cached'} |")
+    runs = report["runs"]
+    if runs:
+        deltas = [r["after"]["gold"] - r["before"]["gold"] for r in runs]
+        lines += ["", f"Over {len(runs)} seed(s) (mean ± sample standard deviation): gold before "
+                  f"{_spread([r['before']['gold'] for r in runs])}, after {_spread([r['after']['gold'] for r in runs])}, "
+                  f"Δ {_spread(deltas)}; KL after {_spread([r['after']['kl'] for r in runs])}.",
+                  "", "run s: evaluation before, the PPO updates, evaluation after and saving (summary.json's seconds); "
+                  "wall s: the whole process, with model loading and, where the seed's reward model was not cached yet, "
+                  "its training (the reward model is cached per model and seed)."]
+    if report.get("long"):
+        lg = report["long"]
+        lines += ["", f"## A longer run: {lg['updates_total']} updates (seed {lg['seed']}, wall {lg['wall_seconds']:.0f} s)", "",
+                  "Training rollouts, means over windows of 10 updates:", "",
+                  "| updates | proxy reward | gold | KL |", "|---|---:|---:|---:|"]
+        lines += [f"| {w['updates']} | {w['proxy_reward']:+.3f} | {w['gold']:+.3f} | {w['kl']:.2f} |" for w in lg["windows"]]
+        lines += ["", f"Held-out after {lg['updates_total']} updates: gold {lg['after']['gold']:+.3f} (before "
+                  f"{lg['before']['gold']:+.3f}), proxy {lg['after']['proxy_reward']:+.3f}, KL {lg['after']['kl']:.2f}."]
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seeds", type=int, nargs="*", default=[0, 1, 2])
+    parser.add_argument("--long", type=int, default=0, help="updates of one extra, longer run (0: none)")
+    parser.add_argument("--work", type=Path, default=Path("runs/ppo_default"), help="folder for the run folders")
+    parser.add_argument("--reuse", type=Path, nargs="*", default=[], help="finished run folders to summarise instead")
+    parser.add_argument("overrides", nargs="*", help="extra hfx overrides for every run (e.g. ppo.updates=20)")
+    args = parser.parse_args()
+    load_start = os.getloadavg()[0]
+    args.work.mkdir(parents=True, exist_ok=True)
+    report: dict[str, Any] = {"command": "python " + " ".join([Path(sys.argv[0]).as_posix(), *sys.argv[1:]]),
+                              "runs": []}
+    for path in args.reuse:
+        got = read_run(path)
+        cfg_seed = int(next(line.split(":")[1] for line in (path / "config.yaml").read_text().splitlines()
+                            if line.startswith("seed:")))
+        report["runs"].append({"seed": cfg_seed, "wall_seconds": got["seconds_in_run"], **got})
+    for seed in [s for s in args.seeds if s not in {r["seed"] for r in report["runs"]}]:
+        run_dir = args.work / f"seed{seed}"
+        wall = run_ppo(run_dir, seed, args.overrides)
+        got = read_run(run_dir)
+        trained = "training one first" in run_dir.with_suffix(".log").read_text()
+        report["runs"].append({"seed": seed, "wall_seconds": wall, "trained_reward": trained, **got})
+    if args.long:
+        run_dir = args.work / f"long{args.long}"
+        seed = args.seeds[0] if args.seeds else 0
+        wall = run_ppo(run_dir, seed, [*args.overrides, f"ppo.updates={args.long}"])
+        got = read_run(run_dir)
+        report["long"] = {"seed": seed, "updates_total": args.long, "wall_seconds": wall, "before": got["before"],
+                          "after": got["after"], "windows": windows(got["updates"]), "updates": got["updates"]}
+    report["load"] = [load_start, os.getloadavg()[0]]
+    RESULTS.mkdir(exist_ok=True)
+    atomic_write_json(RESULTS / "ppo_default.json", report)
+    atomic_write_text(RESULTS / "ppo_default.md", render(report))
+    print(render(report))
+
+
+if __name__ == "__main__":
+    main()
