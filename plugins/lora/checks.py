@@ -16,6 +16,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from hfx import parity
 from hfx.validate import Check
 
 __all__ = ["checks"]
@@ -109,16 +110,11 @@ def _hfx_to_peft(family: str) -> float:
 
 
 def _peft_to_hfx(family: str) -> float:
-    import hfx
     from hfx.testing import tiny_model
 
     _, theirs, tok = _pair(family, r=4)
     _randomize(theirs)
-    x = _batch(tok, family)
-    with tempfile.TemporaryDirectory() as tmp:
-        theirs.save_pretrained(tmp)
-        ours = hfx.load(tiny_model(family)[0], tmp)
-        return (_out(ours, x) - _out(theirs, x)).abs().max().item()
+    return parity.peft_to_hfx_gap(theirs, tiny_model(family)[0], _batch(tok, family))
 
 
 def _training(**fields: Any) -> float:
@@ -126,19 +122,7 @@ def _training(**fields: Any) -> float:
     ours, theirs, tok = _pair("llama", r=4, lora_alpha=8, **fields)
     x = _batch(tok, "llama")
     x["labels"] = x["input_ids"].masked_fill(x["attention_mask"] == 0, -100)
-    losses = []
-    for model in (ours, theirs):
-        model.train()
-        opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-2)
-        run = []
-        for _ in range(20):
-            loss = model(**x).loss
-            loss.backward()
-            opt.step()
-            opt.zero_grad()
-            run.append(loss.item())
-        losses.append(run)
-    return max(abs(a - b) / abs(b) for a, b in zip(*losses, strict=True))
+    return parity.training_gap((ours, theirs), x, steps=20)
 
 
 def _merged(family: str) -> float:
