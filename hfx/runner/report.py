@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-__all__ = ["plot_curves", "print_results"]
+__all__ = ["plot_curves", "print_results", "save_figure"]
 
 
 def plot_curves(records: list[dict[str, Any]], path: Path, title: str) -> Path | None:
@@ -34,6 +34,14 @@ def plot_curves(records: list[dict[str, Any]], path: Path, title: str) -> Path |
         if ax.get_legend_handles_labels()[0]:
             ax.legend()
         ax.grid(alpha=0.3)
+    return save_figure(fig, path, title)
+
+
+def save_figure(fig: Any, path: Path, title: str) -> Path:
+    """Title ``fig``, lay it out and write it to ``path`` as a PNG (100 dpi) through a temporary file and a
+    rename (a reader never sees half a file); the figure is closed. Returns ``path``."""
+    import matplotlib.pyplot as plt
+
     fig.suptitle(title)
     fig.tight_layout()
     tmp = path.with_name(f".{path.name}.tmp.png")

@@ -5,6 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from hfx.runner.report import save_figure
+
 __all__ = ["plot_ppo_curves", "print_answers"]
 
 
@@ -32,13 +34,7 @@ def plot_ppo_curves(history: list[dict[str, float]], path: Path, title: str) -> 
     for ax in axes:
         ax.set_xlabel("PPO update")
         ax.grid(alpha=0.3)
-    fig.suptitle(title)
-    fig.tight_layout()
-    tmp = path.with_name(f".{path.name}.tmp.png")
-    fig.savefig(tmp, dpi=100)
-    plt.close(fig)
-    tmp.replace(path)
-    return path
+    return save_figure(fig, path, title)
 
 
 def print_answers(rows: list[dict[str, Any]], shown: int) -> None:
