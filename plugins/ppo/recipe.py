@@ -76,11 +76,11 @@ class PPORecipe(Recipe):
                 gold += vader_scores(got)
                 proxy += last_token_scores(self.reward, ro.query_responses, ro.attention_mask, ro.context_length).tolist()
                 logp, _, _ = forward_logprobs(self.policy, ro.query_responses, ro.attention_mask, ro.context_length,
-                                              cfg.temperature)
+                                              cfg.temperature, entropy=False)
                 ref, ref_ctx = tr.reference()
                 with ref_ctx:
                     ref_logp, _, _ = forward_logprobs(ref, ro.query_responses, ro.attention_mask, ro.context_length,
-                                                      cfg.temperature)
+                                                      cfg.temperature, entropy=False)
                 valid = ro.attention_mask[:, ro.context_length:]
                 kls += ((logp - ref_logp) * valid).sum(1).tolist()  # k1 summed over each response: KL(pi || ref)
         key = "before" if "before" not in self.answers else "after"

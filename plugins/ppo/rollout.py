@@ -109,8 +109,8 @@ def _inputs(query_responses: torch.Tensor, attention_mask: torch.Tensor) -> dict
 
 
 def forward_logprobs(model: nn.Module, query_responses: torch.Tensor, attention_mask: torch.Tensor,
-                     context_length: int, temperature: float, hidden: bool = False
-                     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+                     context_length: int, temperature: float, hidden: bool = False, entropy: bool = True
+                     ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
     """Log-probs of the response tokens under ``model`` at ``temperature``, and the per-token entropy.
 
     Args:
@@ -120,9 +120,11 @@ def forward_logprobs(model: nn.Module, query_responses: torch.Tensor, attention_
         context_length: P.
         temperature: the logits are divided by it (the sampling distribution).
         hidden: also return the last hidden states of the response-predicting positions (for a value head).
+        entropy: compute the entropy (a statistic only: the reference and the training forward skip it, which
+            saves a pass over the (B, T, V) probabilities).
 
     Returns:
-        ``(logprobs (B, T), entropy (B, T), hidden (B, T, H) or None)``.
+        ``(logprobs (B, T), entropy (B, T) or None, hidden (B, T, H) or None)``.
     """
     keep = query_responses.size(1) - context_length + 1  # T + 1: the positions that predict response tokens
     # The LM head (V = 49,152 outputs for smollm2) runs on those positions only, as trl's ``forward`` does not:
@@ -133,9 +135,9 @@ def forward_logprobs(model: nn.Module, query_responses: torch.Tensor, attention_
     logp = torch.log_softmax(logits.float(), dim=-1)
     responses = query_responses[:, context_length:]  # (B, T)
     logprobs = torch.gather(logp, 2, responses.unsqueeze(-1)).squeeze(-1)
-    entropy = -(logp.exp() * logp).sum(-1)  # (B, T) nats
+    ent = -(logp.exp() * logp).sum(-1) if entropy else None  # (B, T) nats
     h = out.hidden_states[-1][:, context_length - 1:-1] if hidden else None
-    return logprobs, entropy, h
+    return logprobs, ent, h
 
 
 def _takes_logits_to_keep(model: nn.Module) -> bool:

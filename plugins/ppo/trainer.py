@@ -179,17 +179,17 @@ class PPOTrainer:
 
         return self.model, disable_adapters(self.model)
 
-    def _policy_forward(self, ro: Rollout, qr: torch.Tensor, mask: torch.Tensor
-                        ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """(logprobs, entropy, values), each (B, T), from the policy (and its value head or value model)."""
+    def _policy_forward(self, ro: Rollout, qr: torch.Tensor, mask: torch.Tensor, entropy: bool = True
+                        ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]:
+        """(logprobs, entropy or None, values), each (B, T), from the policy (and its value head or value model)."""
         head = self.args.value_model == "head"
-        logprobs, entropy, hidden = forward_logprobs(self.model, qr, mask, ro.context_length, self.args.temperature,
-                                                     hidden=head)
+        logprobs, ent, hidden = forward_logprobs(self.model, qr, mask, ro.context_length, self.args.temperature,
+                                                 hidden=head, entropy=entropy)
         if head:
             values = value_head(self.model)(hidden)  # type: ignore[misc]
         else:
             values = value_forward(self.value_model, qr, mask, ro.context_length)  # type: ignore[arg-type]
-        return logprobs, entropy, values.float()
+        return logprobs, ent, values.float()
 
     @torch.no_grad()
     def make_experience(self, ro: Rollout) -> Experience:
@@ -199,7 +199,7 @@ class PPOTrainer:
         ref, ctx = self.reference()
         with ctx:
             ref_logprobs, _, _ = forward_logprobs(ref, ro.query_responses, ro.attention_mask, ro.context_length,
-                                                  a.temperature)
+                                                  a.temperature, entropy=False)
         # The reward model reads prompt + response through its stop token; values use trl's mask (incl. eos+1).
         scores = last_token_scores(self.reward_model, ro.query_responses, ro.attention_mask, ro.context_length).float()
         bad = ~torch.isfinite(scores)
@@ -240,7 +240,7 @@ class PPOTrainer:
             order = torch.randperm(n, generator=self.generator)
             for start in range(0, n, size):
                 i = order[start:start + size]
-                logprobs, _, vpred = self._policy_forward(ro, ro.query_responses[i], ro.attention_mask[i])
+                logprobs, _, vpred = self._policy_forward(ro, ro.query_responses[i], ro.attention_mask[i], entropy=False)
                 pg, pg_stats = policy_loss(logprobs, exp.logprobs[i], exp.advantages[i], exp.policy_mask[i], a.cliprange)
                 vf, vf_stats = value_loss(vpred, exp.values[i], exp.returns[i], exp.value_mask[i], a.cliprange_value)
                 loss = pg + a.vf_coef * vf
