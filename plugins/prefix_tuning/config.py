@@ -11,26 +11,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from hfx.config.label_task import check_label_task
+from hfx.config.prompt_learning import check_prompt_learning
 from hfx.errors import HfxError
 
 __all__ = ["PrefixTuningConfig", "PrefixTuningRunConfig"]
-
-TASK_TYPES = ("", "CAUSAL_LM", "SEQ_2_SEQ_LM")
-
-
-def _check_sizes(cfg: object, plugin: str) -> None:
-    """The prompt-learning sizes shared with prompt tuning: a positive token count, positive optional sizes."""
-    n = cfg.num_virtual_tokens  # type: ignore[attr-defined]
-    if not isinstance(n, int) or isinstance(n, bool) or n <= 0:
-        raise HfxError(f"{plugin}.num_virtual_tokens must be a positive integer (the number of virtual tokens), got {n!r}")
-    for key in ("token_dim", "num_transformer_submodules", "num_attention_heads", "num_layers"):
-        value = getattr(cfg, key)
-        if value is not None and value <= 0:
-            raise HfxError(f"{plugin}.{key} must be positive or unset (read from the model config), got {value}")
-    if cfg.num_transformer_submodules not in (None, 1, 2):  # type: ignore[attr-defined]
-        raise HfxError(f"{plugin}.num_transformer_submodules must be 1 (decoder), 2 (encoder-decoder) or unset")
-    if cfg.task_type not in TASK_TYPES:  # type: ignore[attr-defined]
-        raise HfxError(f"{plugin}.task_type must be CAUSAL_LM, SEQ_2_SEQ_LM or empty (inferred), got {cfg.task_type!r}")  # type: ignore[attr-defined]
 
 
 @dataclass
@@ -62,7 +46,7 @@ class PrefixTuningConfig:
     """peft task type written to adapter_config.json (CAUSAL_LM or SEQ_2_SEQ_LM); empty: from the model class."""
 
     def __post_init__(self) -> None:
-        _check_sizes(self, "prefix_tuning")
+        check_prompt_learning(self, "prefix_tuning")
         if self.encoder_hidden_size is not None and self.encoder_hidden_size <= 0:
             raise HfxError(f"prefix_tuning.encoder_hidden_size must be positive or unset, got {self.encoder_hidden_size}")
         if self.init_weights not in (None, "zero"):

@@ -11,12 +11,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from hfx.config.label_task import check_label_task
+from hfx.config.prompt_learning import check_prompt_learning
 from hfx.errors import HfxError
 
 __all__ = ["INITS", "PromptTuningConfig", "PromptTuningRunConfig"]
 
 INITS = ("RANDOM", "SAMPLE_VOCAB", "TEXT")
-TASK_TYPES = ("", "CAUSAL_LM", "SEQ_2_SEQ_LM")
 
 
 @dataclass
@@ -49,16 +49,7 @@ class PromptTuningConfig:
     """peft task type written to adapter_config.json (CAUSAL_LM or SEQ_2_SEQ_LM); empty: from the model class."""
 
     def __post_init__(self) -> None:
-        n = self.num_virtual_tokens
-        if not isinstance(n, int) or isinstance(n, bool) or n <= 0:
-            raise HfxError(f"prompt_tuning.num_virtual_tokens must be a positive integer (the number of virtual "
-                           f"tokens), got {n!r}")
-        for key in ("token_dim", "num_attention_heads", "num_layers"):
-            value = getattr(self, key)
-            if value is not None and value <= 0:
-                raise HfxError(f"prompt_tuning.{key} must be positive or unset (read from the model), got {value}")
-        if self.num_transformer_submodules not in (None, 1, 2):
-            raise HfxError("prompt_tuning.num_transformer_submodules must be 1 (decoder), 2 (encoder-decoder) or unset")
+        check_prompt_learning(self, "prompt_tuning")
         init = str(self.prompt_tuning_init).upper()
         if init not in INITS:
             raise HfxError(f"prompt_tuning.prompt_tuning_init must be one of {', '.join(INITS)}, got {self.prompt_tuning_init!r}")
@@ -66,8 +57,6 @@ class PromptTuningConfig:
         if init == "TEXT" and not self.prompt_tuning_init_text:
             raise HfxError("prompt_tuning.prompt_tuning_init=TEXT needs prompt_tuning_init_text (the text whose "
                            "embeddings start the prompt)")
-        if self.task_type not in TASK_TYPES:
-            raise HfxError(f"prompt_tuning.task_type must be CAUSAL_LM, SEQ_2_SEQ_LM or empty (inferred), got {self.task_type!r}")
 
 
 @dataclass
