@@ -16,8 +16,8 @@ from typing import Any
 import torch
 from torch import nn
 
-__all__ = ["TEXTS", "batch", "generation_mismatch", "hfx_to_peft_gap", "logits", "peft_to_hfx_gap", "training_gap",
-           "with_labels"]
+__all__ = ["TEXTS", "batch", "generation_mismatch", "hfx_to_peft_gap", "logits", "peft_to_hfx_gap", "train_losses",
+           "training_gap", "with_labels"]
 
 TEXTS = ["the function returns a new list of values", "a class may define its own methods"]
 
@@ -75,28 +75,32 @@ def with_labels(inputs: dict[str, torch.Tensor], family: str, pad_token_id: int)
     return x
 
 
+def train_losses(model: nn.Module, inputs: dict[str, torch.Tensor], steps: int = 20, lr: float = 1e-2,
+                 seed: int | None = None) -> list[float]:
+    """The losses of ``steps`` AdamW steps (torch defaults but ``lr``) of ``model``'s trainable parameters on
+    one fixed batch ``inputs`` (labels included), in train mode; ``seed`` seeds torch's RNG first (dropout)."""
+    model.train()
+    if seed is not None:
+        torch.manual_seed(seed)
+    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=lr)
+    losses = []
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)
+        for _ in range(steps):
+            loss = model(**inputs).loss
+            loss.backward()
+            opt.step()
+            opt.zero_grad()
+            losses.append(loss.item())
+    return losses
+
+
 def training_gap(models: tuple[nn.Module, ...], inputs: dict[str, torch.Tensor], steps: int = 20,
                  lr: float = 1e-2) -> float:
-    """Largest relative difference ``|a - b| / |b|`` of the losses of two models trained side by side.
-
-    Each model takes ``steps`` AdamW steps (torch defaults but ``lr``) over its trainable parameters on the
-    same fixed batch ``inputs`` (labels included). The first model is hfx's, the second the reference.
-    """
-    runs = []
-    for model in models:
-        model.train()
-        opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=lr)
-        run = []
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", FutureWarning)
-            for _ in range(steps):
-                loss = model(**inputs).loss
-                loss.backward()
-                opt.step()
-                opt.zero_grad()
-                run.append(loss.item())
-        runs.append(run)
-    return max(abs(a - b) / abs(b) for a, b in zip(*runs, strict=True))
+    """Largest relative difference ``|a - b| / |b|`` of the losses of two models trained side by side by
+    :func:`train_losses` (hfx's model first, the reference second)."""
+    ours, theirs = (train_losses(m, inputs, steps, lr) for m in models)
+    return max(abs(a - b) / abs(b) for a, b in zip(ours, theirs, strict=True))
 
 
 def generation_mismatch(model: nn.Module, tok: Any, family: str, max_new_tokens: int = 8) -> float:

@@ -8,6 +8,7 @@ import pytest
 import torch
 from lora_helpers import batch, logits, lora_tensors, pair, randomize
 
+from hfx.parity import train_losses
 from hfx_plugins.lora import parameter_counts
 
 
@@ -54,17 +55,8 @@ def test_patterns_and_layer_selection_match_peft() -> None:
 
 
 def _train(model: torch.nn.Module, inputs: dict, steps: int = 20) -> list[float]:
-    model.train()
-    torch.manual_seed(5)  # dropout masks: the same draws in the same order for both libraries
-    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-2)
-    losses = []
-    for _ in range(steps):
-        loss = model(**inputs).loss
-        loss.backward()
-        opt.step()
-        opt.zero_grad()
-        losses.append(loss.item())
-    return losses
+    # seed 5: the dropout masks are the same draws in the same order for both libraries
+    return train_losses(model, inputs, steps, lr=1e-2, seed=5)
 
 
 @pytest.mark.parametrize(("family", "variant"), [
