@@ -139,6 +139,12 @@ class Recipe:
         """Write artifacts (HF formats) under ``out_dir``; return the paths written."""
         raise NotImplementedError
 
+    @property
+    def total_steps(self) -> int:
+        """The step at which the after-training evaluation is logged: ``train.max_steps``, unless a recipe counts
+        its steps otherwise (PPO counts updates)."""
+        return int(self.ctx.run.train.max_steps)
+
 
 @dataclass(frozen=True)
 class Plugin:

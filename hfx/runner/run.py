@@ -104,7 +104,8 @@ def run(args: list[str], config_file: str | None = None) -> RunResult:
             ctx.log({"step": 0, **{f"eval_{k}": v for k, v in before.items()}})
         train_metrics = recipe.train()
         after = recipe.evaluate()
-        ctx.log({"step": run_cfg.train.max_steps, **{f"eval_{k}": v for k, v in after.items()}})
+        last_step = getattr(recipe, "total_steps", run_cfg.train.max_steps)  # any class with the four steps works
+        ctx.log({"step": last_step, **{f"eval_{k}": v for k, v in after.items()}})
         artifacts = recipe.save(run_dir.artifacts) if acc.is_main_process else []
         acc.wait_for_everyone()
     except BaseException:

@@ -112,6 +112,11 @@ class PPORecipe(Recipe):
         last = self.history[-5:]
         return {f"train_{k}": statistics.fmean(r[k] for r in last) for k in ("proxy_reward", "gold", "kl")} if last else {}
 
+    @property
+    def total_steps(self) -> int:
+        """PPO updates (``ppo.updates``), not ``train.max_steps``."""
+        return int(self.cfg.updates)
+
     def _resume(self) -> int:
         ckpt = latest_checkpoint(self.ctx.run_dir.checkpoints) if self.ctx.run_dir.resumed else None
         if ckpt is None:

@@ -30,6 +30,7 @@ def test_ppo_run_on_tiny_models(tmp_path: Path) -> None:
     logged = [json.loads(line) for line in (result.run_dir / "metrics.jsonl").read_text().splitlines()]
     per_update = [r for r in logged if "clipfrac" in r]
     assert [r["step"] for r in per_update] == [1, 2] and all("gold" in r and "entropy" in r for r in per_update)
+    assert [r["step"] for r in logged if "eval_gold" in r] == [0, 2]  # the after-evaluation at the last update
     assert (result.run_dir / "ppo_curves.png").is_file()
     answers = json.loads((result.run_dir / "artifacts" / "answers.json").read_text())
     assert len(answers) == 2 and all(len(a["before"]) == len(a["after"]) == 2 for a in answers)
