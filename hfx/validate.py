@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 from hfx import registry
 
-__all__ = ["Check", "CheckResult", "SkipCheck", "print_results", "run_checks"]
+__all__ = ["Check", "CheckResult", "SkipCheck", "installed_version", "print_results", "run_checks"]
 
 
 @dataclass(frozen=True)
@@ -64,7 +64,8 @@ class CheckResult:
     error: str = ""
 
 
-def _version(dist: str) -> str:
+def installed_version(dist: str) -> str:
+    """The installed version of the distribution ``dist`` (e.g. ``"peft"``), or ``"not installed"``."""
     try:
         return importlib.metadata.version(dist)
     except importlib.metadata.PackageNotFoundError:
@@ -76,7 +77,7 @@ def run_checks(plugins: Sequence[str] | None = None) -> list[CheckResult]:
     results: list[CheckResult] = []
     for p in [registry.get(n) for n in plugins] if plugins else registry.iter_plugins():
         for check in p.checks() if p.checks else []:
-            version = _version(check.reference)
+            version = installed_version(check.reference)
             try:
                 diff = float(check.run())
                 ok = math.isfinite(diff) and diff <= check.tolerance

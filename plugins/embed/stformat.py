@@ -16,13 +16,13 @@ read it, and v6 converts it on load (``Pooling.load_config``), whereas v6's own 
 
 from __future__ import annotations
 
-import importlib.metadata
 import json
 from pathlib import Path
 from typing import Any
 
 from hfx.errors import HfxError
 from hfx.io import atomic_write_json
+from hfx.validate import installed_version
 
 __all__ = ["read_settings", "write_modules"]
 
@@ -42,13 +42,6 @@ def _read_json(path: Path) -> Any:
         return json.loads(path.read_text(encoding="utf-8"))
     except (OSError, json.JSONDecodeError) as err:
         raise HfxError(f"cannot read {path}: {err}; is this a complete sentence-transformers folder?") from None
-
-
-def _version(dist: str) -> str:
-    try:
-        return importlib.metadata.version(dist)
-    except importlib.metadata.PackageNotFoundError:
-        return "not installed"
 
 
 def read_settings(folder: str | Path) -> dict[str, Any]:
@@ -163,7 +156,7 @@ def write_modules(folder: Path, *, dim: int, pooling: str, normalize: bool, max_
     pooling_cfg: dict[str, Any] = {"word_embedding_dimension": dim, "pooling_mode_mean_sqrt_len_tokens": False}
     pooling_cfg.update({key: mode == pooling for mode, key in _POOLING_KEYS.items()})
     atomic_write_json(folder / "1_Pooling" / "config.json", pooling_cfg)
-    versions = {"sentence_transformers": _version("sentence-transformers"), "transformers": _version("transformers"),
-                "pytorch": _version("torch")}
+    versions = {"sentence_transformers": installed_version("sentence-transformers"),
+                "transformers": installed_version("transformers"), "pytorch": installed_version("torch")}
     atomic_write_json(folder / "config_sentence_transformers.json",
                       {"__version__": versions, "prompts": {}, "default_prompt_name": None, "similarity_fn_name": "cosine"})

@@ -15,14 +15,13 @@ optimizer step. Each check returns the largest absolute difference.
 from __future__ import annotations
 
 import functools
-import importlib.metadata
 import sys
 import tempfile
 from typing import Any
 
 import torch
 
-from hfx.validate import Check, SkipCheck
+from hfx.validate import Check, SkipCheck, installed_version
 
 __all__ = ["TOL", "TRL_VERSION", "checks", "parity_diffs", "trl_ppo_available"]
 
@@ -34,10 +33,7 @@ _EOS_AT = [2, None, 0, 5, 3, None, 1, 4]
 
 def trl_ppo_available() -> bool:
     """Whether the installed trl is 1.12.0 (the last release with ``trl.experimental.ppo``)."""
-    try:
-        return importlib.metadata.version("trl") == TRL_VERSION
-    except importlib.metadata.PackageNotFoundError:
-        return False
+    return installed_version("trl") == TRL_VERSION
 
 
 def _models() -> dict[str, Any]:
@@ -166,16 +162,9 @@ def parity_diffs(kl_estimator: str = "k1", whiten_rewards: bool = False) -> dict
 
 def _diff(key: str, **setting: Any) -> float:
     if not trl_ppo_available():
-        raise SkipCheck(f"needs trl=={TRL_VERSION} (installed: trl {_installed()}); pip install "
+        raise SkipCheck(f"needs trl=={TRL_VERSION} (installed: trl {installed_version('trl')}); pip install "
                         f"trl=={TRL_VERSION} in a separate environment, or tox -e ppo-ref")
     return parity_diffs(**setting)[key]
-
-
-def _installed() -> str:
-    try:
-        return importlib.metadata.version("trl")
-    except importlib.metadata.PackageNotFoundError:
-        return "not installed"
 
 
 def checks() -> list[Check]:
