@@ -45,9 +45,12 @@ def run_ppo(run_dir: Path, seed: int, overrides: list[str]) -> float:
 
 def read_run(run_dir: Path) -> dict[str, Any]:
     """before/after held-out metrics and the per-update rows of one finished run folder."""
-    summary = json.loads((run_dir / "summary.json").read_text())
     rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines() if line.strip()]
     updates = [r for r in rows if "proxy_reward" in r and "eval_gold" not in r]
+    if not (run_dir / "summary.json").is_file():  # a run stopped before its end: its updates so far
+        before = json.loads((run_dir / "before.json").read_text())
+        return {"run_dir": str(run_dir), "before": before, "after": None, "seconds_in_run": None, "updates": updates}
+    summary = json.loads((run_dir / "summary.json").read_text())
     return {"run_dir": str(run_dir), "before": summary["before"], "after": summary["after"],
             "seconds_in_run": summary["seconds"], "updates": updates}
 
@@ -92,12 +95,17 @@ def render(report: dict[str, Any]) -> str:
                   "its training (the reward model is cached per model and seed)."]
     if report.get("long"):
         lg = report["long"]
-        lines += ["", f"## A longer run: {lg['updates_total']} updates (seed {lg['seed']}, wall {lg['wall_seconds']:.0f} s)", "",
-                  "Training rollouts, means over windows of 10 updates:", "",
+        changed = [line for line in lg["config"].splitlines() if line.strip().startswith(("learning_rate", "kl_coef"))]
+        lines += ["", f"## A longer run: {lg['updates_total']} updates (seed {lg['seed']})", "",
+                  f"Its ppo settings that differ from a short run's are in its config: {', '.join(c.strip() for c in changed)}. "
+                  "Training rollouts (16 a update), means over windows of 10 updates:", "",
                   "| updates | proxy reward | gold | KL |", "|---|---:|---:|---:|"]
         lines += [f"| {w['updates']} | {w['proxy_reward']:+.3f} | {w['gold']:+.3f} | {w['kl']:.2f} |" for w in lg["windows"]]
-        lines += ["", f"Held-out after {lg['updates_total']} updates: gold {lg['after']['gold']:+.3f} (before "
-                  f"{lg['before']['gold']:+.3f}), proxy {lg['after']['proxy_reward']:+.3f}, KL {lg['after']['kl']:.2f}."]
+        if lg["after"] is not None:
+            lines += ["", f"Held-out after {lg['updates_total']} updates: gold {lg['after']['gold']:+.3f} (before "
+                      f"{lg['before']['gold']:+.3f}), proxy {lg['after']['proxy_reward']:+.3f}, KL {lg['after']['kl']:.2f}."]
+        else:
+            lines += ["", "The run was stopped after these updates (no held-out evaluation after it)."]
     return "\n".join(lines) + "\n"
 
 
@@ -107,6 +115,7 @@ def main() -> None:
     parser.add_argument("--long", type=int, default=0, help="updates of one extra, longer run (0: none)")
     parser.add_argument("--work", type=Path, default=Path("runs/ppo_default"), help="folder for the run folders")
     parser.add_argument("--reuse", type=Path, nargs="*", default=[], help="finished run folders to summarise instead")
+    parser.add_argument("--long-reuse", type=Path, default=None, help="a finished longer run folder to report")
     parser.add_argument("overrides", nargs="*", help="extra hfx overrides for every run (e.g. ppo.updates=20)")
     args = parser.parse_args()
     load_start = os.getloadavg()[0]
@@ -124,13 +133,14 @@ def main() -> None:
         got = read_run(run_dir)
         trained = "training one first" in run_dir.with_suffix(".log").read_text()
         report["runs"].append({"seed": seed, "wall_seconds": wall, "trained_reward": trained, **got})
-    if args.long:
-        run_dir = args.work / f"long{args.long}"
+    if args.long or args.long_reuse:
+        run_dir = args.long_reuse or args.work / f"long{args.long}"
         seed = args.seeds[0] if args.seeds else 0
-        wall = run_ppo(run_dir, seed, [*args.overrides, f"ppo.updates={args.long}"])
+        wall = None if args.long_reuse else run_ppo(run_dir, seed, [*args.overrides, f"ppo.updates={args.long}"])
         got = read_run(run_dir)
-        report["long"] = {"seed": seed, "updates_total": args.long, "wall_seconds": wall, "before": got["before"],
-                          "after": got["after"], "windows": windows(got["updates"]), "updates": got["updates"]}
+        config = (run_dir / "config.yaml").read_text()
+        report["long"] = {"seed": seed, "updates_total": len(got["updates"]), "wall_seconds": wall, "config": config, "before": got["before"], "after": got["after"],
+                          "windows": windows(got["updates"]), "updates": got["updates"]}
     report["load"] = [load_start, os.getloadavg()[0]]
     RESULTS.mkdir(exist_ok=True)
     atomic_write_json(RESULTS / "ppo_default.json", report)
