@@ -19,9 +19,12 @@ import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from hfx.errors import HfxError
+
+if TYPE_CHECKING:
+    from torch import nn
 
 __all__ = ["DiskFullError", "atomic_dir", "atomic_write_json", "atomic_write_text", "load_safetensors",
            "load_weights_strict"]
@@ -170,7 +173,7 @@ def load_safetensors(path: str | Path, device: str = "cpu") -> dict[str, Any]:
                        f"({reason}); write it again (hfx.save or a new run)") from err
 
 
-def load_weights_strict(module: Any, folder: str | Path, shape_fix: str, keys_fix: str,
+def load_weights_strict(module: nn.Module, folder: str | Path, shape_fix: str, keys_fix: str,
                         name: str = "model.safetensors") -> None:
     """Load ``folder/name`` (what ``save_pretrained`` writes) into ``module``: every shape must fit, every key be used.
 
@@ -178,7 +181,7 @@ def load_weights_strict(module: Any, folder: str | Path, shape_fix: str, keys_fi
     input embeddings, T5's shared embeddings) is not counted as missing: it shares that saved tensor's storage.
 
     Args:
-        module: The ``torch.nn.Module`` the weights were saved from (its ``state_dict`` keys).
+        module: The module the weights were saved from (its ``state_dict`` keys).
         folder: The saved folder, named in the error.
         shape_fix: What to do about a weight of another shape (the end of that error's line).
         keys_fix: What to do about missing or unknown weights (the end of that error's line).
