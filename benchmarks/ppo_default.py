@@ -115,6 +115,8 @@ def main() -> None:
     parser.add_argument("--long", type=int, default=0, help="updates of one extra, longer run (0: none)")
     parser.add_argument("--work", type=Path, default=Path("runs/ppo_default"), help="folder for the run folders")
     parser.add_argument("--reuse", type=Path, nargs="*", default=[], help="finished run folders to summarise instead")
+    parser.add_argument("--wall", nargs="*", default=[], metavar="SEED=SECONDS",
+                        help="with --reuse: each run's wall seconds, timed outside (default: its run seconds)")
     parser.add_argument("--long-reuse", type=Path, default=None, help="a finished longer run folder to report")
     parser.add_argument("overrides", nargs="*", help="extra hfx overrides for every run (e.g. ppo.updates=20)")
     args = parser.parse_args()
@@ -122,11 +124,15 @@ def main() -> None:
     args.work.mkdir(parents=True, exist_ok=True)
     report: dict[str, Any] = {"command": "python " + " ".join([Path(sys.argv[0]).as_posix(), *sys.argv[1:]]),
                               "runs": []}
+    walls = {int(k): float(v) for k, v in (w.split("=") for w in args.wall)}
     for path in args.reuse:
         got = read_run(path)
         cfg_seed = int(next(line.split(":")[1] for line in (path / "config.yaml").read_text().splitlines()
                             if line.startswith("seed:")))
-        report["runs"].append({"seed": cfg_seed, "wall_seconds": got["seconds_in_run"], **got})
+        log = path.with_suffix(".log")
+        trained = log.is_file() and "training one first" in log.read_text()
+        report["runs"].append({"seed": cfg_seed, "wall_seconds": walls.get(cfg_seed, got["seconds_in_run"]),
+                               "trained_reward": trained, **got})
     for seed in [s for s in args.seeds if s not in {r["seed"] for r in report["runs"]}]:
         run_dir = args.work / f"seed{seed}"
         wall = run_ppo(run_dir, seed, args.overrides)
