@@ -55,6 +55,15 @@ def read_run(run_dir: Path) -> dict[str, Any]:
             "seconds_in_run": summary["seconds"], "updates": updates}
 
 
+def reward_model_metrics(seed: int, model: str = "smollm2-135m") -> dict[str, float] | None:
+    """Held-out accuracy and Spearman of the cached reward model of ``seed`` (its training run's summary)."""
+    from hfx_plugins.ppo.rewards import cached_reward_dir
+
+    cached = cached_reward_dir(model, seed)
+    runs = sorted(cached.parent.glob(f".{cached.name}.runs/*/summary.json"))
+    return json.loads(runs[-1].read_text())["after"] if runs else None
+
+
 def windows(updates: list[dict[str, float]], width: int = 10) -> list[dict[str, float]]:
     """Means of proxy reward, gold and KL over consecutive windows of ``width`` updates."""
     out = []
@@ -78,8 +87,12 @@ def render(report: dict[str, Any]) -> str:
              "fixed seed), proxy reward (the reward model) and KL to the reference (summed over the response):", "",
              "| seed | gold before | gold after | Δ gold | positive share before → after | proxy before → after | KL after | run s | wall s | reward model |",
              "|---|---:|---:|---:|---|---|---:|---:|---:|---|"]
+    reward_rows: list[str] = []
     for r in report["runs"]:
         b, a = r["before"], r["after"]
+        rm = r.get("reward_model") or {}
+        if rm:
+            reward_rows.append(f"| {r['seed']} | {rm['accuracy']:.4f} | {rm['spearman']:.4f} |")
         lines.append(f"| {r['seed']} | {b['gold']:+.3f} | {a['gold']:+.3f} | {a['gold'] - b['gold']:+.3f} | "
                      f"{b['positive_share']:.2f} → {a['positive_share']:.2f} | {b['proxy_reward']:+.3f} → "
                      f"{a['proxy_reward']:+.3f} | {a['kl']:.2f} | {r['seconds_in_run']:.0f} | {r['wall_seconds']:.0f} | "
@@ -93,6 +106,9 @@ def render(report: dict[str, Any]) -> str:
                   "", "run s: evaluation before, the PPO updates, evaluation after and saving (summary.json's seconds); "
                   "wall s: the whole process, with model loading and, where the seed's reward model was not cached yet, "
                   "its training (the reward model is cached per model and seed)."]
+    if reward_rows:
+        lines += ["", "Each seed's reward model (the reward plugin's default run with that seed; held-out pairs and Spearman "
+                  "with the gold score):", "", "| seed | pair accuracy | Spearman |", "|---|---:|---:|", *reward_rows]
     if report.get("long"):
         lg = report["long"]
         changed = [line for line in lg["config"].splitlines() if line.strip().startswith(("learning_rate", "kl_coef"))]
@@ -147,6 +163,8 @@ def main() -> None:
         config = (run_dir / "config.yaml").read_text()
         report["long"] = {"seed": seed, "updates_total": len(got["updates"]), "wall_seconds": wall, "config": config, "before": got["before"], "after": got["after"],
                           "windows": windows(got["updates"]), "updates": got["updates"]}
+    for r in report["runs"]:
+        r["reward_model"] = reward_model_metrics(r["seed"])
     report["load"] = [load_start, os.getloadavg()[0]]
     RESULTS.mkdir(exist_ok=True)
     atomic_write_json(RESULTS / "ppo_default.json", report)
