@@ -308,8 +308,8 @@ class QuantLinear(nn.Linear):
             x = ((xq - self.act_zero) * self.act_scale).to(x.dtype)
         elif x.device.type == "cpu" and not (torch.is_grad_enabled() and x.requires_grad):
             # Inference: the fastest correct kernel for this shape, measured once per machine (.kernels).
-            y = run_kernel(self, x)  # (..., N) float32
-            return (y if self.bias is None else y + self.bias).to(x.dtype)
+            y = run_kernel(self, x, with_bias=True)  # (..., N) float32
+            return y if y.dtype == x.dtype else y.to(x.dtype)
         w = self.dequantize().to(x.dtype)  # training: dequantize-then-matmul, the path with a backward
         return F.linear(x, w, None if self.bias is None else self.bias.to(x.dtype))
 
