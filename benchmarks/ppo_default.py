@@ -106,6 +106,10 @@ def render(report: dict[str, Any]) -> str:
                   "", "run s: evaluation before, the PPO updates, evaluation after and saving (summary.json's seconds); "
                   "wall s: the whole process, with model loading and, where the seed's reward model was not cached yet, "
                   "its training (the reward model is cached per model and seed)."]
+    timed = [u["seconds"] for r in runs for u in r["updates"] if "seconds" in u]
+    if timed:
+        lines += ["", f"Seconds per PPO update (rollout, scoring and optimisation; {len(timed)} updates): median "
+                  f"{statistics.median(timed):.1f}, range {min(timed):.1f}-{max(timed):.1f}."]
     if reward_rows:
         lines += ["", "Each seed's reward model (the reward plugin's default run with that seed; held-out pairs and Spearman "
                   "with the gold score):", "", "| seed | pair accuracy | Spearman |", "|---|---:|---:|", *reward_rows]

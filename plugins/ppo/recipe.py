@@ -19,6 +19,7 @@ Writes ``ppo_curves.png`` (run folder), ``artifacts/answers.json`` (held-out ans
 from __future__ import annotations
 
 import statistics
+import time
 from pathlib import Path
 
 import torch
@@ -93,6 +94,7 @@ class PPORecipe(Recipe):
         step = self._resume()
         batches = tr.batches()
         for update in range(step + 1, cfg.updates + 1):
+            started = time.perf_counter()
             stats = tr.step(*next(batches))
             ro = tr.last.rollout
             gold = statistics.fmean(vader_scores(response_texts(self.tok, ro.query_responses, ro.attention_mask,
@@ -100,7 +102,7 @@ class PPORecipe(Recipe):
             row = {"step": update, "proxy_reward": stats["score"], "gold": gold, "kl": stats["kl"],
                    "entropy": stats["entropy"], "clipfrac": stats["clipfrac"], "kl_coef": stats["kl_coef"],
                    "pg_loss": stats["pg_loss"], "vf_loss": stats["vf_loss"], "response_length": stats["response_length"],
-                   "eos_fraction": stats["eos_fraction"]}
+                   "eos_fraction": stats["eos_fraction"], "seconds": time.perf_counter() - started}
             self.history.append(row)
             ctx.log(row)
             ctx.print(f"update {update:3d}/{cfg.updates}  proxy {row['proxy_reward']:+.3f}  gold {gold:+.3f}  "
