@@ -28,6 +28,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 from hfx.io import atomic_write_json, atomic_write_text
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -115,9 +117,10 @@ def render(report: dict[str, Any]) -> str:
                   "with the gold score):", "", "| seed | pair accuracy | Spearman |", "|---|---:|---:|", *reward_rows]
     if report.get("long"):
         lg = report["long"]
-        changed = [line for line in lg["config"].splitlines() if line.strip().startswith(("learning_rate", "kl_coef"))]
+        ppo_cfg = yaml.safe_load(lg["config"]).get("ppo", {})
+        changed = [f"ppo.{k}: {ppo_cfg[k]}" for k in ("updates", "learning_rate", "kl_coef") if k in ppo_cfg]
         lines += ["", f"## A longer run: {lg['updates_total']} updates (seed {lg['seed']})", "",
-                  f"Its ppo settings that differ from a short run's are in its config: {', '.join(c.strip() for c in changed)}. "
+                  f"Its settings (the rest as the preset): {', '.join(changed)}. "
                   "Training rollouts (16 a update), means over windows of 10 updates:", "",
                   "| updates | proxy reward | gold | KL |", "|---|---:|---:|---:|"]
         lines += [f"| {w['updates']} | {w['proxy_reward']:+.3f} | {w['gold']:+.3f} | {w['kl']:.2f} |" for w in lg["windows"]]
