@@ -26,7 +26,7 @@ import torch
 from torch import nn
 from transformers import GenerationConfig
 
-from hfx.pooling import last_token_index
+from hfx.pooling import gather_last
 
 __all__ = ["Rollout", "forward_logprobs", "last_token_scores", "sample", "sequence_lengths", "value_forward"]
 
@@ -164,8 +164,9 @@ def last_token_scores(reward_model: Any, query_responses: torch.Tensor, attentio
 
     ``reward_model`` is one of:
 
-    - a transformers one-label sequence-classification model: its ``score`` head is applied at every position
-      and read at the last real token of ``attention_mask`` (trl's ``get_reward``, whatever the pad id);
+    - a transformers one-label sequence-classification model: its ``score`` head is applied to the hidden state
+      of the last real token of ``attention_mask`` (trl's ``get_reward`` applies it at every position and reads
+      that one: the same value for a per-position head, whatever the pad id);
     - any other module called as ``model(input_ids, attention_mask, position_ids)`` whose ``logits`` (B, 1) are
       read at the last real token (the reward plugin's ``RewardModel``);
     - a callable ``(query_responses (B, S), attention_mask (B, S), context_length) -> (B,)`` (e.g. the gold score).
@@ -175,8 +176,7 @@ def last_token_scores(reward_model: Any, query_responses: torch.Tensor, attentio
     if not (hasattr(reward_model, "base_model_prefix") and hasattr(reward_model, "score")):
         out = reward_model(**_inputs(query_responses, attention_mask))
         return getattr(out, "logits", out).reshape(-1).float()
-    last_index = last_token_index(attention_mask)  # (B,) rightmost real token, whatever the pad id
     trunk, head = _trunk_and_head(reward_model)
     out = trunk(**_inputs(query_responses, attention_mask), output_hidden_states=True, use_cache=False)
-    per_token = head(out.hidden_states[-1]).squeeze(-1)  # (B, S)
-    return per_token[torch.arange(per_token.size(0), device=per_token.device), last_index.to(per_token.device)]
+    last = gather_last(out.hidden_states[-1], attention_mask)  # (B, H) rightmost real token, whatever the pad id
+    return head(last).squeeze(-1)  # (B,)
