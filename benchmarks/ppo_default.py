@@ -57,6 +57,16 @@ def read_run(run_dir: Path) -> dict[str, Any]:
             "seconds_in_run": summary["seconds"], "updates": updates}
 
 
+def _run_entry(run_dir: Path, seed: int, wall: float | None) -> dict[str, Any]:
+    """One seed's row: its run folder's metrics, its wall seconds (default: the run's own), whether it trained
+    its reward model (its ``<run_dir>.log`` says so)."""
+    got = read_run(run_dir)
+    log = run_dir.with_suffix(".log")
+    trained = log.is_file() and "training one first" in log.read_text()
+    return {"seed": seed, "wall_seconds": wall if wall is not None else got["seconds_in_run"],
+            "trained_reward": trained, **got}
+
+
 def reward_model_metrics(seed: int, model: str = "smollm2-135m") -> dict[str, float] | None:
     """Held-out accuracy and Spearman of the cached reward model of ``seed`` (its training run's summary)."""
     from hfx_plugins.ppo.rewards import cached_reward_dir
@@ -149,27 +159,20 @@ def main() -> None:
                               "runs": []}
     walls = {int(k): float(v) for k, v in (w.split("=") for w in args.wall)}
     for path in args.reuse:
-        got = read_run(path)
-        cfg_seed = int(next(line.split(":")[1] for line in (path / "config.yaml").read_text().splitlines()
-                            if line.startswith("seed:")))
-        log = path.with_suffix(".log")
-        trained = log.is_file() and "training one first" in log.read_text()
-        report["runs"].append({"seed": cfg_seed, "wall_seconds": walls.get(cfg_seed, got["seconds_in_run"]),
-                               "trained_reward": trained, **got})
+        seed = int(yaml.safe_load((path / "config.yaml").read_text())["seed"])
+        report["runs"].append(_run_entry(path, seed, walls.get(seed)))
     for seed in [s for s in args.seeds if s not in {r["seed"] for r in report["runs"]}]:
         run_dir = args.work / f"seed{seed}"
-        wall = run_ppo(run_dir, seed, args.overrides)
-        got = read_run(run_dir)
-        trained = "training one first" in run_dir.with_suffix(".log").read_text()
-        report["runs"].append({"seed": seed, "wall_seconds": wall, "trained_reward": trained, **got})
+        report["runs"].append(_run_entry(run_dir, seed, run_ppo(run_dir, seed, args.overrides)))
     if args.long or args.long_reuse:
         run_dir = args.long_reuse or args.work / f"long{args.long}"
         seed = args.seeds[0] if args.seeds else 0
         wall = None if args.long_reuse else run_ppo(run_dir, seed, [*args.overrides, f"ppo.updates={args.long}"])
         got = read_run(run_dir)
         config = (run_dir / "config.yaml").read_text()
-        report["long"] = {"seed": seed, "updates_total": len(got["updates"]), "wall_seconds": wall, "config": config, "before": got["before"], "after": got["after"],
-                          "windows": windows(got["updates"]), "updates": got["updates"]}
+        report["long"] = {"seed": seed, "updates_total": len(got["updates"]), "wall_seconds": wall, "config": config,
+                          "before": got["before"], "after": got["after"], "windows": windows(got["updates"]),
+                          "updates": got["updates"]}
     for r in report["runs"]:
         r["reward_model"] = reward_model_metrics(r["seed"])
     report["load"] = [load_start, os.getloadavg()[0]]
