@@ -26,10 +26,19 @@ from hfx.errors import HfxError
 if TYPE_CHECKING:
     from torch import nn
 
-__all__ = ["DiskFullError", "atomic_dir", "atomic_write_json", "atomic_write_text", "load_safetensors",
+__all__ = ["DiskFullError", "atomic_dir", "atomic_write_json", "atomic_write_text", "cache_root", "load_safetensors",
            "load_weights_strict"]
 
 _DISK_FULL = (errno.ENOSPC, errno.EFBIG, errno.EDQUOT)
+
+
+def cache_root() -> Path:
+    """hfx's cache folder: ``$HFX_CACHE``, default ``~/.cache/hfx`` (``~`` expanded).
+
+    It holds the converted offline models (``models/``), the bf16 probe (``precision.json``), the compiled quant
+    kernels and their choices (``kernels/``) and the reward models ``hfx run plugin=ppo`` trains (``ppo/``).
+    """
+    return Path(os.environ.get("HFX_CACHE", "~/.cache/hfx")).expanduser()
 _AT_FDCWD, _RENAME_EXCHANGE = -100, 2
 
 

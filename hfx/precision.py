@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from hfx.errors import HfxError
+from hfx.io import cache_root
 
 __all__ = ["PRECISIONS", "PrecisionChoice", "cpu_bf16_probe", "resolve_mixed_precision"]
 
@@ -50,7 +51,8 @@ class PrecisionChoice:
     warning: str = ""
 
 
-def _cpu_name() -> str:
+def cpu_name() -> str:
+    """The CPU's model name (``/proc/cpuinfo``), else what :mod:`platform` reports: what a probe or timing is valid for."""
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
             if line.startswith("model name"):
@@ -61,7 +63,7 @@ def _cpu_name() -> str:
 
 
 def _cache_file() -> Path:
-    return Path(os.environ.get("HFX_CACHE", Path.home() / ".cache" / "hfx")) / "precision.json"
+    return cache_root() / "precision.json"
 
 
 def cpu_bf16_probe(size: int = 384, repeats: int = 3, use_cache: bool = True) -> dict[str, float | str]:
@@ -72,7 +74,7 @@ def cpu_bf16_probe(size: int = 384, repeats: int = 3, use_cache: bool = True) ->
     """
     import torch
 
-    key = f"{_cpu_name()} | torch {torch.__version__} | {torch.backends.cpu.get_cpu_capability()}"
+    key = f"{cpu_name()} | torch {torch.__version__} | {torch.backends.cpu.get_cpu_capability()}"
     path = _cache_file()
     cached: dict[str, dict[str, float | str]] = {}
     if use_cache and path.is_file():
@@ -96,7 +98,7 @@ def cpu_bf16_probe(size: int = 384, repeats: int = 3, use_cache: bool = True) ->
             if name == "bf16" and best > 3 * timings["fp32"]:
                 break  # emulated bf16: one slow repetition settles it, the others would only cost time
         timings[name] = best
-    result: dict[str, float | str] = {"cpu": _cpu_name(), "torch": torch.__version__, "fp32_s": timings["fp32"],
+    result: dict[str, float | str] = {"cpu": cpu_name(), "torch": torch.__version__, "fp32_s": timings["fp32"],
                                       "bf16_s": timings["bf16"], "bf16_over_fp32": timings["bf16"] / timings["fp32"]}
     if use_cache:
         cached[key] = result

@@ -17,6 +17,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from hfx.errors import HfxError, did_you_mean
+from hfx.io import cache_root
 
 __all__ = ["OFFLINE_MODELS", "cache_dir", "resolve_model"]
 
@@ -36,7 +37,7 @@ _PACKAGES: dict[str, tuple[str, str]] = {
 
 def cache_dir() -> Path:
     """Folder that holds converted offline models: ``$HFX_CACHE/models`` (default ``~/.cache/hfx/models``)."""
-    return Path(os.environ.get("HFX_CACHE", "~/.cache/hfx")).expanduser() / "models"
+    return cache_root() / "models"
 
 
 def _package_dir(name: str) -> Path:

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from hfx.errors import HfxError
+from hfx.io import cache_root
 
 __all__ = ["cached_reward_dir", "load_prompts", "reward_model_for"]
 
@@ -45,8 +46,7 @@ def load_prompts(tokenizer: Any, cfg: Any, say: Callable[..., None]) -> tuple[li
 
 def cached_reward_dir(model: str, seed: int) -> Path:
     """Where the default reward model of ``model`` is cached: ``$HFX_CACHE/ppo/reward-<model>-seed<seed>``."""
-    root = Path(os.environ.get("HFX_CACHE", "~/.cache/hfx")).expanduser()
-    return root / "ppo" / f"reward-{model.replace('/', '_')}-seed{seed}"
+    return cache_root() / "ppo" / f"reward-{model.replace('/', '_')}-seed{seed}"
 
 
 def _train_reward(target: Path, say: Callable[..., None], seed: int) -> Path:

@@ -16,7 +16,6 @@ import ctypes
 import hashlib
 import logging
 import os
-import platform
 import shutil
 import subprocess
 from pathlib import Path
@@ -25,7 +24,9 @@ from typing import Any
 import torch
 from torch import nn
 
+from hfx import io as hfx_io
 from hfx.errors import HfxError
+from hfx.precision import cpu_name
 
 __all__ = ["cache_root", "dequantize", "gemv", "library", "machine"]
 
@@ -50,18 +51,12 @@ class _QLayer(ctypes.Structure):
 
 def cache_root() -> Path:
     """``$HFX_CACHE/kernels`` (default ``~/.cache/hfx/kernels``): the compiled library and the kernel choices."""
-    return Path(os.environ.get("HFX_CACHE", Path.home() / ".cache" / "hfx")) / "kernels"
+    return hfx_io.cache_root() / "kernels"
 
 
 def machine() -> str:
     """CPU model, torch version and thread count: what a compiled library and a timing are valid for."""
-    cpu = platform.processor() or platform.machine()
-    try:
-        cpu = next(line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                   if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    return f"{cpu}|torch {torch.__version__}|threads {torch.get_num_threads()}"
+    return f"{cpu_name()}|torch {torch.__version__}|threads {torch.get_num_threads()}"
 
 
 def _compile(cc: str) -> Path | None:
