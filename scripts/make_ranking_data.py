@@ -1,10 +1,10 @@
 """Write hfx's bundled ``rankings`` data set: smollm2-135m's own answers ranked by VADER sentiment.
 
     pip install vaderSentiment                           # a dependency of hfx (the gold judge)
-    nice python scripts/make_ranking_data.py             # ~10-15 min on 2 busy cores
+    nice python scripts/make_ranking_data.py             # ~13 min on one idle core
     # writes hfx/data/bundled/rankings/{train,test}.jsonl
 
-Prompts that invite an opinion or a short review are written from 8 templates x 16 subjects (128 prompts).
+Prompts that invite an opinion or a short review are written from 8 templates x 44 subjects (352 prompts).
 Each prompt is put into smollm2-135m's chat template (its default system message included) and the model
 answers it K = 4 times by sampling (temperature 0.8, no top-k/top-p cut, 8 to 32 new tokens, batches of 16
 prompts, ``torch.manual_seed(seed + batch index)``). Each answer is scored by VADER's compound sentiment
@@ -45,6 +45,13 @@ SUBJECTS = [
     "a budget airline flight", "the local public library", "working from home", "a cheap hotel near the airport",
     "the latest smartphone update", "a long train journey", "fast food burgers", "a crowded music festival",
     "online shopping", "a visit to the dentist", "a camping trip in the rain", "the city's new park",
+    "a pizza delivered an hour late", "learning to play the guitar", "the school cafeteria food", "a weekend at the beach",
+    "a traffic jam on the motorway", "the new superhero movie", "a hospital waiting room", "homemade bread",
+    "a job interview that went badly", "the museum of modern art", "a broken washing machine", "a surprise birthday party",
+    "a noisy neighbour", "a hiking trail in the mountains", "the customer service of a phone company", "a cup of hot chocolate",
+    "a delayed flight with no information", "a small bookshop in the old town", "doing taxes", "a puppy adopted from a shelter",
+    "a parking ticket", "the sunrise over the sea", "a lost suitcase", "a local football match",
+    "a cold shower in winter", "a vegetarian restaurant", "a long queue at the post office", "an old video game",
 ]
 
 
