@@ -8,7 +8,7 @@ form.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
@@ -22,7 +22,7 @@ from hfx_plugins.reward.data import Group
 from hfx_plugins.reward.losses import preference_loss
 from hfx_plugins.reward.scoring import encode_texts, pad_batch, score_texts
 
-__all__ = ["GroupCollator", "batch_loss", "encode_groups", "evaluate_groups", "shift_to_zero_mean", "split_pairs"]
+__all__ = ["GroupCollator", "apply_shift", "batch_loss", "encode_groups", "evaluate_groups", "shift_to_zero_mean", "split_pairs"]
 
 
 def split_pairs(groups: Sequence[Group]) -> list[Group]:
@@ -56,21 +56,28 @@ class GroupCollator:
                 losers.append(offset + lo)
                 groups.append(g)
                 margins.append(item.get("margin"))
-        batch = pad_batch(ids, self.pad_token_id, self.padding_side)
+        batch: dict[str, Any] = pad_batch(ids, self.pad_token_id, self.padding_side)
+        batch["texts"] = [tuple(x) for x in ids]  # the ids unpadded: the key of a cached frozen-bottom output
         batch.update(winners=torch.tensor(winners), losers=torch.tensor(losers), groups=torch.tensor(groups))
         if any(m is not None for m in margins):
             batch["margin"] = torch.tensor([0.0 if m is None else m for m in margins])  # (P,)
         return batch
 
 
-def batch_loss(model: nn.Module, batch: dict[str, torch.Tensor], cfg: RewardConfig, step: int | None = None) -> torch.Tensor:
+def batch_loss(model: nn.Module, batch: dict[str, Any], cfg: RewardConfig, step: int | None = None,
+               scorer: Callable[[dict[str, Any]], torch.Tensor] | None = None) -> torch.Tensor:
     """The configured loss of a collated batch.
+
+    ``scorer(batch) -> (N,)`` replaces the model's forward (the frozen-bottom cache of :mod:`.frozen`).
 
     Raises:
         HfxError: a NaN or infinite score or loss, naming the step and the cause (before any backward pass,
             so the weights and the last checkpoint stay intact).
     """
-    scores = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits[:, 0]  # (N,)
+    if scorer is not None:
+        scores = scorer(batch)  # (N,)
+    else:
+        scores = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits[:, 0]  # (N,)
     at = f" at step {step}" if step is not None else ""
     if not bool(torch.isfinite(scores).all()):
         raise HfxError(f"reward score is {scores[~torch.isfinite(scores)][0].item()}{at} (the forward pass overflowed: "
@@ -122,9 +129,15 @@ def shift_to_zero_mean(model: nn.Module, tokenizer: PreTrainedTokenizerBase, gro
     texts = list(dict.fromkeys(t for g in groups for t in g.texts))
     mean = float(score_texts(model, tokenizer, texts, batch_size=batch_size, max_length=cfg.max_length,
                              append_eos=cfg.append_eos).mean())
+    apply_shift(model, mean)
+    return mean
+
+
+@torch.no_grad()
+def apply_shift(model: nn.Module, mean: float) -> None:
+    """Subtract ``mean`` from every score of ``model`` (its head's bias, else its ``shift`` constant)."""
     head = getattr(model, "head", None)
     if head is not None and head.bias is not None:
         head.bias -= mean
     else:
         model.shift = float(model.shift) - mean
-    return mean

@@ -61,7 +61,12 @@ class RewardRunConfig(RewardConfig):
     """Column with the true score of each completion (one per completion); reported as the Spearman
     correlation of the reward model's scores with it. Empty: no gold judgement in the data."""
     eval_batch_size: int = 32
-    """Texts scored per forward pass in evaluation."""
+    """Texts scored per forward pass in evaluation (and in filling the frozen-block cache)."""
+    cache_frozen: bool = True
+    """With ``trainable_layers`` >= 0 on a decoder, run the frozen blocks once per training text, keep their
+    output in memory (texts x tokens x hidden x 4 bytes) and train on the top blocks alone: the same scores
+    and gradients, checked on the first texts before it is used (hfx_plugins.reward.frozen). False: every
+    step runs the whole model."""
 
     def __post_init__(self) -> None:
         super().__post_init__()

@@ -11,6 +11,7 @@ After training the scores are shifted so the mean training score is 0. ``artifac
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import torch
@@ -21,6 +22,7 @@ from hfx.registry import Recipe
 from hfx.runner.loop import TrainLoop
 from hfx_plugins.reward.batching import (
     GroupCollator,
+    apply_shift,
     batch_loss,
     encode_groups,
     evaluate_groups,
@@ -28,6 +30,7 @@ from hfx_plugins.reward.batching import (
     split_pairs,
 )
 from hfx_plugins.reward.data import rankings_to_groups
+from hfx_plugins.reward.frozen import FrozenCache, exact_on, first_trainable_block
 from hfx_plugins.reward.io import save as save_reward
 
 __all__ = ["RewardRecipe"]
@@ -65,6 +68,7 @@ class RewardRecipe(Recipe):
         self.model = ctx.apply_plugins(model)
         units = split_pairs(self.train_groups) if self.cfg.loss_type == "pairwise" else self.train_groups
         self.train_set = _Items(encode_groups(units, self.tokenizer, self.cfg))
+        self.cache = self._frozen_cache()
         collate = GroupCollator(self.tokenizer.pad_token_id, self.tokenizer.padding_side)
         count = (lambda b: len(b["winners"])) if self.cfg.loss_type == "pairwise" else (lambda b: int(b["groups"].max()) + 1)
         self.loop = TrainLoop(ctx, self.model, self.train_set, collate, loss_fn=self._loss, count_fn=count,
@@ -74,8 +78,30 @@ class RewardRecipe(Recipe):
         ctx.print(f"reward: {run.model}, {n_train:,} trainable parameters; {len(self.train_groups)} train prompts "
                   f"({n_pairs} ranked pairs), {len(self.eval_groups)} held-out prompts; loss {self.cfg.loss_type}")
 
+    def _frozen_cache(self) -> FrozenCache | None:
+        """The frozen blocks' output for every training text, when only the top blocks train (see frozen.py)."""
+        if not self.cfg.cache_frozen or self.ctx.accelerator.num_processes > 1:
+            return None  # under DDP every step must go through the prepared (wrapped) model
+        first = first_trainable_block(self.model)
+        if first is None:
+            return None
+        texts = [ids for item in self.train_set.items for ids in item["ids"]]
+        pad = self.tokenizer.pad_token_id
+        if not exact_on(self.model, texts[:8], first, pad):
+            self.ctx.print("reward: the frozen-block cache does not reproduce this model's scores (its forward changes "
+                           "inputs_embeds); every step runs the whole model")
+            return None
+        start = time.perf_counter()
+        cache = FrozenCache(self.model, first, pad, self.cfg.eval_batch_size)
+        size = cache.fill(texts)
+        self.ctx.print(f"reward: blocks 0-{first - 1} are frozen: run once over {len(cache.states)} training texts "
+                       f"({size / 2**20:.0f} MiB kept, {time.perf_counter() - start:.0f} s); each step runs the blocks "
+                       f"from {first} on")
+        return cache
+
     def _loss(self, model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        return batch_loss(model, batch, self.cfg, self.loop_step())
+        scorer = None if self.cache is None else (lambda b: self.cache.scores(b["texts"]))  # type: ignore[union-attr]
+        return batch_loss(model, batch, self.cfg, self.loop_step(), scorer=scorer)
 
     def loop_step(self) -> int | None:
         """The optimizer step being computed (for error messages), from the scheduler's count."""
@@ -91,10 +117,26 @@ class RewardRecipe(Recipe):
         out = self.loop.run()
         if self.cfg.shift_to_zero_mean:
             model = self.ctx.accelerator.unwrap_model(self.loop.model)
-            old = shift_to_zero_mean(model, self.tokenizer, self.train_groups, self.cfg, self.cfg.eval_batch_size)
+            if self.cache is not None:  # the same mean as shift_to_zero_mean's full forward, from the cache
+                old = self._cached_mean_score()
+                apply_shift(model, old)
+            else:
+                old = shift_to_zero_mean(model, self.tokenizer, self.train_groups, self.cfg, self.cfg.eval_batch_size)
             self.ctx.print(f"reward: scores shifted by {-old:+.4f} (mean training score now 0)")
             out["reward_shift"] = -old
         return out
+
+    @torch.no_grad()
+    def _cached_mean_score(self) -> float:
+        """Mean score over the distinct training texts, through the frozen-block cache, in eval mode."""
+        assert self.cache is not None
+        texts = list(self.cache.states)
+        was = self.model.training
+        self.model.eval()
+        scores = torch.cat([self.cache.scores(texts[i:i + self.cfg.eval_batch_size])
+                            for i in range(0, len(texts), self.cfg.eval_batch_size)])
+        self.model.train(was)
+        return float(scores.mean())
 
     def save(self, out_dir: Path) -> list[Path]:
         model = self.ctx.accelerator.unwrap_model(self.loop.model)
