@@ -101,3 +101,24 @@ def test_config_errors_are_one_line() -> None:
         PPOConfig(batch_size=6, num_mini_batches=4)
     with pytest.raises(HfxError, match="score_position"):
         PPOConfig(score_position="eos")
+
+
+def test_cut_responses_are_scored_with_eos_appended() -> None:
+    # The expected scores are the reward model's own on the texts written out by hand: a cut response with
+    # EOS added after its last token, a finished one as it is (its EOS already ends it).
+    import hfx
+    from hfx.testing import tiny_model
+    from hfx_plugins.ppo.rewards import EosAppendedReward
+    from hfx_plugins.ppo.rollout import last_token_scores
+
+    backbone, tok = tiny_model("llama", "base", 0, dropout=0.0)
+    rm = hfx.apply(backbone, "reward").eval()
+    eos, pad = tok.eos_token_id, tok.pad_token_id
+    cut, done = [5, 6, 7, 8, 9], [5, 6, 7, eos]
+    ids = torch.tensor([cut, [*done, pad]])  # (2, 5): the finished row is padded after its EOS
+    mask = torch.tensor([[1] * 5, [1] * 4 + [0]])
+    scores = EosAppendedReward(rm, eos)(ids, mask, 2)
+    expected_cut = last_token_scores(rm, torch.tensor([[*cut, eos]]), torch.ones(1, 6, dtype=torch.long), 2)
+    expected_done = last_token_scores(rm, torch.tensor([done]), torch.ones(1, 4, dtype=torch.long), 2)
+    assert torch.allclose(scores, torch.cat([expected_cut, expected_done]), atol=1e-5)
+    assert not torch.allclose(scores[0], last_token_scores(rm, ids, mask, 2)[0])  # without EOS it differs
