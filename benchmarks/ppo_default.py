@@ -63,8 +63,9 @@ def _run_entry(run_dir: Path, seed: int, wall: float | None) -> dict[str, Any]:
     got = read_run(run_dir)
     log = run_dir.with_suffix(".log")
     trained = log.is_file() and "training one first" in log.read_text()
+    given = (yaml.safe_load((run_dir / "config.yaml").read_text()).get("ppo") or {}).get("reward_model") or ""
     return {"seed": seed, "wall_seconds": wall if wall is not None else got["seconds_in_run"],
-            "trained_reward": trained, **got}
+            "trained_reward": trained, "reward_model_path": given, **got}
 
 
 def reward_model_metrics(seed: int, model: str = "smollm2-135m") -> dict[str, float] | None:
@@ -91,6 +92,12 @@ def _spread(values: list[float]) -> str:
     return f"{mean:+.3f} ± {statistics.stdev(values):.3f}" if len(values) > 1 else f"{mean:+.3f}"
 
 
+def _source(run: dict[str, Any]) -> str:
+    if run.get("reward_model_path"):
+        return f"given: {Path(run['reward_model_path']).name}"
+    return "trained in this run" if run.get("trained_reward") else "cached"
+
+
 def render(report: dict[str, Any]) -> str:
     lines = ["# PPO: the default `hfx run plugin=ppo` (smollm2-135m + LoRA, reward model from the bundled rankings)", "",
              f"Command: `{report['command']}`. Machine load (1-min average) at start / end: "
@@ -108,7 +115,7 @@ def render(report: dict[str, Any]) -> str:
         lines.append(f"| {r['seed']} | {b['gold']:+.3f} | {a['gold']:+.3f} | {a['gold'] - b['gold']:+.3f} | "
                      f"{b['positive_share']:.2f} → {a['positive_share']:.2f} | {b['proxy_reward']:+.3f} → "
                      f"{a['proxy_reward']:+.3f} | {a['kl']:.2f} | {r['seconds_in_run']:.0f} | {r['wall_seconds']:.0f} | "
-                     f"{'trained in this run' if r.get('trained_reward') else 'cached'} |")
+                     f"{_source(r)} |")
     runs = report["runs"]
     if runs:
         deltas = [r["after"]["gold"] - r["before"]["gold"] for r in runs]
@@ -123,8 +130,8 @@ def render(report: dict[str, Any]) -> str:
         lines += ["", f"Seconds per PPO update (rollout, scoring and optimisation; {len(timed)} updates): median "
                   f"{statistics.median(timed):.1f}, range {min(timed):.1f}-{max(timed):.1f}."]
     if reward_rows:
-        lines += ["", "Each seed's reward model (the reward plugin's default run with that seed; held-out pairs and Spearman "
-                  "with the gold score):", "", "| seed | pair accuracy | Spearman |", "|---|---:|---:|", *reward_rows]
+        lines += ["", "The reward model of each run (the reward plugin's default run; held-out pairs and Spearman "
+                  "with the gold score):", "", "| run seed | pair accuracy | Spearman |", "|---|---:|---:|", *reward_rows]
     if report.get("long"):
         lg = report["long"]
         ppo_cfg = yaml.safe_load(lg["config"]).get("ppo", {})
@@ -151,6 +158,8 @@ def main() -> None:
     parser.add_argument("--wall", nargs="*", default=[], metavar="SEED=SECONDS",
                         help="with --reuse: each run's wall seconds, timed outside (default: its run seconds)")
     parser.add_argument("--long-reuse", type=Path, default=None, help="a finished longer run folder to report")
+    parser.add_argument("--reward-run", type=Path, default=None,
+                        help="the reward run folder (summary.json) of a reward model given to the runs by ppo.reward_model")
     parser.add_argument("overrides", nargs="*", help="extra hfx overrides for every run (e.g. ppo.updates=20)")
     args = parser.parse_args()
     load_start = os.getloadavg()[0]
@@ -174,7 +183,9 @@ def main() -> None:
                           "before": got["before"], "after": got["after"], "windows": windows(got["updates"]),
                           "updates": got["updates"]}
     for r in report["runs"]:
-        r["reward_model"] = reward_model_metrics(r["seed"])
+        given = args.reward_run and r["reward_model_path"]
+        r["reward_model"] = (json.loads((args.reward_run / "summary.json").read_text())["after"] if given
+                             else reward_model_metrics(r["seed"]))
     report["load"] = [load_start, os.getloadavg()[0]]
     RESULTS.mkdir(exist_ok=True)
     atomic_write_json(RESULTS / "ppo_default.json", report)

@@ -57,13 +57,12 @@ def cached_reward_dir(model: str, seed: int) -> Path:
 def reward_recipe_fingerprint() -> str:
     """First 10 hex digits of SHA-256 over the reward plugin's preset values and the bundled rankings files."""
     import hashlib
-
-    from hfx.data.bundled import BUNDLED_DIR
-    from hfx_plugins.reward import plugin
-
     import json
 
     import yaml
+
+    from hfx.data.bundled import BUNDLED_DIR
+    from hfx_plugins.reward import plugin
 
     preset = yaml.safe_load((Path(plugin.presets_dir) / "default.yaml").read_text(encoding="utf-8"))
     digest = hashlib.sha256(json.dumps(preset, sort_keys=True).encode())  # values, not comments
