@@ -57,7 +57,6 @@ def cached_reward_dir(model: str, seed: int) -> Path:
 def reward_recipe_fingerprint() -> str:
     """First 10 hex digits of SHA-256 over the reward plugin's preset values and the bundled rankings files."""
     import hashlib
-    import json
 
     import yaml
 
@@ -122,6 +121,7 @@ def reward_model_for(spec: str, tokenizer: Any, ctx: Any) -> Any:
         raise HfxError(f"ppo.reward_model={spec!r} is not a folder; give one written by hfx.save of the reward "
                        "plugin, or leave it empty to train one")
     from hfx_plugins.reward import load_reward_model
+    from hfx_plugins.reward.io import MARKER
 
     model, rm_tokenizer = load_reward_model(path)
     model.requires_grad_(False).eval()
@@ -129,7 +129,8 @@ def reward_model_for(spec: str, tokenizer: Any, ctx: Any) -> Any:
         ctx.print(f"ppo: the reward model at {path} has another tokenizer: it scores the decoded text, re-tokenized")
         return TextReward(model, rm_tokenizer, tokenizer)
     ctx.print(f"ppo: reward model from {path}")
-    meta = json.loads((path / "hfx_reward.json").read_text(encoding="utf-8")) if (path / "hfx_reward.json").is_file() else {}
+    marker = path / MARKER  # the reward plugin's config record, read by its loader too
+    meta = json.loads(marker.read_text(encoding="utf-8")) if marker.is_file() else {}
     if meta.get("config", {}).get("append_eos", False) and tokenizer.eos_token_id is not None:
         ctx.print("ppo: the reward model was trained on texts ending in EOS: a response cut at ppo.response_length is "
                   "scored with EOS appended")
