@@ -120,8 +120,8 @@ def reward_model_for(spec: str, tokenizer: Any, ctx: Any) -> Any:
     if not path.is_dir():
         raise HfxError(f"ppo.reward_model={spec!r} is not a folder; give one written by hfx.save of the reward "
                        "plugin, or leave it empty to train one")
+    from hfx.protocols import applied
     from hfx_plugins.reward import load_reward_model
-    from hfx_plugins.reward.io import MARKER
 
     model, rm_tokenizer = load_reward_model(path)
     model.requires_grad_(False).eval()
@@ -129,9 +129,8 @@ def reward_model_for(spec: str, tokenizer: Any, ctx: Any) -> Any:
         ctx.print(f"ppo: the reward model at {path} has another tokenizer: it scores the decoded text, re-tokenized")
         return TextReward(model, rm_tokenizer, tokenizer)
     ctx.print(f"ppo: reward model from {path}")
-    marker = path / MARKER  # the reward plugin's config record, read by its loader too
-    meta = json.loads(marker.read_text(encoding="utf-8")) if marker.is_file() else {}
-    if meta.get("config", {}).get("append_eos", False) and tokenizer.eos_token_id is not None:
+    reward_cfg = next((cfg for name, cfg in applied(model) if name == "reward"), None)  # recorded by its loader
+    if getattr(reward_cfg, "append_eos", False) and tokenizer.eos_token_id is not None:
         ctx.print("ppo: the reward model was trained on texts ending in EOS: a response cut at ppo.response_length is "
                   "scored with EOS appended")
         return EosAppendedReward(model, int(tokenizer.eos_token_id))

@@ -35,9 +35,14 @@ def _as_reward_model(model: nn.Module) -> RewardModel:
     return RewardModel(base)  # *ForCausalLM / *ForMaskedLM: the LM head is not used by a reward model
 
 
+# Attribute names of a backbone's list of numbered transformer blocks: Llama/Mistral/Qwen2 ``layers``,
+# BERT ``layer``, GPT-2 ``h``, others ``blocks``.
+BLOCK_LIST_NAME = r"(?:^|\.)(?:layers|layer|h|blocks)"
+
+
 def _layer_index(name: str) -> int | None:
     """Index of the transformer block a parameter belongs to (the first number after ``layers.`` / ``layer.`` / ``h.``)."""
-    m = re.search(r"(?:^|\.)(?:layers|layer|h|blocks)\.(\d+)\.", name)
+    m = re.search(BLOCK_LIST_NAME + r"\.(\d+)\.", name)
     return int(m.group(1)) if m else None
 
 

@@ -27,6 +27,7 @@ import torch
 from torch import nn
 
 from hfx.pooling import gather_last
+from hfx_plugins.reward.apply import BLOCK_LIST_NAME
 from hfx_plugins.reward.head import RewardModel
 from hfx_plugins.reward.scoring import pad_batch
 
@@ -36,7 +37,7 @@ __all__ = ["FrozenCache", "block_list", "exact_on", "first_trainable_block"]
 def block_list(backbone: nn.Module) -> tuple[str, nn.ModuleList] | None:
     """The attribute path and the ``ModuleList`` of a backbone's numbered transformer blocks (e.g. ``layers``)."""
     for name, module in backbone.named_modules():
-        if isinstance(module, nn.ModuleList) and re.search(r"(?:^|\.)(?:layers|layer|h|blocks)$", name):
+        if isinstance(module, nn.ModuleList) and re.search(BLOCK_LIST_NAME + "$", name):
             return name, module
     return None
 

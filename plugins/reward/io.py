@@ -116,9 +116,15 @@ def load(model: nn.Module, path: Path) -> tuple[RewardModel, RewardConfig]:
 
 
 def load_reward_model(path: str | Path, dtype: torch.dtype = torch.float32) -> tuple[RewardModel, PreTrainedTokenizerBase]:
-    """Load a saved reward model folder on its own (backbone included): ``(model, tokenizer)``."""
+    """Load a saved reward model folder on its own (backbone included): ``(model, tokenizer)``.
+
+    Goes through :func:`hfx.load`, so the model carries its :class:`RewardConfig` in the applied-plugins record
+    (``hfx.protocols.applied(model)``) and a damaged file is named in the error.
+    """
     from transformers import AutoTokenizer
 
+    import hfx
+
     hf = AutoModelForSequenceClassification.from_pretrained(str(path), dtype=dtype, use_safetensors=True)
-    model, _ = load(hf, Path(path))
+    model = hfx.load(hf, Path(path))
     return model.eval(), AutoTokenizer.from_pretrained(str(path))

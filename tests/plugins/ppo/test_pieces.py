@@ -122,3 +122,22 @@ def test_cut_responses_are_scored_with_eos_appended() -> None:
     expected_done = last_token_scores(rm, torch.tensor([done]), torch.ones(1, 4, dtype=torch.long), 2)
     assert torch.allclose(scores, torch.cat([expected_cut, expected_done]), atol=1e-5)
     assert not torch.allclose(scores[0], last_token_scores(rm, ids, mask, 2)[0])  # without EOS it differs
+
+
+def test_reward_model_for_scores_with_eos_when_the_reward_model_was_trained_on_eos(tmp_path) -> None:
+    # A saved reward model with append_eos (the reward plugin's default) is wrapped in EosAppendedReward; one
+    # saved with append_eos=False is used as it is: the score is read where training read it.
+    import types
+
+    import hfx
+    from hfx.testing import tiny_model
+    from hfx_plugins.ppo.rewards import EosAppendedReward, reward_model_for
+    from hfx_plugins.reward.io import save
+
+    ctx = types.SimpleNamespace(print=lambda *a: None)
+    for append_eos in (True, False):
+        backbone, tok = tiny_model("llama", "base", 0, dropout=0.0)
+        rm = hfx.apply(backbone, "reward", append_eos=append_eos)
+        save(rm, tmp_path / str(append_eos), tokenizer=tok)  # the reward plugin's save: tokenizer included
+        got = reward_model_for(str(tmp_path / str(append_eos)), tok, ctx)
+        assert isinstance(got, EosAppendedReward) is append_eos
