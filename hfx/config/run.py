@@ -39,6 +39,10 @@ class TrainConfig:
     """Clip the global gradient norm to this value (0 = no clipping)."""
     eval_every: int = 0
     """Evaluate every N optimizer steps during training (0 = only before and after)."""
+    eval_before: bool = True
+    """Evaluate the untrained model first (summary.json's `before`); false skips it when only the trained model
+    matters (transformers' Trainer does not evaluate first either). An evaluation that draws random numbers (a
+    DataLoader draws its seed) shifts the random stream, so training then differs by that draw."""
     save_every: int = 0
     """Write a checkpoint every N optimizer steps (0 = none); `resume=true` continues from the last one."""
     keep_checkpoints: int = 2

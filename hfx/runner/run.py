@@ -99,9 +99,10 @@ def run(args: list[str], config_file: str | None = None) -> RunResult:
     try:
         before = run_dir.read_json("before.json") if run_dir.resumed else None
         if before is None:
-            before = recipe.evaluate()
+            before = recipe.evaluate() if run_cfg.train.eval_before else {}
             run_dir.write_json("before.json", before)
-            ctx.log({"step": 0, **{f"eval_{k}": v for k, v in before.items()}})
+            if before:
+                ctx.log({"step": 0, **{f"eval_{k}": v for k, v in before.items()}})
         train_metrics = recipe.train()
         after = recipe.evaluate()
         last_step = getattr(recipe, "total_steps", run_cfg.train.max_steps)  # any class with the four steps works

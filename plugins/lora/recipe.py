@@ -86,6 +86,7 @@ class LoraRecipe(Recipe):
         ctx.print(f"lora: {what} on {run.model} ({family}); trainable parameters {trainable:,} of {total:,} "
                   f"({100 * trainable / total:.3f}%); {len(self.train_set)} train / {len(self.eval_set)} eval examples")
         self.answers: dict[str, list[str]] = {}
+        self.trained = False
 
     def _num_labels(self) -> int:
         feature = self.data["train"].features.get("label")
@@ -109,14 +110,16 @@ class LoraRecipe(Recipe):
         prompts = list(rows["text"]) if seq2seq else [prompt_text(self.tokenizer, q) for q in rows["text"]]
         got = greedy_answers(model, self.tokenizer, prompts, self.cfg.max_new_tokens, seq2seq=seq2seq,
                              add_special_tokens=seq2seq)
-        self.answers["before" if "before" not in self.answers else "after"] = got  # first call: before training
+        self.answers["after" if self.trained else "before"] = got
         return exact_match(got, list(rows["target"]))
 
     def train(self) -> dict[str, float]:
-        return self.loop.run()
+        out = self.loop.run()
+        self.trained = True  # later evaluations are "after" (train.eval_before=false skips the "before" one)
+        return out
 
     def _print_answers(self) -> list[dict[str, str]]:
-        if "after" not in self.answers:
+        if "after" not in self.answers or "before" not in self.answers:
             return []
         rows = self.data["eval"].select(range(len(self.answers["after"])))
         table = [{"instruction": q, "expected": str(t), "before": b, "after": a} for q, t, b, a in

@@ -59,6 +59,7 @@ class PPORecipe(Recipe):
                   f"{len(self.train_prompts)} train / {len(self.eval_prompts)} held-out prompts; {cfg.updates} updates "
                   f"of {cfg.batch_size} rollouts x {cfg.num_ppo_epochs} epochs x {cfg.num_mini_batches} mini-batches")
         self.answers: dict[str, list[list[str]]] = {}
+        self.trained = False
         self.history: list[dict[str, float]] = []
 
     @torch.no_grad()
@@ -84,7 +85,7 @@ class PPORecipe(Recipe):
                                                       cfg.temperature, entropy=False)
                 valid = ro.attention_mask[:, ro.context_length:]
                 kls += ((logp - ref_logp) * valid).sum(1).tolist()  # k1 summed over each response: KL(pi || ref)
-        key = "before" if "before" not in self.answers else "after"
+        key = "after" if self.trained else "before"  # train.eval_before=false: no "before" answers
         self.answers[key] = [texts[i:i + cfg.eval_samples] for i in range(0, len(texts), cfg.eval_samples)]
         return {"gold": statistics.fmean(gold), "gold_std": statistics.pstdev(gold), "proxy_reward": statistics.fmean(proxy),
                 "kl": statistics.fmean(kls), "positive_share": sum(g > 0.05 for g in gold) / len(gold)}
@@ -111,6 +112,7 @@ class PPORecipe(Recipe):
             if ctx.run.train.save_every and update % ctx.run.train.save_every == 0 and ctx.is_main:
                 save_checkpoint(ctx.run_dir.checkpoints, update, self.policy, tr.optimizer, tr.scheduler,
                                 keep=ctx.run.train.keep_checkpoints)
+        self.trained = True
         last = self.history[-5:]
         return {f"train_{k}": statistics.fmean(r[k] for r in last) for k in ("proxy_reward", "gold", "kl")} if last else {}
 
@@ -133,7 +135,7 @@ class PPORecipe(Recipe):
         if self.history:
             plot_ppo_curves(self.history, self.ctx.run_dir.path / "ppo_curves.png", f"PPO on {self.ctx.run.model}")
             written.append(self.ctx.run_dir.path / "ppo_curves.png")
-        if "after" in self.answers:
+        if "after" in self.answers and "before" in self.answers:
             rows = [{"prompt": self.tok.decode(p, skip_special_tokens=True), "before": b, "after": a}
                     for p, b, a in zip(self.eval_prompts, self.answers["before"], self.answers["after"], strict=True)]
             if self.ctx.is_main:

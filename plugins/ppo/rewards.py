@@ -76,7 +76,8 @@ def _train_reward(target: Path, say: Callable[..., None], seed: int) -> Path:
 
     say("ppo: no reward model given or cached: training one first (hfx run plugin=reward, its defaults)")
     work = target.parent / f".{target.name}.runs"
-    result = run(["plugin=reward", f"output_dir={work}", f"seed={seed}"])
+    # No "before" evaluation: only the trained model is kept, and it is the same with or without one.
+    result = run(["plugin=reward", f"output_dir={work}", f"seed={seed}", "train.eval_before=false"])
     found = result.run_dir / "artifacts" / "model"
     if not found.is_dir():
         raise HfxError(f"hfx run plugin=reward left no saved model at {found}")

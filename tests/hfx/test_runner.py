@@ -391,3 +391,13 @@ def test_accumulation_matches_a_twice_larger_batch(bert0_dir: Path, tmp_path: Pa
     assert acc.after == pytest.approx(big.after, rel=1e-5)
     diff = max(abs(a - b) / abs(b) for a, b in zip(acc_losses, big_losses, strict=True))
     print(f"\naccumulation vs big batch: max relative train-loss difference {diff:.1e}")
+
+
+
+def test_eval_before_false_skips_only_the_first_evaluation(bert_dir: Path, tmp_path: Path) -> None:
+    """train.eval_before=false: no "before" metrics (summary, before.json, no step-0 row), the rest runs."""
+    skipped = run([*TINY, f"model={bert_dir}", "train.max_steps=4", "train.eval_before=false",
+                   f"run_dir={tmp_path / 'skipped'}"])
+    assert skipped.before == {} and skipped.summary["before"] == {} and {"loss", "accuracy"} <= skipped.after.keys()
+    assert json.loads((skipped.run_dir / "before.json").read_text()) == {}
+    assert all(r["step"] != 0 for r in _metrics(skipped.run_dir))

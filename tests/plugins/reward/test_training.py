@@ -95,3 +95,24 @@ def test_hfx_run_trains_saves_and_reports(cli: Callable, tiny_llama_dir: Path, t
     assert {"accuracy", "spearman", "margin"} <= set(summary["after"])
     hf = AutoModelForSequenceClassification.from_pretrained(run / "artifacts" / "model")
     assert hf.config.num_labels == 1 and (run / "artifacts" / "model" / "hfx_reward.json").is_file()
+
+
+def test_skipping_the_first_evaluation_trains_the_same_model(tiny_llama_dir: Path, tmp_path: Path) -> None:
+    # ppo trains its reward model with train.eval_before=false; the reward evaluation draws no random numbers,
+    # so the model (and the evaluation after) must be identical to that of a run that evaluates first.
+    from safetensors.torch import load_file
+
+    from hfx.runner.run import run
+
+    data = tmp_path / "data"
+    data.mkdir()
+    for split, (n, seed) in {"train": (24, 0), "test": (8, 1)}.items():
+        (data / f"{split}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in toy_rankings(n, seed)))
+    args = ["plugin=reward", f"model={tiny_llama_dir}", f"data.path={data}", "train.max_steps=3",
+            "train.batch_size=4", "reward.max_length=32"]
+    full = run([*args, f"run_dir={tmp_path / 'full'}"])
+    skipped = run([*args, "train.eval_before=false", f"run_dir={tmp_path / 'skipped'}"])
+    assert full.before and skipped.before == {} and skipped.after == full.after
+    weights = [load_file(r.run_dir / "artifacts" / "model" / "model.safetensors") for r in (full, skipped)]
+    assert weights[0].keys() == weights[1].keys()
+    assert all(torch.equal(weights[0][k], weights[1][k]) for k in weights[0])
