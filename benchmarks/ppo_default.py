@@ -2,15 +2,17 @@
 
     python benchmarks/ppo_default.py                         # seeds 0 1 2 with the default preset
     python benchmarks/ppo_default.py --seeds 0 --long 120    # also one run of 120 updates (seed 0)
+    python benchmarks/ppo_default.py --long 72 --long-overrides ppo.kl_coef=0   # the long run without KL penalty
     python benchmarks/ppo_default.py --reuse DIR ...         # count finished run folders as their seeds' runs
 
 Each run is its own ``hfx run plugin=ppo seed=S`` subprocess (the reward model is trained the first time
 and cached under ``$HFX_CACHE/ppo/``; its training time is reported apart). Reported per seed: the held-out
 gold score (VADER's compound sentiment, mean over 32 prompts x 2 samples) before and after, the proxy
 reward, the summed KL to the reference, and the wall time; then the mean and spread over seeds. The long
-run's per-update proxy reward and gold score (on the training rollouts) are averaged over windows of 10
-updates: where the proxy keeps rising while the gold score stalls or falls is over-optimisation of the
-reward model (Gao et al. 2022, "Scaling Laws for Reward Model Overoptimization").
+run's per-update proxy reward and gold score (on the training rollouts) are averaged over windows of
+``--window`` updates: where the proxy keeps rising while the gold score stalls or falls is over-optimisation
+of the reward model (Gao et al. 2022, "Scaling Laws for Reward Model Overoptimization"); the parting point
+reported is the window of highest gold, and ``ppo_overoptimisation.png`` plots both against √KL, as Gao et al.
 
 Writes benchmarks/results/ppo_default.{json,md}. No reference library has this run: trl's PPO examples need
 a GPU and a reward model from the Hub.
@@ -77,6 +79,42 @@ def reward_model_metrics(seed: int, model: str = "smollm2-135m") -> dict[str, fl
     return json.loads(runs[-1].read_text())["after"] if runs else None
 
 
+def parting(wins: list[dict[str, float]]) -> dict[str, Any]:
+    """Where gold and proxy part: the window of highest gold, and proxy and gold in the windows after it."""
+    peak = max(range(len(wins)), key=lambda i: wins[i]["gold"])
+    after = wins[peak + 1:]
+    return {"peak": wins[peak], "later": after,
+            "proxy_rises_after": bool(after) and max(w["proxy_reward"] for w in after) > wins[peak]["proxy_reward"],
+            "gold_falls_after": bool(after) and after[-1]["gold"] < wins[peak]["gold"]}
+
+
+def plot_long(updates: list[dict[str, float]], wins: list[dict[str, float]], path: Path) -> None:
+    """Proxy reward and gold score of the long run against √KL (per update, and window means)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.5, 4.2))
+    twin = ax.twinx()
+    x = [max(u["kl"], 0.0) ** 0.5 for u in updates]
+    xw = [max(w["kl"], 0.0) ** 0.5 for w in wins]
+    ax.scatter(x, [u["proxy_reward"] for u in updates], s=8, alpha=0.35, color="tab:blue")
+    ax.plot(xw, [w["proxy_reward"] for w in wins], "o-", color="tab:blue", label="proxy reward (reward model)")
+    twin.scatter(x, [u["gold"] for u in updates], s=8, alpha=0.35, color="tab:orange")
+    twin.plot(xw, [w["gold"] for w in wins], "s-", color="tab:orange", label="gold (VADER compound)")
+    ax.set_xlabel("√KL to the reference (√nats, summed over the response)")
+    ax.set_ylabel("proxy reward")
+    twin.set_ylabel("gold")
+    ax.legend(loc="upper left", fontsize=8)
+    twin.legend(loc="lower right", fontsize=8)
+    ax.grid(alpha=0.3)
+    ax.set_title("PPO run longer: training rollouts (dots) and window means", fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
 def windows(updates: list[dict[str, float]], width: int = 10) -> list[dict[str, float]]:
     """Means of proxy reward, gold and KL over consecutive windows of ``width`` updates."""
     out = []
@@ -138,9 +176,24 @@ def render(report: dict[str, Any]) -> str:
         changed = [f"ppo.{k}: {ppo_cfg[k]}" for k in ("updates", "learning_rate", "kl_coef") if k in ppo_cfg]
         lines += ["", f"## A longer run: {lg['updates_total']} updates (seed {lg['seed']})", "",
                   f"Its settings (the rest as the preset): {', '.join(changed)}. "
-                  "Training rollouts (16 a update), means over windows of 10 updates:", "",
+                  f"Training rollouts ({ppo_cfg.get('batch_size', 16)} an update), means over windows of "
+                  f"{lg['window']} updates:", "",
                   "| updates | proxy reward | gold | KL |", "|---|---:|---:|---:|"]
         lines += [f"| {w['updates']} | {w['proxy_reward']:+.3f} | {w['gold']:+.3f} | {w['kl']:.2f} |" for w in lg["windows"]]
+        pt = parting(lg["windows"])
+        peak = pt["peak"]
+        if pt["later"]:
+            last = pt["later"][-1]
+            verdict = ("the proxy reward keeps rising while the gold score falls: they part at the peak"
+                       if pt["proxy_rises_after"] and pt["gold_falls_after"] else
+                       "the gold score falls after its peak" if pt["gold_falls_after"] else
+                       "the gold score does not fall after its best window")
+            lines += ["", f"Gold is highest in updates {peak['updates']} ({peak['gold']:+.3f}, proxy "
+                      f"{peak['proxy_reward']:+.3f}, KL {peak['kl']:.1f}, √KL {peak['kl'] ** 0.5:.1f}); by updates "
+                      f"{last['updates']} the proxy is {last['proxy_reward']:+.3f} and gold {last['gold']:+.3f} (KL "
+                      f"{last['kl']:.1f}): {verdict}. Plot against √KL: `ppo_overoptimisation.png`."]
+        else:
+            lines += ["", f"Gold is still highest in the last window ({peak['updates']}): no parting within this run."]
         if lg["after"] is not None:
             lines += ["", f"Held-out after {lg['updates_total']} updates: gold {lg['after']['gold']:+.3f} (before "
                       f"{lg['before']['gold']:+.3f}), proxy {lg['after']['proxy_reward']:+.3f}, KL {lg['after']['kl']:.2f}."]
@@ -160,6 +213,8 @@ def main() -> None:
     parser.add_argument("--long-reuse", type=Path, default=None, help="a finished longer run folder to report")
     parser.add_argument("--reward-run", type=Path, default=None,
                         help="the reward run folder (summary.json) of a reward model given to the runs by ppo.reward_model")
+    parser.add_argument("--long-overrides", nargs="*", default=[], help="hfx overrides for the longer run only")
+    parser.add_argument("--window", type=int, default=8, help="updates per window in the longer run's table")
     parser.add_argument("overrides", nargs="*", help="extra hfx overrides for every run (e.g. ppo.updates=20)")
     args = parser.parse_args()
     load_start = os.getloadavg()[0]
@@ -176,12 +231,16 @@ def main() -> None:
     if args.long or args.long_reuse:
         run_dir = args.long_reuse or args.work / f"long{args.long}"
         seed = args.seeds[0] if args.seeds else 0
-        wall = None if args.long_reuse else run_ppo(run_dir, seed, [*args.overrides, f"ppo.updates={args.long}"])
+        wall = None if args.long_reuse else run_ppo(run_dir, seed, [*args.overrides, *args.long_overrides,
+                                                                   f"ppo.updates={args.long}"])
         got = read_run(run_dir)
         config = (run_dir / "config.yaml").read_text()
         report["long"] = {"seed": seed, "updates_total": len(got["updates"]), "wall_seconds": wall, "config": config,
-                          "before": got["before"], "after": got["after"], "windows": windows(got["updates"]),
+                          "before": got["before"], "after": got["after"],
+                          "window": args.window, "windows": windows(got["updates"], args.window),
                           "updates": got["updates"]}
+        RESULTS.mkdir(exist_ok=True)
+        plot_long(got["updates"], report["long"]["windows"], RESULTS / "ppo_overoptimisation.png")
     for r in report["runs"]:
         given = args.reward_run and r["reward_model_path"]
         r["reward_model"] = (json.loads((args.reward_run / "summary.json").read_text())["after"] if given
