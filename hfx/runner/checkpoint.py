@@ -18,6 +18,8 @@ import hashlib
 import json
 import random
 import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -65,6 +67,21 @@ def _rng_state() -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
         "python": [random.getstate()[0], list(random.getstate()[1]), random.getstate()[2]],
         "numpy": [np_state[0], np_state[1].tolist(), *np_state[2:]],
     }
+
+
+@contextmanager
+def preserved_rng() -> Iterator[None]:
+    """Run the block, then put back the python, numpy and torch (CPU and CUDA) random states it found.
+
+    For work nested inside a run that seeds and draws on its own (a model trained on the way, as ppo's reward
+    model): the outer run then draws the same numbers whether that work ran or was read from a cache.
+    """
+    tensors, rest = _rng_state()
+    try:
+        with torch.random.fork_rng(devices=list(range(torch.cuda.device_count())) if torch.cuda.is_available() else []):
+            yield
+    finally:
+        _set_rng_state(tensors, rest)
 
 
 def _set_rng_state(tensors: dict[str, torch.Tensor], rest: dict[str, Any]) -> None:

@@ -72,12 +72,15 @@ def reward_recipe_fingerprint() -> str:
 
 def _train_reward(target: Path, say: Callable[..., None], seed: int) -> Path:
     """Train the reward plugin's default reward model with ``hfx run plugin=reward``; keep its saved model."""
+    from hfx.runner.checkpoint import preserved_rng
     from hfx.runner.run import run
 
     say("ppo: no reward model given or cached: training one first (hfx run plugin=reward, its defaults)")
     work = target.parent / f".{target.name}.runs"
-    # No "before" evaluation: only the trained model is kept, and it is the same with or without one.
-    result = run(["plugin=reward", f"output_dir={work}", f"seed={seed}", "train.eval_before=false"])
+    # No "before" evaluation: only the trained model is kept, and it is the same with or without one. The random
+    # state is put back after it, so PPO draws the same rollouts as a later run that finds the model cached.
+    with preserved_rng():
+        result = run(["plugin=reward", f"output_dir={work}", f"seed={seed}", "train.eval_before=false"])
     found = result.run_dir / "artifacts" / "model"
     if not found.is_dir():
         raise HfxError(f"hfx run plugin=reward left no saved model at {found}")
