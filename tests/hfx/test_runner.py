@@ -401,3 +401,18 @@ def test_eval_before_false_skips_only_the_first_evaluation(bert_dir: Path, tmp_p
     assert skipped.before == {} and skipped.summary["before"] == {} and {"loss", "accuracy"} <= skipped.after.keys()
     assert json.loads((skipped.run_dir / "before.json").read_text()) == {}
     assert all(r["step"] != 0 for r in _metrics(skipped.run_dir))
+
+
+def test_preserved_rng_puts_back_every_random_state() -> None:
+    # Expected: the draws of a generator seeded the same way with no block in between.
+    from hfx.runner.checkpoint import preserved_rng
+
+    def seed_and_draw(inner: bool) -> tuple[list[float], float, float]:
+        torch.manual_seed(1), random.seed(1), np.random.seed(1)
+        if inner:
+            with preserved_rng():
+                torch.manual_seed(5), random.seed(5), np.random.seed(5)
+                torch.rand(3), random.random(), np.random.rand()
+        return torch.rand(2).tolist(), random.random(), float(np.random.rand())
+
+    assert seed_and_draw(True) == seed_and_draw(False)
