@@ -86,7 +86,7 @@ class LoraRecipe(Recipe):
         ctx.print(f"lora: {what} on {run.model} ({family}); trainable parameters {trainable:,} of {total:,} "
                   f"({100 * trainable / total:.3f}%); {len(self.train_set)} train / {len(self.eval_set)} eval examples")
         self.answers: dict[str, list[str]] = {}
-        self.trained = False
+        self.training_started = False
 
     def _num_labels(self) -> int:
         feature = self.data["train"].features.get("label")
@@ -110,13 +110,12 @@ class LoraRecipe(Recipe):
         prompts = list(rows["text"]) if seq2seq else [prompt_text(self.tokenizer, q) for q in rows["text"]]
         got = greedy_answers(model, self.tokenizer, prompts, self.cfg.max_new_tokens, seq2seq=seq2seq,
                              add_special_tokens=seq2seq)
-        self.answers["after" if self.trained else "before"] = got
+        self.answers["after" if self.training_started else "before"] = got  # mid-training ones: overwritten
         return exact_match(got, list(rows["target"]))
 
     def train(self) -> dict[str, float]:
-        out = self.loop.run()
-        self.trained = True  # later evaluations are "after" (train.eval_before=false skips the "before" one)
-        return out
+        self.training_started = True  # every later evaluation is "after" (train.eval_before=false: no "before")
+        return self.loop.run()
 
     def _print_answers(self) -> list[dict[str, str]]:
         if "after" not in self.answers or "before" not in self.answers:

@@ -59,7 +59,7 @@ class PPORecipe(Recipe):
                   f"{len(self.train_prompts)} train / {len(self.eval_prompts)} held-out prompts; {cfg.updates} updates "
                   f"of {cfg.batch_size} rollouts x {cfg.num_ppo_epochs} epochs x {cfg.num_mini_batches} mini-batches")
         self.answers: dict[str, list[list[str]]] = {}
-        self.trained = False
+        self.training_started = False
         self.history: list[dict[str, float]] = []
 
     @torch.no_grad()
@@ -85,13 +85,14 @@ class PPORecipe(Recipe):
                                                       cfg.temperature, entropy=False)
                 valid = ro.attention_mask[:, ro.context_length:]
                 kls += ((logp - ref_logp) * valid).sum(1).tolist()  # k1 summed over each response: KL(pi || ref)
-        key = "after" if self.trained else "before"  # train.eval_before=false: no "before" answers
+        key = "after" if self.training_started else "before"  # train.eval_before=false: no "before" answers
         self.answers[key] = [texts[i:i + cfg.eval_samples] for i in range(0, len(texts), cfg.eval_samples)]
         return {"gold": statistics.fmean(gold), "gold_std": statistics.pstdev(gold), "proxy_reward": statistics.fmean(proxy),
                 "kl": statistics.fmean(kls), "positive_share": sum(g > 0.05 for g in gold) / len(gold)}
 
     def train(self) -> dict[str, float]:
         ctx, cfg, tr = self.ctx, self.cfg, self.trainer
+        self.training_started = True
         step = self._resume()
         batches = tr.batches()
         for update in range(step + 1, cfg.updates + 1):
@@ -112,7 +113,6 @@ class PPORecipe(Recipe):
             if ctx.run.train.save_every and update % ctx.run.train.save_every == 0 and ctx.is_main:
                 save_checkpoint(ctx.run_dir.checkpoints, update, self.policy, tr.optimizer, tr.scheduler,
                                 keep=ctx.run.train.keep_checkpoints)
-        self.trained = True
         last = self.history[-5:]
         return {f"train_{k}": statistics.fmean(r[k] for r in last) for k in ("proxy_reward", "gold", "kl")} if last else {}
 

@@ -48,6 +48,21 @@ def test_run_instruction_tuning_saves_adapter_and_merged_model(cli, tiny_llama_d
         assert (merged(ids).logits - adapted(ids).logits).abs().max() <= 1e-5
 
 
+def test_answers_before_are_the_untrained_models_with_evaluations_during_training(cli, tiny_llama_dir: Path,
+                                                                                   tmp_path: Path) -> None:
+    # Expected: the "before" answers of a run without evaluations during training (the untrained model's).
+    args = ["run", "plugin=lora", f"model={tiny_llama_dir}", "train.max_steps=3", "train.batch_size=4",
+            "train.learning_rate=0.05", "data.max_train_samples=16", "data.max_eval_samples=8",
+            "lora.eval_generations=3", "lora.max_new_tokens=3"]
+    got = {}
+    for every in (0, 1):
+        out = tmp_path / str(every)
+        assert cli(*args, f"train.eval_every={every}", f"output_dir={out}").code == 0
+        got[every] = json.loads((_artifacts(out) / "answers.json").read_text())
+    assert [r["before"] for r in got[1]] == [r["before"] for r in got[0]]
+    assert [r["after"] for r in got[1]] != [r["before"] for r in got[1]]  # training changed the answers
+
+
 def test_run_encoder_preset_trains_the_new_head(cli, tiny_bert_dir: Path, tmp_path: Path) -> None:
     result = cli("run", "plugin=lora", "preset=encoder", f"model={tiny_bert_dir}", "train.max_steps=2",
                  "train.batch_size=8", "train.eval_every=0", "data.max_train_samples=16", "data.max_eval_samples=8",
