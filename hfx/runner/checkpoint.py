@@ -76,12 +76,13 @@ def preserved_rng() -> Iterator[None]:
     For work nested inside a run that seeds and draws on its own (a model trained on the way, as ppo's reward
     model): the outer run then draws the same numbers whether that work ran or was read from a cache.
     """
-    tensors, rest = _rng_state()
+    python_state, numpy_state = random.getstate(), np.random.get_state()
     try:
         with torch.random.fork_rng(devices=list(range(torch.cuda.device_count())) if torch.cuda.is_available() else []):
-            yield
+            yield  # fork_rng puts back torch's CPU and CUDA states
     finally:
-        _set_rng_state(tensors, rest)
+        random.setstate(python_state)
+        np.random.set_state(numpy_state)
 
 
 def _set_rng_state(tensors: dict[str, torch.Tensor], rest: dict[str, Any]) -> None:

@@ -393,7 +393,6 @@ def test_accumulation_matches_a_twice_larger_batch(bert0_dir: Path, tmp_path: Pa
     print(f"\naccumulation vs big batch: max relative train-loss difference {diff:.1e}")
 
 
-
 def test_eval_before_false_skips_only_the_first_evaluation(bert_dir: Path, tmp_path: Path) -> None:
     """train.eval_before=false: no "before" metrics (summary, before.json, no step-0 row), the rest runs."""
     skipped = run([*TINY, f"model={bert_dir}", "train.max_steps=4", "train.eval_before=false",
