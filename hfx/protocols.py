@@ -57,6 +57,11 @@ def applied(model: nn.Module) -> list[tuple[str, Any]]:
     return list(getattr(model, _ATTR, []))
 
 
+def config_of(model: nn.Module, name: str) -> Any | None:
+    """The config the first application of plugin ``name`` to ``model`` was recorded with, or None."""
+    return next((cfg for n, cfg in applied(model) if n == name), None)
+
+
 def record(model: nn.Module, name: str, cfg: Any, replace: bool = False) -> None:
     """Append ``(name, cfg)`` to ``model``'s record of applied plugins.
 

@@ -39,13 +39,13 @@ def save(model: nn.Module, path: Path, cfg: DistillConfig | None = None) -> None
     Raises:
         HfxError: ``model`` is not a transformers model.
     """
-    from hfx.protocols import applied
+    from hfx.protocols import config_of
 
     if not hasattr(model, "save_pretrained"):
         raise HfxError(f"cannot save {type(model).__name__}: the student must be a transformers model")
     path.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(path)
-    cfg = cfg or next((c for name, c in applied(model) if name == "distill"), None) or DistillConfig()
+    cfg = cfg or config_of(model, "distill") or DistillConfig()
     atomic_write_json(path / MARKER, _method_fields(dataclasses.asdict(cfg)))
 
 

@@ -57,9 +57,9 @@ def save(model: nn.Module, path: Path, cfg: FinetuneConfig | None = None) -> Non
     path.mkdir(parents=True, exist_ok=True)
     hf = to_transformers(model) if isinstance(model, SequenceClassifier) else model
     hf.save_pretrained(path)  # type: ignore[operator]
-    from hfx.api import applied
+    from hfx.protocols import config_of
 
-    cfg = cfg or next((c for name, c in applied(model) if name == "finetune"), None) or FinetuneConfig()
+    cfg = cfg or config_of(model, "finetune") or FinetuneConfig()
     atomic_write_json(path / MARKER, _method_fields(dataclasses.asdict(cfg)))
 
 

@@ -124,7 +124,7 @@ def reward_model_for(spec: str, tokenizer: Any, ctx: Any) -> Any:
     if not path.is_dir():
         raise HfxError(f"ppo.reward_model={spec!r} is not a folder; give one written by hfx.save of the reward "
                        "plugin, or leave it empty to train one")
-    from hfx.protocols import applied
+    from hfx.protocols import config_of
     from hfx_plugins.reward import load_reward_model
 
     model, rm_tokenizer = load_reward_model(path)
@@ -133,7 +133,7 @@ def reward_model_for(spec: str, tokenizer: Any, ctx: Any) -> Any:
         ctx.print(f"ppo: the reward model at {path} has another tokenizer: it scores the decoded text, re-tokenized")
         return TextReward(model, rm_tokenizer, tokenizer)
     ctx.print(f"ppo: reward model from {path}")
-    reward_cfg = next((cfg for name, cfg in applied(model) if name == "reward"), None)  # recorded by its loader
+    reward_cfg = config_of(model, "reward")  # recorded by its loader
     if getattr(reward_cfg, "append_eos", False) and tokenizer.eos_token_id is not None:
         ctx.print("ppo: the reward model was trained on texts ending in EOS: a response cut at ppo.response_length is "
                   "scored with EOS appended")

@@ -17,7 +17,7 @@ from torch import nn
 
 from hfx import registry
 from hfx.io import atomic_write_json
-from hfx.protocols import applied, forget, record
+from hfx.protocols import config_of, forget, record
 from hfx_plugins.qat.config import QatConfig
 from hfx_plugins.qat.fake import convert
 from hfx_plugins.quant import QuantConfig
@@ -51,7 +51,7 @@ def save(model: nn.Module, path: Path, cfg: QatConfig | None = None) -> None:
     Raises:
         HfxError: the model has no fake-quantized (or packed) layer to write.
     """
-    cfg = cfg or next((c for name, c in applied(model) if name == "qat"), None) or QatConfig()
+    cfg = cfg or config_of(model, "qat") or QatConfig()
     save_packed(convert(copy.deepcopy(model)), Path(path), cfg)
     fields = {f.name: getattr(cfg, f.name) for f in dataclasses.fields(QatConfig)}  # not a run's extra fields
     atomic_write_json(Path(path) / MARKER, fields)

@@ -25,7 +25,7 @@ from torch import nn
 
 from hfx.errors import HfxError
 from hfx.io import atomic_write_json, load_safetensors
-from hfx.protocols import applied, base_path, base_state_dict, record
+from hfx.protocols import base_path, base_state_dict, config_of, record
 from hfx_plugins.quant.apply import check_not_quantized, quantized_layers, set_module
 from hfx_plugins.quant.config import QuantConfig
 from hfx_plugins.quant.layer import QuantLinear
@@ -66,7 +66,7 @@ def save(model: nn.Module, path: Path, cfg: QuantConfig | None = None) -> None:
     layers = quantized_layers(model)
     if not layers:
         raise HfxError("the model has no quantized layer to save; apply the quant plugin first")
-    cfg = cfg or next((c for name, c in applied(model) if name == "quant"), None) or QuantConfig()
+    cfg = cfg or config_of(model, "quant") or QuantConfig()
     state = base_state_dict(model)
     kept, tied = _dedup(state)
     save_file(kept, str(path / WEIGHTS), metadata={"format": "pt"})

@@ -68,9 +68,9 @@ def save(model: nn.Module, path: Path, cfg: RewardConfig | None = None,
     """Write the reward model with ``save_pretrained`` (safetensors) + ``hfx_reward.json`` (+ the tokenizer if given)."""
     if not isinstance(model, RewardModel):
         raise HfxError(f"reward's save needs a reward model (hfx.apply(model, 'reward')), got {type(model).__name__}")
-    from hfx.protocols import applied
+    from hfx.protocols import config_of
 
-    cfg = cfg or next((c for name, c in applied(model) if name == "reward"), None) or RewardConfig()
+    cfg = cfg or config_of(model, "reward") or RewardConfig()
     path = Path(path)
     path.mkdir(parents=True, exist_ok=True)
     hf = to_transformers(model)
@@ -119,7 +119,7 @@ def load_reward_model(path: str | Path, dtype: torch.dtype = torch.float32) -> t
     """Load a saved reward model folder on its own (backbone included): ``(model, tokenizer)``.
 
     Goes through :func:`hfx.load`, so the model carries its :class:`RewardConfig` in the applied-plugins record
-    (``hfx.protocols.applied(model)``) and a damaged file is named in the error.
+    (``hfx.protocols.config_of(model, "reward")``) and a damaged file is named in the error.
     """
     from transformers import AutoTokenizer
 

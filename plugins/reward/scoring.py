@@ -80,9 +80,9 @@ def score_texts(model: nn.Module, tokenizer: PreTrainedTokenizerBase, texts: Seq
         HfxError: a score that is NaN or infinite (names the text).
     """
     from hfx.errors import HfxError
-    from hfx.protocols import applied
+    from hfx.protocols import config_of
 
-    cfg = next((c for name, c in applied(model) if name == "reward"), None)
+    cfg = config_of(model, "reward")
     max_length = max_length or (cfg.max_length if cfg else 1024)
     append_eos = append_eos if append_eos is not None else (cfg.append_eos if cfg else True)
     if policy_tokenizer is not None and tokenizers_differ(policy_tokenizer, tokenizer):
