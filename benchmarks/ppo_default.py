@@ -219,6 +219,7 @@ def main() -> None:
     args = parser.parse_args()
     load_start = os.getloadavg()[0]
     args.work.mkdir(parents=True, exist_ok=True)
+    RESULTS.mkdir(exist_ok=True)
     report: dict[str, Any] = {"command": "python " + " ".join([Path(sys.argv[0]).as_posix(), *sys.argv[1:]]),
                               "runs": []}
     walls = {int(k): float(v) for k, v in (w.split("=") for w in args.wall)}
@@ -239,14 +240,12 @@ def main() -> None:
                           "before": got["before"], "after": got["after"],
                           "window": args.window, "windows": windows(got["updates"], args.window),
                           "updates": got["updates"]}
-        RESULTS.mkdir(exist_ok=True)
         plot_long(got["updates"], report["long"]["windows"], RESULTS / "ppo_overoptimisation.png")
     for r in report["runs"]:
         given = args.reward_run and r["reward_model_path"]
         r["reward_model"] = (json.loads((args.reward_run / "summary.json").read_text())["after"] if given
                              else reward_model_metrics(r["seed"]))
     report["load"] = [load_start, os.getloadavg()[0]]
-    RESULTS.mkdir(exist_ok=True)
     atomic_write_json(RESULTS / "ppo_default.json", report)
     atomic_write_text(RESULTS / "ppo_default.md", render(report))
     print(render(report))
