@@ -128,7 +128,12 @@ class Recipe:
         raise NotImplementedError
 
     def train(self) -> dict[str, float]:
-        """Train; return final training metrics (e.g. ``{"train_loss": ...}``)."""
+        """Train; return final training metrics (e.g. ``{"train_loss": ...}``).
+
+        A recipe that builds a comparison instead of training (quant's error tables against bitsandbytes, icl's
+        prompt settings) defines ``compare() -> dict[str, float]`` instead; the runner then calls ``compare()``
+        in this step's place, between the evaluations before and after.
+        """
         raise NotImplementedError
 
     def evaluate(self) -> dict[str, float]:

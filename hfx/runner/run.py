@@ -103,7 +103,9 @@ def run(args: list[str], config_file: str | None = None) -> RunResult:
             run_dir.write_json("before.json", before)
             if before:
                 ctx.log({"step": 0, **{f"eval_{k}": v for k, v in before.items()}})
-        train_metrics = recipe.train()
+        # A recipe that builds a comparison instead of training (quant's error tables, icl's prompt settings)
+        # defines `compare()`; the runner calls it where a training recipe's `train()` goes.
+        train_metrics = recipe.compare() if callable(getattr(recipe, "compare", None)) else recipe.train()
         after = recipe.evaluate()
         last_step = getattr(recipe, "total_steps", run_cfg.train.max_steps)  # any class with the four steps works
         ctx.log({"step": last_step, **{f"eval_{k}": v for k, v in after.items()}})
