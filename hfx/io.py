@@ -6,12 +6,15 @@ Replacing an existing folder swaps the two in one ``renameat2(RENAME_EXCHANGE)``
 ``kill -9`` between two renames cannot leave the path empty. A full disk is reported as one line and
 leaves the previous version in place. :func:`load_safetensors` reads a weights file or says, in one line,
 which file is missing, truncated or corrupted; :func:`load_weights_strict` loads one into a module strictly.
+:func:`write_config_marker` / :func:`read_config_marker` write and read the ``hfx_<plugin>.json`` that a
+plugin's saved folder carries beside its weights (the config it was made with).
 """
 
 from __future__ import annotations
 
 import contextlib
 import ctypes
+import dataclasses
 import errno
 import json
 import os
@@ -26,8 +29,8 @@ from hfx.errors import HfxError
 if TYPE_CHECKING:
     from torch import nn
 
-__all__ = ["DiskFullError", "atomic_dir", "atomic_write_json", "atomic_write_text", "cache_root", "load_safetensors",
-           "load_weights_strict"]
+__all__ = ["DiskFullError", "atomic_dir", "atomic_write_json", "atomic_write_text", "cache_root", "config_marker",
+           "has_config_marker", "load_safetensors", "load_weights_strict", "read_config_marker", "write_config_marker"]
 
 _DISK_FULL = (errno.ENOSPC, errno.EFBIG, errno.EDQUOT)
 
@@ -213,3 +216,54 @@ def load_weights_strict(module: nn.Module, folder: str | Path, shape_fix: str, k
     if missing or result.unexpected_keys:
         raise HfxError(f"weights in {folder} do not fit {type(module).__name__}: missing {missing[:4]}, "
                        f"unexpected {result.unexpected_keys[:4]}; {keys_fix}")
+
+
+def config_marker(plugin: str) -> str:
+    """The name of the file that records ``plugin``'s config in a saved folder: ``hfx_<plugin>.json``."""
+    return f"hfx_{plugin}.json"
+
+
+def has_config_marker(folder: str | Path, plugin: str) -> bool:
+    """Whether ``folder`` holds ``plugin``'s config marker (it was written by that plugin's save)."""
+    return (Path(folder) / config_marker(plugin)).is_file()
+
+
+def write_config_marker(folder: str | Path, plugin: str, cfg: Any, cls: type | None = None, **extra: Any) -> None:
+    """Write ``folder/hfx_<plugin>.json`` atomically: the fields of ``cls`` (default ``type(cfg)``) read from ``cfg``.
+
+    Passing the plugin's method config as ``cls`` leaves out what a run's config subclass adds (settings of
+    ``hfx run`` alone, which do not shape the saved model). Without ``extra`` the file is the fields themselves;
+    with it, ``{"config": fields, **extra}`` (e.g. quant's layer table), the two layouts earlier versions wrote.
+
+    Raises:
+        DiskFullError: the disk filled up; a previous marker is left intact.
+    """
+    values = dataclasses.asdict(cfg)
+    fields = {f.name: values[f.name] for f in dataclasses.fields(cls or type(cfg))}
+    atomic_write_json(Path(folder) / config_marker(plugin), {"config": fields, **extra} if extra else fields)
+
+
+def read_config_marker(folder: str | Path, plugin: str, cls: type,
+                       renamed: dict[str, str] | None = None) -> tuple[Any, dict[str, Any]]:
+    """Read what :func:`write_config_marker` wrote: ``(cls(**fields), the file's other entries)``.
+
+    Keys that ``cls`` has no field for are dropped (a run's extra settings, or fields an earlier version had);
+    ``renamed`` maps keys of earlier versions to today's field names (``{"symmetric": "sym"}``).
+
+    Raises:
+        HfxError: the marker is missing or is not a JSON object.
+    """
+    path = Path(folder) / config_marker(plugin)
+    if not path.is_file():
+        raise HfxError(f"{str(folder)!r} has no {path.name}: it was not written by hfx.save with the {plugin} plugin")
+    try:
+        data = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise HfxError(f"{str(path)!r} is not valid JSON ({err}); write the folder again with hfx.save") from err
+    if not isinstance(data, dict):
+        raise HfxError(f"{str(path)!r} holds {type(data).__name__}, not a JSON object; write the folder again")
+    own = {f.name for f in dataclasses.fields(cls)}
+    nested = isinstance(data.get("config"), dict) and "config" not in own  # {"config": fields, **extra}
+    raw, rest = (data["config"], {k: v for k, v in data.items() if k != "config"}) if nested else (data, {})
+    raw = {(renamed or {}).get(k, k): v for k, v in raw.items()}
+    return cls(**{k: v for k, v in raw.items() if k in own}), rest

@@ -7,25 +7,17 @@ records the distillation config (the :class:`DistillConfig` fields: what ``hfx r
 
 from __future__ import annotations
 
-import dataclasses
-import json
 from pathlib import Path
 
 from torch import nn
 
 from hfx.errors import HfxError
-from hfx.io import atomic_write_json
+from hfx.io import config_marker, has_config_marker, read_config_marker, write_config_marker
 from hfx_plugins.distill.config import DistillConfig
 
 __all__ = ["MARKER", "can_load", "load", "save"]
 
-MARKER = "hfx_distill.json"
-
-
-def _method_fields(data: dict) -> dict:
-    """The :class:`DistillConfig` fields of ``data`` (a run config's or an older file's extra keys dropped)."""
-    own = {f.name for f in dataclasses.fields(DistillConfig)}
-    return {k: v for k, v in data.items() if k in own}
+MARKER = config_marker("distill")
 
 
 def save(model: nn.Module, path: Path, cfg: DistillConfig | None = None) -> None:
@@ -46,11 +38,11 @@ def save(model: nn.Module, path: Path, cfg: DistillConfig | None = None) -> None
     path.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(path)
     cfg = cfg or config_of(model, "distill") or DistillConfig()
-    atomic_write_json(path / MARKER, _method_fields(dataclasses.asdict(cfg)))
+    write_config_marker(path, "distill", cfg, DistillConfig)  # a run config's extra fields left out
 
 
 def can_load(path: Path) -> bool:
-    return (Path(path) / MARKER).is_file()
+    return has_config_marker(path, "distill")
 
 
 def load(model: nn.Module, path: Path) -> tuple[nn.Module, DistillConfig]:
@@ -60,7 +52,7 @@ def load(model: nn.Module, path: Path) -> tuple[nn.Module, DistillConfig]:
         HfxError: the student's vocabulary differs from ``model``'s (not the teacher it was distilled from).
     """
     path = Path(path)
-    cfg = DistillConfig(**_method_fields(json.loads((path / MARKER).read_text())))
+    cfg, _ = read_config_marker(path, "distill", DistillConfig)
     student = type(model).from_pretrained(path, use_safetensors=True)
     ours, theirs = student.get_input_embeddings().num_embeddings, model.get_input_embeddings().num_embeddings
     if ours != theirs:

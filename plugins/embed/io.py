@@ -8,20 +8,25 @@ records the embed config, so ``hfx.load(base_model, path)`` can rebuild the embe
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from torch import nn
 
 from hfx.errors import HfxError
-from hfx.io import atomic_write_json, load_weights_strict
+from hfx.io import (
+    config_marker,
+    has_config_marker,
+    load_weights_strict,
+    read_config_marker,
+    write_config_marker,
+)
 from hfx_plugins.embed.config import EmbedConfig
 from hfx_plugins.embed.embedder import Embedder
 from hfx_plugins.embed.stformat import write_modules
 
 __all__ = ["MARKER", "can_load", "load", "save"]
 
-MARKER = "hfx_embed.json"
+MARKER = config_marker("embed")
 
 
 def _saved_module(embedder: Embedder) -> nn.Module:
@@ -51,11 +56,11 @@ def save(model: nn.Module, path: Path) -> None:
     model.tokenizer.save_pretrained(path)
     p = model.pooling
     write_modules(path, dim=model.dim, pooling=p.mode, normalize=p.normalize, max_length=model.limit())
-    atomic_write_json(path / MARKER, {"pooling": p.mode, "normalize": p.normalize, "max_length": model.limit()})
+    write_config_marker(path, "embed", EmbedConfig(pooling=p.mode, normalize=p.normalize, max_length=model.limit()))
 
 
 def can_load(path: Path) -> bool:
-    return (Path(path) / MARKER).is_file()
+    return has_config_marker(path, "embed")
 
 
 def load(model: nn.Module, path: Path) -> tuple[Embedder, EmbedConfig]:
@@ -68,7 +73,7 @@ def load(model: nn.Module, path: Path) -> tuple[Embedder, EmbedConfig]:
     from hfx_plugins.embed.apply import _tokenizer_from, apply
 
     path = Path(path)
-    cfg = EmbedConfig(**json.loads((path / MARKER).read_text()))
+    cfg, _ = read_config_marker(path, "embed", EmbedConfig)
     embedder = apply(model, cfg)
     embedder.tokenizer = _tokenizer_from(path) or embedder.tokenizer
     target = _saved_module(embedder)

@@ -8,22 +8,26 @@ only: what ``hfx run`` alone uses does not shape the model) so :func:`load` can 
 
 from __future__ import annotations
 
-import dataclasses
-import json
 from pathlib import Path
 
 from torch import nn
 from transformers import AutoModelForSequenceClassification
 
 from hfx.errors import HfxError
-from hfx.io import atomic_write_json, load_weights_strict
+from hfx.io import (
+    config_marker,
+    has_config_marker,
+    load_weights_strict,
+    read_config_marker,
+    write_config_marker,
+)
 from hfx_plugins.finetune.apply import apply
 from hfx_plugins.finetune.config import FinetuneConfig
 from hfx_plugins.finetune.heads import SequenceClassifier
 
 __all__ = ["MARKER", "can_load", "load", "save", "to_transformers"]
 
-MARKER = "hfx_finetune.json"
+MARKER = config_marker("finetune")
 
 
 def to_transformers(model: SequenceClassifier) -> nn.Module:
@@ -42,12 +46,6 @@ def to_transformers(model: SequenceClassifier) -> nn.Module:
     return hf.eval()
 
 
-def _method_fields(data: dict) -> dict:
-    """The :class:`FinetuneConfig` fields of ``data`` (a run config's or an older file's extra keys dropped)."""
-    own = {f.name for f in dataclasses.fields(FinetuneConfig)}
-    return {k: v for k, v in data.items() if k in own}
-
-
 def save(model: nn.Module, path: Path, cfg: FinetuneConfig | None = None) -> None:
     """Write ``model`` with ``save_pretrained`` (safetensors) plus the plugin config.
 
@@ -60,11 +58,11 @@ def save(model: nn.Module, path: Path, cfg: FinetuneConfig | None = None) -> Non
     from hfx.protocols import config_of
 
     cfg = cfg or config_of(model, "finetune") or FinetuneConfig()
-    atomic_write_json(path / MARKER, _method_fields(dataclasses.asdict(cfg)))
+    write_config_marker(path, "finetune", cfg, FinetuneConfig)  # a run config's extra fields left out
 
 
 def can_load(path: Path) -> bool:
-    return (Path(path) / MARKER).is_file()
+    return has_config_marker(path, "finetune")
 
 
 def load(model: nn.Module, path: Path) -> tuple[nn.Module, FinetuneConfig]:
@@ -74,7 +72,7 @@ def load(model: nn.Module, path: Path) -> tuple[nn.Module, FinetuneConfig]:
         HfxError: a missing, truncated or corrupted weights file, a saved weight of another shape, or weights
             missing from / unknown to the model (``model`` is not the base the folder was trained from).
     """
-    cfg = FinetuneConfig(**_method_fields(json.loads((Path(path) / MARKER).read_text())))
+    cfg, _ = read_config_marker(path, "finetune", FinetuneConfig)
     model = apply(model, cfg)
     load_weights_strict(model, path, "load onto the base model the weights were trained from",
                         "load them onto the base model they were trained from")

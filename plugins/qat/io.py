@@ -9,14 +9,12 @@ packed model (not the fake-quantized one).
 from __future__ import annotations
 
 import copy
-import dataclasses
-import json
 from pathlib import Path
 
 from torch import nn
 
 from hfx import registry
-from hfx.io import atomic_write_json
+from hfx.io import config_marker, has_config_marker, read_config_marker, write_config_marker
 from hfx.protocols import config_of, forget, record
 from hfx_plugins.qat.config import QatConfig
 from hfx_plugins.qat.fake import convert
@@ -24,7 +22,7 @@ from hfx_plugins.quant import QuantConfig
 
 __all__ = ["MARKER", "as_quant_config", "can_load", "load", "save", "save_packed"]
 
-MARKER = "hfx_qat.json"
+MARKER = config_marker("qat")
 
 
 def as_quant_config(cfg: QatConfig) -> QuantConfig:
@@ -53,13 +51,12 @@ def save(model: nn.Module, path: Path, cfg: QatConfig | None = None) -> None:
     """
     cfg = cfg or config_of(model, "qat") or QatConfig()
     save_packed(convert(copy.deepcopy(model)), Path(path), cfg)
-    fields = {f.name: getattr(cfg, f.name) for f in dataclasses.fields(QatConfig)}  # not a run's extra fields
-    atomic_write_json(Path(path) / MARKER, fields)
+    write_config_marker(path, "qat", cfg, QatConfig)  # not a run's extra fields
 
 
 def can_load(path: Path) -> bool:
     """Whether ``path`` was written by :func:`save` (it holds ``hfx_qat.json``)."""
-    return (Path(path) / MARKER).is_file()
+    return has_config_marker(path, "qat")
 
 
 def load(model: nn.Module, path: Path) -> tuple[nn.Module, QatConfig]:
@@ -69,7 +66,6 @@ def load(model: nn.Module, path: Path) -> tuple[nn.Module, QatConfig]:
         HfxError: what ``quant``'s load raises (a model that does not fit the saved layers).
     """
     model, _ = registry.get("quant").load(model, Path(path))
-    known = {f.name for f in dataclasses.fields(QatConfig)}  # folders from before the run-only fields moved out
-    meta = json.loads((Path(path) / MARKER).read_text())
-    meta = {"sym" if k == "symmetric" else k: v for k, v in meta.items()}  # the key of earlier hfx versions
-    return model, QatConfig(**{k: v for k, v in meta.items() if k in known})
+    # folders from before the run-only fields moved out (extra keys dropped) and their key "symmetric"
+    cfg, _ = read_config_marker(path, "qat", QatConfig, renamed={"symmetric": "sym"})
+    return model, cfg

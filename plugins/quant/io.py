@@ -14,8 +14,6 @@ never holds the fp32 weights: that is what makes loading a 4-bit model take less
 
 from __future__ import annotations
 
-import dataclasses
-import json
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +22,7 @@ from safetensors.torch import save_file
 from torch import nn
 
 from hfx.errors import HfxError
-from hfx.io import atomic_write_json, load_safetensors
+from hfx.io import config_marker, has_config_marker, load_safetensors, read_config_marker, write_config_marker
 from hfx.protocols import base_path, base_state_dict, config_of, record
 from hfx_plugins.quant.apply import check_not_quantized, quantized_layers, set_module
 from hfx_plugins.quant.config import QuantConfig
@@ -32,7 +30,7 @@ from hfx_plugins.quant.layer import QuantLinear
 
 __all__ = ["MARKER", "WEIGHTS", "can_load", "load", "load_quantized", "save"]
 
-MARKER = "hfx_quant.json"
+MARKER = config_marker("quant")
 WEIGHTS = "model.safetensors"
 _RENAMED = {"symmetric": "sym", "damp": "damp_percent"}  # config keys of earlier hfx versions
 
@@ -76,13 +74,12 @@ def save(model: nn.Module, path: Path, cfg: QuantConfig | None = None) -> None:
     if hasattr(model, "config") and hasattr(model.config, "to_json_file"):
         model.config.to_json_file(str(path / "config.json"))
     # QuantConfig's fields only: a run's section (QuantRunConfig) also holds the recipe's table settings
-    fields = {f.name: getattr(cfg, f.name) for f in dataclasses.fields(QuantConfig)}
-    atomic_write_json(path / MARKER, {"config": fields, "layers": spec, "tied": tied})
+    write_config_marker(path, "quant", cfg, QuantConfig, layers=spec, tied=tied)
 
 
 def can_load(path: Path) -> bool:
     """Whether ``path`` is a folder written by :func:`save` (it holds ``hfx_quant.json``)."""
-    return (Path(path) / MARKER).is_file()
+    return has_config_marker(path, "quant")
 
 
 def load(model: nn.Module, path: Path) -> tuple[nn.Module, QuantConfig]:
@@ -100,7 +97,8 @@ def load(model: nn.Module, path: Path) -> tuple[nn.Module, QuantConfig]:
             unexpected key shows that it is not the architecture the folder was saved from.
     """
     path = Path(path)
-    meta = json.loads((path / MARKER).read_text())
+    # Folders written before the run-only fields moved out and before the GPTQConfig names: kept readable.
+    cfg, meta = read_config_marker(path, "quant", QuantConfig, renamed=_RENAMED)
     check_not_quantized(model)
     for name, spec in meta["layers"].items():
         try:
@@ -125,10 +123,7 @@ def load(model: nn.Module, path: Path) -> tuple[nn.Module, QuantConfig]:
         raise HfxError(f"{path} does not fit {type(model).__name__}: missing {missing[:4]}, "
                        f"unexpected {result.unexpected_keys[:4]}; load onto the base model it was made from")
     model.eval()
-    # Folders written before the run-only fields moved out and before the GPTQConfig names: kept readable.
-    raw = {_RENAMED.get(k, k): v for k, v in meta["config"].items()}
-    known = {f.name for f in dataclasses.fields(QuantConfig)}
-    return model, QuantConfig(**{k: v for k, v in raw.items() if k in known})
+    return model, cfg
 
 
 def load_quantized(path: str | Path, **model_kwargs: Any) -> nn.Module:

@@ -22,8 +22,6 @@ Two things make transformers' own pooling agree with hfx's attention-mask poolin
 from __future__ import annotations
 
 import copy
-import dataclasses
-import json
 from pathlib import Path
 
 import torch
@@ -31,14 +29,20 @@ from torch import nn
 from transformers import AutoModelForSequenceClassification, PreTrainedTokenizerBase
 
 from hfx.errors import HfxError
-from hfx.io import atomic_write_json, load_weights_strict
+from hfx.io import (
+    config_marker,
+    has_config_marker,
+    load_weights_strict,
+    read_config_marker,
+    write_config_marker,
+)
 from hfx_plugins.reward.apply import apply
 from hfx_plugins.reward.config import RewardConfig
 from hfx_plugins.reward.head import RewardModel
 
 __all__ = ["MARKER", "can_load", "distinct_pad_token", "load", "load_reward_model", "save", "to_transformers"]
 
-MARKER = "hfx_reward.json"
+MARKER = config_marker("reward")
 
 
 def distinct_pad_token(tokenizer: PreTrainedTokenizerBase) -> str | None:
@@ -84,8 +88,7 @@ def save(model: nn.Module, path: Path, cfg: RewardConfig | None = None,
         hf.config.pad_token_id = None
     hf.config.reward_shift = float(model.shift)
     hf.save_pretrained(path)
-    fields = {f.name: getattr(cfg, f.name) for f in dataclasses.fields(RewardConfig)}
-    atomic_write_json(path / MARKER, {"config": fields, "reward_shift": float(model.shift)})
+    write_config_marker(path, "reward", cfg, RewardConfig, reward_shift=float(model.shift))
 
 
 def _copy_with_pad(tokenizer: PreTrainedTokenizerBase, pad: str | None) -> PreTrainedTokenizerBase:
@@ -96,7 +99,7 @@ def _copy_with_pad(tokenizer: PreTrainedTokenizerBase, pad: str | None) -> PreTr
 
 
 def can_load(path: Path) -> bool:
-    return (Path(path) / MARKER).is_file()
+    return has_config_marker(path, "reward")
 
 
 def load(model: nn.Module, path: Path) -> tuple[RewardModel, RewardConfig]:
@@ -106,8 +109,7 @@ def load(model: nn.Module, path: Path) -> tuple[RewardModel, RewardConfig]:
         HfxError: a missing, truncated or corrupted weights file, weights of another shape, or weights missing
             from / unknown to the model.
     """
-    meta = json.loads((Path(path) / MARKER).read_text())
-    cfg = RewardConfig(**{k: v for k, v in meta["config"].items() if k in {f.name for f in dataclasses.fields(RewardConfig)}})
+    cfg, meta = read_config_marker(path, "reward", RewardConfig)
     reward = apply(model, cfg)
     load_weights_strict(reward, path, "load onto the backbone the reward model was trained from",
                         "load them onto the backbone they were trained from")
