@@ -4,12 +4,18 @@ Every model has hidden size 32, 2 layers, 4 heads, MLP width 64 and at most 128 
 vocabulary is the tiny word-level tokenizer below (1024 entries: special tokens, punctuation, digits and
 the most frequent lower-cased words of Python's own documentation, ``pydoc_data.topics``). The same seed
 gives the same weights, and building a model leaves the global torch RNG untouched.
+
+:func:`reference_twin` adapts one tiny model with an hfx plugin and a copy of it with peft, from the same RNG
+state (the parity tests and ``hfx validate`` compare the two); :func:`adapt_with` is its one-library step,
+which the benchmarks use on real models.
 """
 
 from __future__ import annotations
 
+import copy
 import functools
 import re
+import warnings
 from collections import Counter
 from pathlib import Path
 from typing import Any, Literal
@@ -34,7 +40,10 @@ from transformers import (
 from hfx.errors import HfxError, did_you_mean
 
 __all__ = [
+    "PEFT_TASK_TYPES",
     "VOCAB_SIZE",
+    "adapt_with",
+    "reference_twin",
     "save_tiny_model",
     "tiny_bert",
     "tiny_gpt2",
@@ -225,3 +234,77 @@ def save_tiny_model(
     model.save_pretrained(path, safe_serialization=True)
     tokenizer.save_pretrained(path)
     return path
+
+
+# tiny model's task -> peft's task_type (the PeftModel subclass get_peft_model wraps it in)
+PEFT_TASK_TYPES: dict[str, str] = {"causal-lm": "CAUSAL_LM", "seq2seq-lm": "SEQ_2_SEQ_LM",
+                                   "sequence-classification": "SEQ_CLS", "base": "FEATURE_EXTRACTION"}
+
+
+def adapt_with(library: Literal["hfx", "peft"], model: PreTrainedModel, plugin: str, peft_config: type,
+               task_type: str, seed: int = 0, **fields: Any) -> Any:
+    """``model`` adapted by one library, right after ``torch.manual_seed(seed)``.
+
+    hfx: ``hfx.apply(model, plugin, **fields)``; peft: ``get_peft_model(model, peft_config(task_type=task_type,
+    **fields))``. hfx's plugins name their fields as peft does, so the same ``fields`` configure both, and from
+    the same seed both draw the same initial weights. The global torch RNG is left seeded (a benchmark's run
+    continues from it); :func:`reference_twin` restores the caller's.
+
+    Args:
+        library: ``"hfx"`` or ``"peft"``.
+        model: The model to adapt (in place, as both libraries do).
+        plugin: The hfx plugin (``"lora"``, ``"prefix_tuning"``, ...).
+        peft_config: peft's config class for the same method (``peft.LoraConfig``, ...).
+        task_type: peft's task type (``CAUSAL_LM``, ``SEQ_2_SEQ_LM``, ``SEQ_CLS``, ...); hfx infers its own.
+        seed: Seed of torch's RNG before adapting.
+
+    Raises:
+        HfxError: an unknown ``library``, or what ``hfx.apply`` raises for the fields.
+    """
+    if library not in ("hfx", "peft"):
+        raise HfxError(f"unknown library '{library}'; choose hfx or peft")
+    torch.manual_seed(seed)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)  # transformers' renames, read by peft
+        warnings.filterwarnings("ignore", ".*fan_in_fan_out", UserWarning)  # peft's note on GPT-2's Conv1D
+        if library == "hfx":
+            import hfx
+
+            return hfx.apply(model, plugin, **fields)
+        from peft import get_peft_model
+
+        return get_peft_model(model, peft_config(task_type=task_type, **fields))
+
+
+def reference_twin(
+    family: str, plugin: str, peft_config: type, seed: int = 0, *, task: str = "auto",
+    dropout: float | None = None, **fields: Any,
+) -> tuple[PreTrainedModel, Any, PreTrainedTokenizerFast]:
+    """``(hfx model, peft model, tokenizer)``: one tiny model adapted by hfx and a deep copy of it by peft.
+
+    Each library adapts from torch's RNG seeded with ``seed`` (:func:`adapt_with`), so both draw the same initial
+    weights; the caller's RNG state is restored afterwards. Fields left out take each library's default: for
+    LoRA's ``target_modules`` that is peft's table, ``TRANSFORMERS_MODELS_TO_LORA_TARGET_MODULES_MAPPING`` in
+    ``peft.utils.constants`` (gpt2: c_attn; llama: q_proj, v_proj; bert: query, value; t5: q, v), which hfx's
+    lora follows. peft's task type comes from the tiny model's task (:data:`PEFT_TASK_TYPES`).
+
+    Args:
+        family: bert, llama, gpt2 or t5 (:func:`tiny_model`).
+        plugin: The hfx plugin (``"lora"``, ``"prefix_tuning"``, ``"prompt_tuning"``).
+        peft_config: peft's config class for the same method (``peft.LoraConfig``, ...).
+        seed: Seed of torch's RNG before each library adapts its copy (the base model is always seed 0).
+        task: The tiny model's task ("auto": the family's main one).
+        dropout: Every dropout probability of the base model (e.g. 0.0 for training side by side); None keeps
+            the family's defaults.
+        **fields: The plugin's config fields, named as peft names them.
+
+    Raises:
+        HfxError: what :func:`tiny_model` raises, and what ``hfx.apply`` raises for the fields.
+    """
+    base, tokenizer = tiny_model(family, task, dropout=dropout)
+    task_type = PEFT_TASK_TYPES[task if task != "auto" else _FAMILY_TASKS[family][0]]
+    twin = copy.deepcopy(base)
+    with torch.random.fork_rng(devices=[]):
+        ours = adapt_with("hfx", base, plugin, peft_config, task_type, seed, **fields)
+        theirs = adapt_with("peft", twin, plugin, peft_config, task_type, seed, **fields)
+    return ours, theirs, tokenizer

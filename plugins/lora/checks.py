@@ -1,90 +1,67 @@
 """``hfx validate plugin=lora``: hfx's LoRA against peft's on tiny random models (seconds, no download).
 
-Each check adapts one tiny model with hfx and a copy of it with peft, from the same RNG state, and returns
-the largest difference: of the initial A and B, of the outputs once both share the same random adapter
-weights, of outputs across the two libraries' save/load, of losses over 20 AdamW steps (relative), of the
-trainable parameter counts, and of merged models.
+Each check adapts one tiny model with hfx and a copy of it with peft from the same RNG state
+(:func:`hfx.testing.reference_twin`; both libraries' default target modules, peft's table) and returns the
+largest difference: of the initial A and B, of the outputs once both share the same random adapter weights, of
+outputs across the two libraries' save/load, of losses over 20 AdamW steps (relative), of the trainable
+parameter counts, and of merged models.
 """
 
 from __future__ import annotations
 
-import copy
-import tempfile
-import warnings
 from typing import Any
 
 import torch
 from torch import nn
 
 from hfx import parity
+from hfx.data.collate import IGNORE_INDEX
+from hfx.parity import batch, logits
 from hfx.validate import Check
+from hfx_plugins.lora.inject import DEFAULT_TARGETS
 
-__all__ = ["checks"]
+__all__ = ["checks", "lora_tensors", "randomize"]
 
 TOL = 1e-5  # fp32 outputs: the same sums in a different order differ by rounding only
-_TARGETS = {"llama": ["q_proj", "v_proj"], "gpt2": ["c_attn"], "bert": ["query", "value"], "t5": ["q", "v"]}
-_TASKS = {"llama": "CAUSAL_LM", "gpt2": "CAUSAL_LM", "bert": "SEQ_CLS", "t5": "SEQ_2_SEQ_LM"}
-_TEXTS = ["the function returns a new list of values", "a class may define its own methods"]
 
 
 def _pair(family: str, **fields: Any) -> tuple[nn.Module, nn.Module, Any]:
-    from peft import LoraConfig, get_peft_model
+    from peft import LoraConfig
 
-    import hfx
-    from hfx.testing import tiny_model
+    from hfx.testing import reference_twin
 
-    base, tok = tiny_model(family)
-    twin = copy.deepcopy(base)
-    fields.setdefault("target_modules", _TARGETS[family])
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(0)
-        ours = hfx.apply(base, "lora", **fields)
-        torch.manual_seed(0)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # peft's note that Conv1D needs fan_in_fan_out
-            theirs = get_peft_model(twin, LoraConfig(task_type=_TASKS[family], **fields))
-    return ours, theirs, tok
+    return reference_twin(family, "lora", LoraConfig, **fields)
 
 
-def _tensors(model: nn.Module) -> dict[str, torch.Tensor]:
-    return {k.removeprefix("base_model.model."): v for k, v in model.state_dict().items() if "lora_" in k}
+def lora_tensors(model: nn.Module) -> dict[str, torch.Tensor]:
+    """The adapter's tensors (``lora_*`` and ``modules_to_save``) by hfx's key (peft's ``base_model.model.`` removed)."""
+    return {k.removeprefix("base_model.model."): v for k, v in model.state_dict().items()
+            if "lora_" in k or "modules_to_save" in k}
 
 
 @torch.no_grad()
-def _randomize(*models: nn.Module) -> None:
-    g = torch.Generator().manual_seed(1)
-    maps = [_tensors(m) for m in models]
-    for key in sorted(maps[0]):
-        noise = torch.randn(maps[0][key].shape, generator=g) * 0.1
-        for m in maps:
-            m[key].add_(noise)
-
-
-def _batch(tok: Any, family: str) -> dict[str, torch.Tensor]:
-    enc = dict(tok(_TEXTS, padding=True, return_tensors="pt"))
-    enc.pop("token_type_ids", None)
-    if family == "t5":
-        enc["decoder_input_ids"] = enc["input_ids"][:, :4]
-    return enc
-
-
-def _out(model: nn.Module, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
-    model.eval()
-    with torch.no_grad():
-        return model(**inputs).logits
+def randomize(*models: nn.Module, seed: int = 1, scale: float = 0.1) -> None:
+    """Add the same N(0, scale^2) noise to the adapter tensors of every model, key by key in sorted order, from a
+    generator seeded ``seed`` (B starts at zero: without this the adapters would not change the outputs)."""
+    tensors = [lora_tensors(m) for m in models]
+    g = torch.Generator().manual_seed(seed)
+    for key in sorted(tensors[0]):
+        noise = torch.randn(tensors[0][key].shape, generator=g) * scale
+        for t in tensors:
+            t[key].add_(noise)
 
 
 def _init(family: str) -> float:
     ours, theirs, _ = _pair(family, r=4)
-    a, b = _tensors(ours), _tensors(theirs)
+    a, b = lora_tensors(ours), lora_tensors(theirs)
     return max((a[k] - b[k]).abs().max().item() for k in a) if a.keys() == b.keys() else float("inf")
 
 
 def _outputs(family: str, **fields: Any) -> float:
     ours, theirs, tok = _pair(family, r=4, lora_alpha=8, **fields)
-    _randomize(ours, theirs)
-    x = _batch(tok, family)
-    return (_out(ours, x) - _out(theirs, x)).abs().max().item()
+    randomize(ours, theirs)
+    x = batch(tok, family)
+    return (logits(ours, x) - logits(theirs, x)).abs().max().item()
 
 
 def _counts(family: str) -> float:
@@ -95,33 +72,26 @@ def _counts(family: str) -> float:
 
 
 def _hfx_to_peft(family: str) -> float:
-    from peft import PeftModel
-
-    import hfx
     from hfx.testing import tiny_model
 
     ours, _, tok = _pair(family, r=4, use_dora=True)
-    _randomize(ours)
-    x = _batch(tok, family)
-    with tempfile.TemporaryDirectory() as tmp:
-        hfx.save(ours, tmp)
-        theirs = PeftModel.from_pretrained(tiny_model(family)[0], tmp)
-        return (_out(ours, x) - _out(theirs, x)).abs().max().item()
+    randomize(ours)
+    return parity.hfx_to_peft_gap(ours, tiny_model(family)[0], batch(tok, family))
 
 
 def _peft_to_hfx(family: str) -> float:
     from hfx.testing import tiny_model
 
     _, theirs, tok = _pair(family, r=4)
-    _randomize(theirs)
-    return parity.peft_to_hfx_gap(theirs, tiny_model(family)[0], _batch(tok, family))
+    randomize(theirs)
+    return parity.peft_to_hfx_gap(theirs, tiny_model(family)[0], batch(tok, family))
 
 
 def _training(**fields: Any) -> float:
     """Largest relative difference of the losses over 20 AdamW steps on one fixed batch."""
     ours, theirs, tok = _pair("llama", r=4, lora_alpha=8, **fields)
-    x = _batch(tok, "llama")
-    x["labels"] = x["input_ids"].masked_fill(x["attention_mask"] == 0, -100)
+    x = batch(tok, "llama")
+    x["labels"] = x["input_ids"].masked_fill(x["attention_mask"] == 0, IGNORE_INDEX)
     return parity.training_gap((ours, theirs), x, steps=20)
 
 
@@ -129,15 +99,16 @@ def _merged(family: str) -> float:
     from hfx_plugins.lora.model import merge_and_unload
 
     ours, theirs, tok = _pair(family, r=4, use_dora=True)
-    _randomize(ours, theirs)
-    x = _batch(tok, family)
-    return (_out(merge_and_unload(ours), x) - _out(theirs.merge_and_unload(), x)).abs().max().item()
+    randomize(ours, theirs)
+    x = batch(tok, family)
+    return (logits(merge_and_unload(ours), x) - logits(theirs.merge_and_unload(), x)).abs().max().item()
 
 
 def checks() -> list[Check]:
     out = [Check("initial A and B, same seed (llama)", "peft", 0.0, lambda: _init("llama"))]
-    for fam in ("bert", "llama", "gpt2", "t5"):
-        out.append(Check(f"outputs, {fam} ({', '.join(_TARGETS[fam])})", "peft", TOL, lambda f=fam: _outputs(f)))
+    for fam in ("bert", "llama", "gpt2", "t5"):  # the tiny families' model types, keys of peft's table
+        label = f"outputs, {fam} ({', '.join(DEFAULT_TARGETS[fam])})"
+        out.append(Check(label, "peft", TOL, lambda f=fam: _outputs(f)))
     out += [
         Check("outputs, llama DoRA", "peft", TOL, lambda: _outputs("llama", use_dora=True)),
         Check("outputs, gpt2 Conv1D rsLoRA", "peft", TOL, lambda: _outputs("gpt2", use_rslora=True)),

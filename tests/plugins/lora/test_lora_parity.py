@@ -61,7 +61,9 @@ def _train(model: torch.nn.Module, inputs: dict, steps: int = 20) -> list[float]
 
 @pytest.mark.parametrize(("family", "variant"), [
     ("llama", {}), ("llama", {"use_rslora": True}), ("llama", {"use_dora": True}),
-    ("llama", {"lora_dropout": 0.1}), ("gpt2", {"use_dora": True}),
+    ("llama", {"lora_dropout": 0.1}),
+    # beyond peft's default c_attn (Conv1D 32 -> 96): c_proj, also Conv1D, 32 -> 32 and 64 -> 32 (in > out)
+    ("gpt2", {"use_dora": True, "target_modules": ["c_attn", "c_proj"]}),
 ])
 def test_twenty_training_steps_match_peft(family: str, variant: dict) -> None:
     ours, theirs, tok = pair(family, r=4, lora_alpha=8, **variant)
