@@ -15,17 +15,18 @@ __all__ = ["DistillationTrainer", "HfxError", "PPOTrainer", "RewardTrainer", "ap
 __version__ = "0.1.0"
 
 # Names imported on first use: they pull in torch and transformers, which would make every `hfx` command
-# (even `hfx plugins` or a one-line input error) pay seconds of imports before it starts.
+# (even `hfx plugins` or a one-line input error) pay seconds of imports before it starts. The plugin names
+# are each plugin's public names (the `__all__` of hfx_plugins.<name>), never its internals.
 _LAZY = {
     "apply": "hfx.api",
     "load": "hfx.api",
     "save": "hfx.api",
-    "DistillationTrainer": "hfx_plugins.distill.trainer",
-    "make_student": "hfx_plugins.distill.student",
-    "embed": "hfx_plugins.embed.apply",
-    "PPOTrainer": "hfx_plugins.ppo.trainer",
-    "RewardTrainer": "hfx_plugins.reward.trainer",
-    "rankings_to_pairs": "hfx_plugins.reward.data",
+    "DistillationTrainer": "hfx_plugins.distill",
+    "make_student": "hfx_plugins.distill",
+    "embed": "hfx_plugins.embed",
+    "PPOTrainer": "hfx_plugins.ppo",
+    "RewardTrainer": "hfx_plugins.reward",
+    "rankings_to_pairs": "hfx_plugins.reward",
 }
 
 

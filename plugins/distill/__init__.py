@@ -14,42 +14,21 @@ Lives in ``plugins/distill/`` (installed as ``hfx_plugins.distill``); see its RE
 imports no torch: the public names below are loaded from their modules on first use.
 """
 
-from pathlib import Path
-
-from hfx.registry import Plugin, lazy, lazy_exports
+from hfx.registry import Plugin, export_names, lazy_exports
 from hfx_plugins.distill.config import DistillConfig, DistillRunConfig
 
-_EXPORTS = {
-    "DistillRecipe": "hfx_plugins.distill.recipe",
-    "DistillationObjective": "hfx_plugins.distill.objective",
-    "DistillationTrainer": "hfx_plugins.distill.trainer",
-    "cache_teacher_outputs": "hfx_plugins.distill.cache",
-    "kd_loss": "hfx_plugins.distill.losses",
-    "make_student": "hfx_plugins.distill.student",
+_EXPORTS = {  # module beside this file -> the public names it defines, imported on first use
+    ".cache": ("cache_teacher_outputs",),
+    ".losses": ("kd_loss",),
+    ".objective": ("DistillationObjective",),
+    ".recipe": ("DistillRecipe",),
+    ".student": ("make_student",),
+    ".trainer": ("DistillationTrainer",),
 }
 __getattr__ = lazy_exports(__name__, _EXPORTS)
+__all__ = ["DistillConfig", "DistillRunConfig", "plugin", *export_names(_EXPORTS)]
 
-__all__ = [
-    "DistillConfig",
-    "DistillRecipe",
-    "DistillRunConfig",
-    "DistillationObjective",
-    "DistillationTrainer",
-    "cache_teacher_outputs",
-    "kd_loss",
-    "make_student",
-    "plugin",
-]
-
-plugin = Plugin(
-    name="distill",
-    description="Knowledge distillation into a shallower student: hfx.make_student(teacher), hfx.DistillationTrainer",
-    config_cls=DistillConfig,
-    run_config_cls=DistillRunConfig,
-    recipe=lazy("hfx_plugins.distill.recipe:DistillRecipe"),
-    checks=lazy("hfx_plugins.distill.checks:checks"),
-    save=lazy("hfx_plugins.distill.io:save"),
-    load=lazy("hfx_plugins.distill.io:load"),
-    can_load=lazy("hfx_plugins.distill.io:can_load"),
-    presets_dir=Path(__file__).parent / "configs",
-)
+plugin = Plugin(name="distill", package=__name__, config_cls=DistillConfig, run_config_cls=DistillRunConfig,
+                recipe="DistillRecipe", apply=None,  # the student is a new model (make_student): no hfx.apply
+                description="Knowledge distillation into a shallower student: hfx.make_student(teacher), "
+                            "hfx.DistillationTrainer")

@@ -12,43 +12,18 @@ Lives in ``plugins/finetune/`` (installed as ``hfx_plugins.finetune``); see its 
 imports no torch: the public names below are loaded from their modules on first use.
 """
 
-from pathlib import Path
-
-from hfx.registry import Plugin, lazy, lazy_exports
+from hfx.registry import Plugin, export_names, lazy_exports
 from hfx_plugins.finetune.config import FinetuneConfig, FinetuneRunConfig
 
-_EXPORTS = {
-    "FinetuneRecipe": "hfx_plugins.finetune.recipe",
-    "SequenceClassifier": "hfx_plugins.finetune.heads",
-    "causal_lm_loss": "hfx_plugins.finetune.losses",
-    "classification_loss": "hfx_plugins.finetune.losses",
-    "seq2seq_loss": "hfx_plugins.finetune.losses",
-    "to_transformers": "hfx_plugins.finetune.io",
+_EXPORTS = {  # module beside this file -> the public names it defines, imported on first use
+    ".heads": ("SequenceClassifier",),
+    ".io": ("to_transformers",),
+    ".losses": ("causal_lm_loss", "classification_loss", "seq2seq_loss"),
+    ".recipe": ("FinetuneRecipe",),
 }
 __getattr__ = lazy_exports(__name__, _EXPORTS)
+__all__ = ["FinetuneConfig", "FinetuneRunConfig", "plugin", *export_names(_EXPORTS)]
 
-__all__ = [
-    "FinetuneConfig",
-    "FinetuneRecipe",
-    "FinetuneRunConfig",
-    "SequenceClassifier",
-    "causal_lm_loss",
-    "classification_loss",
-    "plugin",
-    "seq2seq_loss",
-    "to_transformers",
-]
-
-plugin = Plugin(
-    name="finetune",
-    description="Full fine-tuning with a task head: classification, causal LM or seq2seq",
-    config_cls=FinetuneConfig,
-    run_config_cls=FinetuneRunConfig,
-    apply=lazy("hfx_plugins.finetune.apply:apply"),
-    recipe=lazy("hfx_plugins.finetune.recipe:FinetuneRecipe"),
-    checks=lazy("hfx_plugins.finetune.checks:checks"),
-    save=lazy("hfx_plugins.finetune.io:save"),
-    load=lazy("hfx_plugins.finetune.io:load"),
-    can_load=lazy("hfx_plugins.finetune.io:can_load"),
-    presets_dir=Path(__file__).parent / "configs",
-)
+plugin = Plugin(name="finetune", package=__name__, config_cls=FinetuneConfig,
+                run_config_cls=FinetuneRunConfig, recipe="FinetuneRecipe",
+                description="Full fine-tuning with a task head: classification, causal LM or seq2seq")

@@ -11,45 +11,26 @@
 ``load``. Importing this package imports no torch: the public names below load on first use.
 """
 
-from pathlib import Path
-
-from hfx.registry import Plugin, lazy, lazy_exports
+from hfx.registry import Plugin, export_names, lazy_exports
 from hfx_plugins.icl.config import IclConfig, IclRunConfig
 
-_EXPORTS = {
-    "ChoiceResult": "hfx_plugins.icl.scoring",
-    "ClassificationTask": "hfx_plugins.icl.tasks",
-    "CotTask": "hfx_plugins.icl.tasks",
-    "IclRecipe": "hfx_plugins.icl.recipe",
-    "Template": "hfx_plugins.icl.prompts",
-    "build_prompt": "hfx_plugins.icl.prompts",
-    "chat_prompt": "hfx_plugins.icl.prompts",
-    "classification_prompts": "hfx_plugins.icl.tasks",
-    "embed_texts": "hfx_plugins.icl.selection",
-    "encode_pair": "hfx_plugins.icl.scoring",
-    "evaluate_classification": "hfx_plugins.icl.tasks",
-    "evaluate_cot": "hfx_plugins.icl.tasks",
-    "extract_answer": "hfx_plugins.icl.cot",
-    "fit_prompt": "hfx_plugins.icl.prompts",
-    "generate_answers": "hfx_plugins.icl.cot",
-    "load_classification_task": "hfx_plugins.icl.tasks",
-    "load_cot_task": "hfx_plugins.icl.tasks",
-    "loglikelihood": "hfx_plugins.icl.scoring",
-    "score_choices": "hfx_plugins.icl.scoring",
-    "select_examples": "hfx_plugins.icl.selection",
-    "self_consistency": "hfx_plugins.icl.cot",
+_EXPORTS = {  # module beside this file -> the public names it defines, imported on first use
+    ".cot": ("extract_answer", "generate_answers", "self_consistency"),
+    ".prompts": ("Template", "build_prompt", "chat_prompt", "fit_prompt"),
+    ".recipe": ("IclRecipe",),
+    "hfx.scoring": ("ChoiceResult", "encode_pair", "loglikelihood", "score_choices"),  # the core scorer, re-exported
+    ".selection": ("embed_texts", "select_examples"),
+    ".tasks": (
+        "ClassificationTask", "CotTask", "classification_prompts", "evaluate_classification", "evaluate_cot",
+        "load_classification_task", "load_cot_task",
+    ),
 }
 __getattr__ = lazy_exports(__name__, _EXPORTS)
+__all__ = ["IclConfig", "IclRunConfig", "plugin", *export_names(_EXPORTS)]
 
-__all__ = ["IclConfig", "IclRunConfig", "plugin", *sorted(_EXPORTS)]
-
-plugin = Plugin(
-    name="icl",
-    description="In-context learning: zero/few-shot prompts (random, first-n, balanced, kNN examples), "
-    "lm-eval-style log-likelihood scoring, chain of thought and self-consistency",
-    config_cls=IclConfig,
-    run_config_cls=IclRunConfig,
-    recipe=lazy("hfx_plugins.icl.recipe:IclRecipe"),
-    checks=lazy("hfx_plugins.icl.checks:checks"),
-    presets_dir=Path(__file__).parent / "configs",
-)
+plugin = Plugin(name="icl", package=__name__, config_cls=IclConfig, run_config_cls=IclRunConfig,
+                recipe="IclRecipe", requires=("embed",),  # kNN selection embeds with hfx_plugins.embed.embed
+                apply=None, save=None,  # ICL changes no weights: no apply.py, no io.py
+                description="In-context learning: zero/few-shot prompts (random, first-n, balanced, kNN "
+                            "examples), "
+                            "lm-eval-style log-likelihood scoring, chain of thought and self-consistency")

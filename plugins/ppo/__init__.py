@@ -12,52 +12,21 @@ Lives in ``plugins/ppo/`` (installed as ``hfx_plugins.ppo``); see its README.md.
 imports no torch.
 """
 
-from pathlib import Path
-
-from hfx.registry import Plugin, lazy, lazy_exports
+from hfx.registry import Plugin, export_names, lazy_exports
 from hfx_plugins.ppo.config import PPOConfig, PPORunConfig
 
-_EXPORTS = {
-    "AdaptiveKLController": "hfx_plugins.ppo.kl",
-    "PPORecipe": "hfx_plugins.ppo.recipe",
-    "PPOTrainer": "hfx_plugins.ppo.trainer",
-    "gae": "hfx_plugins.ppo.advantages",
-    "kl_penalty": "hfx_plugins.ppo.kl",
-    "masked_whiten": "hfx_plugins.ppo.advantages",
-    "per_token_rewards": "hfx_plugins.ppo.advantages",
-    "policy_loss": "hfx_plugins.ppo.losses",
-    "value_head": "hfx_plugins.ppo.apply",
-    "value_loss": "hfx_plugins.ppo.losses",
+_EXPORTS = {  # module beside this file -> the public names it defines, imported on first use
+    ".advantages": ("gae", "masked_whiten", "per_token_rewards"),
+    ".apply": ("value_head",),
+    ".kl": ("AdaptiveKLController", "kl_penalty"),
+    ".losses": ("policy_loss", "value_loss"),
+    ".recipe": ("PPORecipe",),
+    ".trainer": ("PPOTrainer",),
 }
 __getattr__ = lazy_exports(__name__, _EXPORTS)
+__all__ = ["PPOConfig", "PPORunConfig", "plugin", *export_names(_EXPORTS)]
 
-__all__ = [
-    "AdaptiveKLController",
-    "PPOConfig",
-    "PPORecipe",
-    "PPORunConfig",
-    "PPOTrainer",
-    "gae",
-    "kl_penalty",
-    "masked_whiten",
-    "per_token_rewards",
-    "plugin",
-    "policy_loss",
-    "value_head",
-    "value_loss",
-]
-
-plugin = Plugin(
-    name="ppo",
-    description="RLHF with PPO: LoRA policy, adapter-disabled reference, value head, trl 1.12.0 parity",
-    config_cls=PPOConfig,
-    run_config_cls=PPORunConfig,
-    requires=("lora", "reward"),
-    apply=lazy("hfx_plugins.ppo.apply:apply"),
-    recipe=lazy("hfx_plugins.ppo.recipe:PPORecipe"),
-    checks=lazy("hfx_plugins.ppo.checks:checks"),
-    save=lazy("hfx_plugins.ppo.io:save"),
-    load=lazy("hfx_plugins.ppo.io:load"),
-    can_load=lazy("hfx_plugins.ppo.io:can_load"),
-    presets_dir=Path(__file__).parent / "configs",
-)
+plugin = Plugin(name="ppo", package=__name__, config_cls=PPOConfig, run_config_cls=PPORunConfig,
+                recipe="PPORecipe", requires=("lora", "reward"),
+                description="RLHF with PPO: LoRA policy, adapter-disabled reference, value head, trl 1.12.0 "
+                            "parity")

@@ -9,33 +9,19 @@ Lives in ``plugins/prefix_tuning/`` (installed as ``hfx_plugins.prefix_tuning``)
 this package imports no torch: the public names below are loaded from their modules on first use.
 """
 
-from pathlib import Path
-
-from hfx.registry import Plugin, lazy, lazy_exports
+from hfx.registry import Plugin, export_names, lazy_exports
 from hfx_plugins.prefix_tuning.config import PrefixTuningConfig, PrefixTuningRunConfig
 
-_EXPORTS = {
-    "PrefixEncoder": "hfx_plugins.prefix_tuning.encoder",
-    "PrefixInjector": "hfx_plugins.prefix_tuning.cache",
-    "PrefixTuningRecipe": "hfx_plugins.prefix_tuning.recipe",
-    "get_encoder": "hfx_plugins.prefix_tuning.apply",
-    "layer_states": "hfx_plugins.prefix_tuning.cache",
+_EXPORTS = {  # module beside this file -> the public names it defines, imported on first use
+    ".apply": ("get_encoder",),
+    ".cache": ("PrefixInjector", "layer_states"),
+    ".encoder": ("PrefixEncoder",),
+    ".recipe": ("PrefixTuningRecipe",),
 }
 __getattr__ = lazy_exports(__name__, _EXPORTS)
+__all__ = ["PrefixTuningConfig", "PrefixTuningRunConfig", "plugin", *export_names(_EXPORTS)]
 
-__all__ = ["PrefixEncoder", "PrefixInjector", "PrefixTuningConfig", "PrefixTuningRecipe", "PrefixTuningRunConfig",
-           "get_encoder", "layer_states", "plugin"]
-
-plugin = Plugin(
-    name="prefix_tuning",
-    description="Prefix tuning (trained per-layer keys and values, optional MLP) in peft's format, loaded strictly",
-    config_cls=PrefixTuningConfig,
-    run_config_cls=PrefixTuningRunConfig,
-    apply=lazy("hfx_plugins.prefix_tuning.apply:apply"),
-    recipe=lazy("hfx_plugins.prefix_tuning.recipe:PrefixTuningRecipe"),
-    checks=lazy("hfx_plugins.prefix_tuning.checks:checks"),
-    save=lazy("hfx_plugins.prefix_tuning.io:save"),
-    load=lazy("hfx_plugins.prefix_tuning.io:load"),
-    can_load=lazy("hfx_plugins.prefix_tuning.io:can_load"),
-    presets_dir=Path(__file__).parent / "configs",
-)
+plugin = Plugin(name="prefix_tuning", package=__name__, config_cls=PrefixTuningConfig,
+                run_config_cls=PrefixTuningRunConfig, recipe="PrefixTuningRecipe",
+                description="Prefix tuning (trained per-layer keys and values, optional MLP) in peft's "
+                            "format, loaded strictly")

@@ -10,33 +10,20 @@ Lives in ``plugins/prompt_tuning/`` (installed as ``hfx_plugins.prompt_tuning``)
 this package imports no torch: the public names below are loaded from their modules on first use.
 """
 
-from pathlib import Path
-
-from hfx.registry import Plugin, lazy, lazy_exports
+from hfx.registry import Plugin, export_names, lazy_exports
 from hfx_plugins.prompt_tuning.config import PromptTuningConfig, PromptTuningRunConfig
 
-_EXPORTS = {
-    "PromptEmbedding": "hfx_plugins.prompt_tuning.encoder",
-    "PromptInjector": "hfx_plugins.prompt_tuning.inject",
-    "PromptTuningRecipe": "hfx_plugins.prompt_tuning.recipe",
-    "get_encoder": "hfx_plugins.prompt_tuning.apply",
+_EXPORTS = {  # module beside this file -> the public names it defines, imported on first use
+    ".apply": ("get_encoder",),
+    ".encoder": ("PromptEmbedding",),
+    ".inject": ("PromptInjector",),
+    ".recipe": ("PromptTuningRecipe",),
 }
 __getattr__ = lazy_exports(__name__, _EXPORTS)
+__all__ = ["PromptTuningConfig", "PromptTuningRunConfig", "plugin", *export_names(_EXPORTS)]
 
-__all__ = ["PromptEmbedding", "PromptInjector", "PromptTuningConfig", "PromptTuningRecipe", "PromptTuningRunConfig",
-           "get_encoder", "plugin"]
-
-plugin = Plugin(
-    name="prompt_tuning",
-    description="Prompt tuning (trained virtual-token embeddings; random, vocabulary or text init) in peft's format",
-    config_cls=PromptTuningConfig,
-    run_config_cls=PromptTuningRunConfig,
-    apply=lazy("hfx_plugins.prompt_tuning.apply:apply"),
-    apply_inputs=("tokenizer",),
-    recipe=lazy("hfx_plugins.prompt_tuning.recipe:PromptTuningRecipe"),
-    checks=lazy("hfx_plugins.prompt_tuning.checks:checks"),
-    save=lazy("hfx_plugins.prompt_tuning.io:save"),
-    load=lazy("hfx_plugins.prompt_tuning.io:load"),
-    can_load=lazy("hfx_plugins.prompt_tuning.io:can_load"),
-    presets_dir=Path(__file__).parent / "configs",
-)
+plugin = Plugin(name="prompt_tuning", package=__name__, config_cls=PromptTuningConfig,
+                run_config_cls=PromptTuningRunConfig, recipe="PromptTuningRecipe",
+                apply_inputs=("tokenizer",),
+                description="Prompt tuning (trained virtual-token embeddings; random, vocabulary or text "
+                            "init) in peft's format")

@@ -13,41 +13,19 @@ Lives in ``plugins/qat/`` (installed as ``hfx_plugins.qat``); see its README.md.
 imports no torch: the public names below are loaded from their modules on first use.
 """
 
-from pathlib import Path
-
-from hfx.registry import Plugin, lazy, lazy_exports
+from hfx.registry import Plugin, export_names, lazy_exports
 from hfx_plugins.qat.config import QatConfig, QatRunConfig
 
-_EXPORTS = {
-    "FakeQuantLinear": "hfx_plugins.qat.fake",
-    "QatRecipe": "hfx_plugins.qat.recipe",
-    "as_quant_config": "hfx_plugins.qat.io",
-    "convert": "hfx_plugins.qat.fake",
-    "fake_quant_ste": "hfx_plugins.qat.fake",
+_EXPORTS = {  # module beside this file -> the public names it defines, imported on first use
+    ".fake": ("FakeQuantLinear", "convert", "fake_quant_ste"),
+    ".io": ("as_quant_config",),
+    ".recipe": ("QatRecipe",),
 }
 __getattr__ = lazy_exports(__name__, _EXPORTS)
+__all__ = ["QatConfig", "QatRunConfig", "plugin", *export_names(_EXPORTS)]
 
-__all__ = [
-    "FakeQuantLinear",
-    "QatConfig",
-    "QatRecipe",
-    "QatRunConfig",
-    "as_quant_config",
-    "convert",
-    "fake_quant_ste",
-    "plugin",
-]
-
-plugin = Plugin(
-    name="qat",
-    description="Quantization-aware training (fake quant + STE), converted to packed quant layers",
-    config_cls=QatConfig,
-    run_config_cls=QatRunConfig,
-    requires=("quant", "finetune"),
-    apply=lazy("hfx_plugins.qat.apply:apply"),
-    recipe=lazy("hfx_plugins.qat.recipe:QatRecipe"),
-    save=lazy("hfx_plugins.qat.io:save"),
-    load=lazy("hfx_plugins.qat.io:load"),
-    can_load=lazy("hfx_plugins.qat.io:can_load"),
-    presets_dir=Path(__file__).parent / "configs",
-)
+plugin = Plugin(name="qat", package=__name__, config_cls=QatConfig, run_config_cls=QatRunConfig,
+                recipe="QatRecipe", requires=("quant", "finetune"),
+                checks=None,  # no checks.py: hfx validate compares quant's layers, which qat converts to
+                description="Quantization-aware training (fake quant + STE), converted to packed quant "
+                            "layers")

@@ -10,60 +10,24 @@ Lives in ``plugins/reward/`` (installed as ``hfx_plugins.reward``); see its READ
 imports no torch: the public names below are loaded from their modules on first use.
 """
 
-from pathlib import Path
-
-from hfx.registry import Plugin, lazy, lazy_exports
+from hfx.registry import Plugin, export_names, lazy_exports
 from hfx_plugins.reward.config import RewardConfig, RewardRunConfig
 
-_EXPORTS = {
-    "Group": "hfx_plugins.reward.data",
-    "RewardModel": "hfx_plugins.reward.head",
-    "RewardRecipe": "hfx_plugins.reward.recipe",
-    "RewardTrainer": "hfx_plugins.reward.trainer",
-    "evaluate_groups": "hfx_plugins.reward.batching",
-    "last_real_index": "hfx_plugins.reward.head",
-    "load_rankings": "hfx_plugins.reward.data",
-    "load_reward_model": "hfx_plugins.reward.io",
-    "preference_loss": "hfx_plugins.reward.losses",
-    "rankings_to_groups": "hfx_plugins.reward.data",
-    "rankings_to_pairs": "hfx_plugins.reward.data",
-    "reward_scores": "hfx_plugins.reward.scoring",
-    "score_texts": "hfx_plugins.reward.scoring",
-    "shift_to_zero_mean": "hfx_plugins.reward.batching",
+_EXPORTS = {  # module beside this file -> the public names it defines, imported on first use
+    ".batching": ("evaluate_groups", "shift_to_zero_mean"),
+    ".data": ("Group", "load_rankings", "rankings_to_groups", "rankings_to_pairs"),
+    ".default_model": ("default_recipe_fingerprint", "train_default_model"),
+    ".head": ("RewardModel", "last_real_index"),
+    ".io": ("load_reward_model",),
+    ".losses": ("preference_loss",),
+    ".recipe": ("RewardRecipe",),
+    ".scoring": ("reward_scores", "score_texts"),
+    ".trainer": ("RewardTrainer",),
 }
 __getattr__ = lazy_exports(__name__, _EXPORTS)
+__all__ = ["RewardConfig", "RewardRunConfig", "plugin", *export_names(_EXPORTS)]
 
-__all__ = [
-    "Group",
-    "RewardConfig",
-    "RewardModel",
-    "RewardRecipe",
-    "RewardRunConfig",
-    "RewardTrainer",
-    "evaluate_groups",
-    "last_real_index",
-    "load_rankings",
-    "load_reward_model",
-    "plugin",
-    "preference_loss",
-    "rankings_to_groups",
-    "rankings_to_pairs",
-    "reward_scores",
-    "score_texts",
-    "shift_to_zero_mean",
-]
-
-plugin = Plugin(
-    name="reward",
-    description="Reward model from K-way rankings (InstructGPT loss) or pairs (trl's loss), scored at the last real token",
-    config_cls=RewardConfig,
-    run_config_cls=RewardRunConfig,
-    record_once=True,
-    apply=lazy("hfx_plugins.reward.apply:apply"),
-    recipe=lazy("hfx_plugins.reward.recipe:RewardRecipe"),
-    checks=lazy("hfx_plugins.reward.checks:checks"),
-    save=lazy("hfx_plugins.reward.io:save"),
-    load=lazy("hfx_plugins.reward.io:load"),
-    can_load=lazy("hfx_plugins.reward.io:can_load"),
-    presets_dir=Path(__file__).parent / "configs",
-)
+plugin = Plugin(name="reward", package=__name__, config_cls=RewardConfig, run_config_cls=RewardRunConfig,
+                recipe="RewardRecipe", record_once=True,
+                description="Reward model from K-way rankings (InstructGPT loss) or pairs (trl's loss), "
+                            "scored at the last real token")

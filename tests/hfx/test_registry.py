@@ -169,6 +169,76 @@ def test_valid_name_and_config_must_be_a_dataclass() -> None:
         registry.Plugin(name="p", description="d", config_cls=dict)
 
 
+@dataclass
+class _Cfg:
+    x: int = 1
+    """x."""
+
+
+def test_package_resolves_each_part_by_the_standard_anatomy() -> None:
+    p = registry.Plugin(name="conv", description="d", config_cls=_Cfg, package="hfx_plugins.lora", recipe="LoraRecipe")
+    targets = {part: getattr(p, part).target for part in registry.ANATOMY}
+    assert targets == {"apply": "hfx_plugins.lora.apply:apply", "recipe": "hfx_plugins.lora.recipe:LoraRecipe",
+                       "checks": "hfx_plugins.lora.checks:checks", "save": "hfx_plugins.lora.io:save",
+                       "load": "hfx_plugins.lora.io:load", "can_load": "hfx_plugins.lora.io:can_load"}
+    assert p.presets_dir == Path(hfx_plugins_dir("lora")) / "configs"
+    assert registry.resolve(p.apply).__module__ == "hfx_plugins.lora.apply"  # imported on first use only
+
+
+def hfx_plugins_dir(name: str) -> str:
+    return str(Path(__file__).resolve().parents[2] / "plugins" / name)
+
+
+def test_parts_declared_absent_stay_absent() -> None:
+    p = registry.Plugin(name="bare", description="d", config_cls=_Cfg, package="hfx_plugins.icl", recipe="IclRecipe",
+                        apply=None, checks=None, save=None)
+    assert (p.apply, p.checks, p.save, p.load, p.can_load) == (None, None, None, None, None)
+    assert p.recipe.target == "hfx_plugins.icl.recipe:IclRecipe"  # type: ignore[union-attr]
+
+
+def test_without_package_a_part_not_given_is_absent_and_a_recipe_name_is_refused() -> None:
+    p = registry.Plugin(name="old", description="d", config_cls=_Cfg, apply=registry.lazy("m:apply"))
+    assert (p.recipe, p.checks, p.save, p.load, p.can_load, p.presets_dir) == (None,) * 6
+    assert p.apply.target == "m:apply"  # type: ignore[union-attr]
+    with pytest.raises(HfxError, match="needs package=__name__"):
+        registry.Plugin(name="old", description="d", config_cls=_Cfg, recipe="OldRecipe")
+
+
+def test_every_builtin_plugin_resolves_its_parts() -> None:
+    # Every part a built-in plugin declares imports and is callable (a wrong file or name fails here).
+    for p in registry.iter_plugins():
+        for part in registry.ANATOMY:
+            value = getattr(p, part)
+            assert value is None or callable(registry.resolve(value)), (p.name, part)
+        assert p.presets_dir is not None and (p.presets_dir / "default.yaml").is_file(), p.name
+
+
+def test_lazy_exports_takes_modules_beside_the_package_and_export_names_lists_them_once() -> None:
+    table = {".model": ("set_adapter", "unload"), ".layer": ("LoraLinear",)}
+    getter = registry.lazy_exports("hfx_plugins.lora", table)
+    assert getter("set_adapter").__module__ == "hfx_plugins.lora.model"
+    assert getter("LoraLinear").__module__ == "hfx_plugins.lora.layer"
+    with pytest.raises(AttributeError, match="no attribute 'nope'"):
+        getter("nope")
+    assert registry.export_names(table) == ["LoraLinear", "set_adapter", "unload"]
+    old_form = registry.lazy_exports("hfx.data", {"load_data": "hfx.data.loading"})  # {name: absolute module}
+    assert old_form("load_data").__module__ == "hfx.data.loading"
+
+
+def test_hfx_top_level_names_are_the_plugins_public_names() -> None:
+    import hfx_plugins.distill
+    import hfx_plugins.embed
+    import hfx_plugins.ppo
+    import hfx_plugins.reward
+
+    assert hfx.make_student is hfx_plugins.distill.make_student
+    assert hfx.DistillationTrainer is hfx_plugins.distill.DistillationTrainer
+    assert hfx.embed is hfx_plugins.embed.embed
+    assert hfx.PPOTrainer is hfx_plugins.ppo.PPOTrainer
+    assert hfx.RewardTrainer is hfx_plugins.reward.RewardTrainer
+    assert hfx.rankings_to_pairs is hfx_plugins.reward.rankings_to_pairs
+
+
 # -------------------------------------------------------------------------------------- third-party plugin
 
 
