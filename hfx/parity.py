@@ -2,9 +2,9 @@
 
 Each function takes the hfx model and/or its peft twin (built by the plugin's own ``pair``: the same tiny base,
 the same RNG state) and returns one number, the largest difference, for :class:`hfx.validate.Check`:
-eval-mode logits, the two libraries' save/load round trips, the losses of AdamW trained side by side on one
-fixed batch, and greedy ``generate()`` against argmax decoding by full forward passes
-(:func:`hfx.prompt_learning.greedy_by_forward`).
+eval-mode logits, the two libraries' save/load round trips, and the losses of AdamW trained side by side on
+one fixed batch. The generation check that only prefix_tuning and prompt_tuning make is
+``hfx_plugins.prompt_learning.generation_mismatch``.
 """
 
 from __future__ import annotations
@@ -16,8 +16,10 @@ from typing import Any
 import torch
 from torch import nn
 
-__all__ = ["TEXTS", "batch", "generation_mismatch", "hfx_to_peft_gap", "logits", "peft_to_hfx_gap", "train_losses",
-           "training_gap", "with_labels"]
+from hfx.data.collate import IGNORE_INDEX
+
+__all__ = ["TEXTS", "batch", "hfx_to_peft_gap", "logits", "peft_to_hfx_gap", "train_losses", "training_gap",
+           "with_labels"]
 
 TEXTS = ["the function returns a new list of values", "a class may define its own methods"]
 
@@ -68,10 +70,10 @@ def peft_to_hfx_gap(theirs: nn.Module, fresh_base: nn.Module, inputs: dict[str, 
 
 
 def with_labels(inputs: dict[str, torch.Tensor], family: str, pad_token_id: int) -> dict[str, torch.Tensor]:
-    """``inputs`` with language-model labels: the input ids (T5: the decoder ids, moved to ``labels``), pads -100."""
+    """``inputs`` with language-model labels: the input ids (T5: the decoder ids, moved to ``labels``), pads ignored."""
     x = dict(inputs)
     x["labels"] = (x.pop("decoder_input_ids") if family == "t5" else x["input_ids"]).clone()
-    x["labels"][x["labels"] == pad_token_id] = -100
+    x["labels"][x["labels"] == pad_token_id] = IGNORE_INDEX
     return x
 
 
@@ -101,21 +103,3 @@ def training_gap(models: tuple[nn.Module, ...], inputs: dict[str, torch.Tensor],
     :func:`train_losses` (hfx's model first, the reference second)."""
     ours, theirs = (train_losses(m, inputs, steps, lr) for m in models)
     return max(abs(a - b) / abs(b) for a, b in zip(ours, theirs, strict=True))
-
-
-def generation_mismatch(model: nn.Module, tok: Any, family: str, max_new_tokens: int = 8) -> float:
-    """Fraction of tokens where greedy ``generate()`` differs from argmax decoding by full forward passes.
-
-    One unpadded prompt (``TEXTS[0]``); T5 decodes from the pad id, its decoder start token.
-    """
-    from hfx.prompt_learning import greedy_by_forward
-
-    x = dict(tok(TEXTS[:1], return_tensors="pt"))
-    model.eval()
-    with torch.no_grad(), warnings.catch_warnings():
-        warnings.simplefilter("ignore", FutureWarning)
-        got = model.generate(**x, max_new_tokens=max_new_tokens, do_sample=False)
-        first = tok.pad_token_id if family == "t5" else None
-        steps = got.shape[1] - (1 if family == "t5" else x["input_ids"].shape[1])
-        want = greedy_by_forward(model, x, steps, first)
-    return (got != want).float().mean().item()

@@ -26,8 +26,8 @@ _REQUESTS = [("the function returns a new list", " of values"), ("a class may de
 def _token_by_token() -> float:
     import torch
 
+    from hfx.scoring import encode_pair, loglikelihood
     from hfx.testing import tiny_model
-    from hfx_plugins.icl.scoring import encode_pair, loglikelihood
 
     model, tok = tiny_model("llama", seed=3)
     got = loglikelihood(model, tok, _REQUESTS, batch_size=3)

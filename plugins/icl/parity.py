@@ -66,8 +66,8 @@ def lmeval_parity(model: str = "smollm2-135m", num_fewshot: int = 8, limit: int 
     """
     from hfx.models.loading import load_model
     from hfx.models.zoo import resolve_model
+    from hfx.scoring import score_choices
     from hfx_plugins.icl.config import IclConfig
-    from hfx_plugins.icl.scoring import score_choices
     from hfx_plugins.icl.tasks import classification_prompts, load_classification_task
 
     folder = str(resolve_model(model))

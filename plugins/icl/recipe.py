@@ -8,8 +8,10 @@ Rows (``configs/default.yaml``, smollm2-135m):
 - ``arithmetic_cot`` (exact match of the extracted number): zero-shot and k-shot direct answers; k-shot
   chain of thought, greedy and with self-consistency (``icl.repeats`` chains at ``icl.temperature``).
 
-The runner calls ``evaluate`` before and after ``train``; nothing trains, so the second call returns the
-first call's scores. ``artifacts/icl_table.json`` and ``icl_table.md`` hold the table.
+Nothing trains, so the recipe is a comparison: the runner calls ``compare()`` (the whole table, returned as
+the run's metrics) where a training recipe's ``train()`` goes, and ``evaluate()`` before and after it has no
+trained state to measure (it returns no metrics). ``artifacts/icl_table.json`` and ``icl_table.md`` hold the
+table.
 """
 
 from __future__ import annotations
@@ -44,7 +46,10 @@ def table_markdown(rows: list[dict[str, Any]]) -> str:
 
 
 class IclRecipe(Recipe):
-    """setup (model, tasks) -> evaluate (the whole table, once) -> train (nothing) -> save (the table)."""
+    """setup (model, tasks) -> compare (the table, one row per prompt setting) -> save (the table).
+
+    ``evaluate`` returns nothing: in-context learning changes no weights, so there is no before and after.
+    """
 
     def setup(self) -> None:
         ctx = self.ctx
@@ -55,6 +60,7 @@ class IclRecipe(Recipe):
         self.cot_task = load_cot_task(self.cfg.cot_task, self.cfg.cot_limit)
         self.rows: list[dict[str, Any]] = []
         self.metrics: dict[str, float] = {}
+        self.seconds = 0.0
         ctx.print(f"icl: {ctx.run.model}; {self.cls_task.name} {len(self.cls_task.test)} queries "
                   f"(pool {len(self.cls_task.train)}), {self.cot_task.name} {len(self.cot_task.test)} problems")
 
@@ -73,10 +79,14 @@ class IclRecipe(Recipe):
         self.ctx.print(f"  {task:<17} {prompting:<28} k={k} {selection:<8} {metric} {row['score']:.3f}  ({notes}; "
                        f"{row['seconds']} s)")
 
-    @torch.no_grad()
     def evaluate(self) -> dict[str, float]:
-        if self.rows:  # nothing was trained in between
-            return self.metrics
+        """No metrics: nothing trains, so the model before and after the comparison is the same model."""
+        return {}
+
+    @torch.no_grad()
+    def compare(self) -> dict[str, float]:
+        """Score every prompt setting (the rows in the module docstring); return ``{row name: score}``."""
+        self.rows, self.metrics = [], {}
         m, tok, cls, cot, k = self.model, self.tokenizer, self.cls_task, self.cot_task, self.cfg.num_fewshot
         started = time.perf_counter()
         name = cls.name
@@ -113,9 +123,6 @@ class IclRecipe(Recipe):
                             for c in _COLUMNS))
         if self.ctx.is_main:
             Console(width=max(150, Console().width)).print(table)
-
-    def train(self) -> dict[str, float]:
-        return {}
 
     def save(self, out_dir: Path) -> list[Path]:
         out_dir.mkdir(parents=True, exist_ok=True)

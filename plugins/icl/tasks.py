@@ -13,10 +13,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from hfx.errors import HfxError
+from hfx.scoring import context_length, score_choices
 from hfx_plugins.icl.config import IclConfig
 from hfx_plugins.icl.cot import extract_answer, generate_answers, normalize_number, self_consistency
 from hfx_plugins.icl.prompts import Template, fit_prompt
-from hfx_plugins.icl.scoring import context_length, score_choices
 from hfx_plugins.icl.selection import select_examples
 
 __all__ = ["CLASSIFICATION_TEMPLATE", "COT_TEMPLATE", "ClassificationTask", "CotTask", "evaluate_classification",

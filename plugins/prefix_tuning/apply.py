@@ -8,10 +8,10 @@ import torch
 from torch import nn
 
 from hfx.errors import HfxError
-from hfx.prompt_learning import fill_sizes
 from hfx_plugins.prefix_tuning.cache import PrefixInjector, check_cache_layout
 from hfx_plugins.prefix_tuning.config import PrefixTuningConfig
 from hfx_plugins.prefix_tuning.encoder import PrefixEncoder
+from hfx_plugins.prompt_learning import fill_sizes, find_encoder
 
 __all__ = ["apply", "get_encoder", "resolve_config"]
 
@@ -46,10 +46,7 @@ def get_encoder(model: nn.Module) -> PrefixEncoder:
     Raises:
         HfxError: the model has no prefix.
     """
-    enc = getattr(model, ATTR, None)
-    if not isinstance(enc, PrefixEncoder):
-        raise HfxError(f"{type(model).__name__} has no prefix; call hfx.apply(model, 'prefix_tuning', ...) first")
-    return enc
+    return find_encoder(model, ATTR, PrefixEncoder, "prefix_tuning", "prefix")
 
 
 def apply(model: nn.Module, cfg: PrefixTuningConfig) -> nn.Module:

@@ -26,8 +26,8 @@ from transformers import DynamicCache, EncoderDecoderCache
 from transformers.cache_utils import DynamicLayer
 
 from hfx.errors import HfxError
-from hfx.prompt_learning import bind_inputs, cache_argument, extend_mask
 from hfx_plugins.prefix_tuning.encoder import PrefixEncoder
+from hfx_plugins.prompt_learning import bind_inputs, cache_argument, extend_mask
 
 __all__ = ["PrefixInjector", "check_cache_layout", "layer_states"]
 

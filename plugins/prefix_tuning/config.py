@@ -8,11 +8,10 @@ classification task of the recipe).
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
-from hfx.config.label_task import check_label_task
-from hfx.config.prompt_learning import check_prompt_learning
 from hfx.errors import HfxError
+from hfx_plugins.prompt_learning import LabelWordTask, check_prompt_learning
 
 __all__ = ["PrefixTuningConfig", "PrefixTuningRunConfig"]
 
@@ -54,15 +53,8 @@ class PrefixTuningConfig:
 
 
 @dataclass
-class PrefixTuningRunConfig(PrefixTuningConfig):
-    """The ``prefix_tuning:`` section of ``hfx run``: :class:`PrefixTuningConfig` plus the recipe's task."""
+class PrefixTuningRunConfig(LabelWordTask, PrefixTuningConfig):
+    """The ``prefix_tuning:`` section of ``hfx run``: :class:`PrefixTuningConfig` plus the recipe's label-word task
+    (``template``, ``label_words``: :class:`hfx_plugins.prompt_learning.LabelWordTask`)."""
 
-    template: str = "Sentence: {text}\nLabel:"
-    """Prompt of one example; {text} is the example's text. The label word is its continuation."""
-    label_words: list[str] = field(default_factory=lambda: [" foo", " bar"])
-    """Continuation of each class, in label order (bundled sentiment_foobar: foo = negative, bar = positive);
-    accuracy picks the one of highest log-likelihood."""
-
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        check_label_task("prefix_tuning", self.template, self.label_words)
+    section = "prefix_tuning"

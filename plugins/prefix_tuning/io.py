@@ -15,16 +15,21 @@ from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
-from typing import Any
 
 import torch
 from torch import nn
 
 from hfx.errors import HfxError
-from hfx.prompt_learning import EMBEDDINGS_KEY, model_sizes, read_adapter, write_adapter
-from hfx.prompt_learning import can_load as _can_load
 from hfx_plugins.prefix_tuning.apply import apply, get_encoder
 from hfx_plugins.prefix_tuning.config import PrefixTuningConfig
+from hfx_plugins.prompt_learning import (
+    EMBEDDINGS_KEY,
+    adapter_config,
+    is_adapter,
+    model_sizes,
+    read_adapter,
+    write_adapter,
+)
 
 __all__ = ["RESUME_PREFIX", "can_load", "load", "save"]
 
@@ -37,11 +42,7 @@ def save(model: nn.Module, path: Path) -> None:
     """Write the model's prefix under ``path`` in peft's format (plus the MLP under ``hfx_prefix_encoder.*``)."""
     enc = get_encoder(model)
     cfg: PrefixTuningConfig = enc.config
-    config: dict[str, Any] = {
-        "peft_type": "PREFIX_TUNING", "task_type": cfg.task_type, "inference_mode": True, "revision": None,
-        "base_model_name_or_path": getattr(getattr(model, "config", None), "name_or_path", None) or None,
-        **{k: getattr(cfg, k) for k in _FIELDS},
-    }
+    config = adapter_config(model, "PREFIX_TUNING", cfg, _FIELDS)
     if cfg.init_weights is not None:  # peft >= 0.19 knows this key; older releases refuse unknown keys
         config["init_weights"] = cfg.init_weights
     with torch.no_grad():
@@ -51,7 +52,7 @@ def save(model: nn.Module, path: Path) -> None:
 
 
 def can_load(path: Path) -> bool:
-    return _can_load(Path(path), "PREFIX_TUNING")
+    return is_adapter(Path(path), "PREFIX_TUNING")
 
 
 def _attention_name(model: nn.Module) -> str:

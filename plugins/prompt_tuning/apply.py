@@ -8,7 +8,7 @@ from typing import Any
 from torch import nn
 
 from hfx.errors import HfxError
-from hfx.prompt_learning import fill_sizes
+from hfx_plugins.prompt_learning import fill_sizes, find_encoder
 from hfx_plugins.prompt_tuning.config import PromptTuningConfig
 from hfx_plugins.prompt_tuning.encoder import PromptEmbedding, load_tokenizer
 from hfx_plugins.prompt_tuning.inject import PromptInjector
@@ -38,10 +38,7 @@ def get_encoder(model: nn.Module) -> PromptEmbedding:
     Raises:
         HfxError: the model has no prompt.
     """
-    enc = getattr(model, ATTR, None)
-    if not isinstance(enc, PromptEmbedding):
-        raise HfxError(f"{type(model).__name__} has no prompt; call hfx.apply(model, 'prompt_tuning', ...) first")
-    return enc
+    return find_encoder(model, ATTR, PromptEmbedding, "prompt_tuning", "prompt")
 
 
 def _init_ids(cfg: PromptTuningConfig, tokenizer: Any) -> list[int] | None:

@@ -18,8 +18,9 @@ import torch
 from torch import nn
 
 from hfx import parity
-from hfx.parity import batch, generation_mismatch, logits
+from hfx.parity import batch, logits
 from hfx.validate import Check
+from hfx_plugins.prompt_learning import generation_mismatch
 
 __all__ = ["batch", "checks", "generation_mismatch", "hfx_to_peft", "init_gap", "logits", "pair", "peft_to_hfx",
            "training_gap"]

@@ -23,8 +23,9 @@ from typing import Any
 import torch
 from torch import nn
 
+from hfx.data.collate import IGNORE_INDEX
 from hfx.errors import HfxError
-from hfx.prompt_learning import bind_inputs, extend_mask
+from hfx_plugins.prompt_learning import bind_inputs, extend_mask
 from hfx_plugins.prompt_tuning.encoder import PromptEmbedding
 
 __all__ = ["PromptInjector"]
@@ -77,7 +78,7 @@ class PromptInjector:
         kw["attention_mask"] = extend_mask(kw.get("attention_mask"), self.n, self.n + length, "attention_mask")
         if kw.get("labels") is not None:
             labels = kw["labels"]
-            kw["labels"] = torch.cat([labels.new_full((batch, self.n), -100), labels], dim=1)  # (B, n + T)
+            kw["labels"] = torch.cat([labels.new_full((batch, self.n), IGNORE_INDEX), labels], dim=1)  # (B, n + T)
         if pos is not None:
             head = torch.arange(self.n, device=pos.device, dtype=pos.dtype).expand(*pos.shape[:-1], self.n)
             kw["position_ids"] = torch.cat([head, pos + self.n], dim=-1)

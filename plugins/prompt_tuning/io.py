@@ -11,14 +11,19 @@ from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
-from typing import Any
 
 import torch
 from torch import nn
 
 from hfx.errors import HfxError
-from hfx.prompt_learning import EMBEDDINGS_KEY, read_adapter, task_type_of, write_adapter
-from hfx.prompt_learning import can_load as _can_load
+from hfx_plugins.prompt_learning import (
+    EMBEDDINGS_KEY,
+    adapter_config,
+    is_adapter,
+    read_adapter,
+    task_type_of,
+    write_adapter,
+)
 from hfx_plugins.prompt_tuning.apply import apply, get_encoder
 from hfx_plugins.prompt_tuning.config import PromptTuningConfig
 
@@ -32,11 +37,7 @@ def save(model: nn.Module, path: Path) -> None:
     """Write the model's prompt under ``path`` in peft's format."""
     enc = get_encoder(model)
     cfg: PromptTuningConfig = enc.config
-    config: dict[str, Any] = {
-        "peft_type": "PROMPT_TUNING", "task_type": cfg.task_type, "inference_mode": True, "revision": None,
-        "base_model_name_or_path": getattr(getattr(model, "config", None), "name_or_path", None) or None,
-        **{k: getattr(cfg, k) for k in _FIELDS},
-    }
+    config = adapter_config(model, "PROMPT_TUNING", cfg, _FIELDS)
     if cfg.prompt_tuning_init == "TEXT" and not cfg.tokenizer_name_or_path:
         config["prompt_tuning_init"] = "RANDOM"
     with torch.no_grad():
@@ -44,7 +45,7 @@ def save(model: nn.Module, path: Path) -> None:
 
 
 def can_load(path: Path) -> bool:
-    return _can_load(Path(path), "PROMPT_TUNING")
+    return is_adapter(Path(path), "PROMPT_TUNING")
 
 
 def load(model: nn.Module, path: Path) -> tuple[nn.Module, PromptTuningConfig]:

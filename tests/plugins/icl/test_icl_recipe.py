@@ -2,7 +2,8 @@
 
 Expected values: the rows the recipe documents (4 classification rows, 4 chain-of-thought rows); the tiny
 Llama's 128-token context is shorter than two worked exemplars plus a query, so examples must be dropped
-(counted in the notes), never the query.
+(counted in the notes), never the query. The recipe is a comparison (``compare()``, called by the runner in
+``train()``'s place, ``hfx.registry.Recipe.train``): its table is the run's metrics, with nothing before/after.
 """
 
 from __future__ import annotations
@@ -12,8 +13,15 @@ from pathlib import Path
 
 import pytest
 
+from hfx.registry import Recipe
 from hfx.runner.run import run
 from hfx.testing import save_tiny_model
+from hfx_plugins.icl import IclRecipe
+
+
+def test_recipe_compares_instead_of_training() -> None:
+    assert callable(IclRecipe.compare)
+    assert IclRecipe.train is Recipe.train  # no bent train(): the runner calls compare() in its place
 
 
 @pytest.mark.slow  # tiny models, but ~60 s on the shared 2-core machine (runner, 1200-sentence kNN pool, decoding)
@@ -39,5 +47,8 @@ def test_icl_recipe_table(tmp_path: Path) -> None:
     assert all(0.0 <= r["score"] <= 1.0 for r in rows)
     assert "examples dropped to fit" in rows[6]["notes"]  # 2 exemplars + query > 128 tokens
     assert "pattern misses" in rows[7]["notes"]
-    assert res.after == res.before  # nothing trains: the second evaluation returns the first one's scores
+    assert res.before == res.after == {}  # nothing trains: no before and after
+    assert res.summary["train"] == {  # compare()'s metrics, one per row, in the runner's "train" slot
+        f"{r['task']} {r['prompting']} k={r['k']} {r['selection']} {r['metric']}".replace("  ", " "): r["score"]
+        for r in rows}
     assert (res.run_dir / "artifacts/icl_table.md").read_text().startswith("| task | prompting |")

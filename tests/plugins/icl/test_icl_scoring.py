@@ -70,7 +70,7 @@ def test_acc_and_acc_norm_follow_lm_eval_definitions(llama, monkeypatch) -> None
     model, tok = llama
     # choice "a" (1 char) ll -2; choice "bbbb" (4 chars) ll -3: acc picks "a", acc_norm picks "bbbb" (-0.75 > -2)
     fake = {" a": -2.0, " bbbb": -3.0, " x": -1.0, " yy": -1.0}
-    monkeypatch.setattr("hfx_plugins.icl.scoring.loglikelihood",
+    monkeypatch.setattr("hfx.scoring.loglikelihood",
                         lambda m, t, reqs, *a, **k: [(fake[c], False) for _, c in reqs])
     res = score_choices(model, tok, ["q1", "q2"], [["a", "bbbb"], ["x", "yy"]], golds=[1, 0])
     assert res.pred == [0, 0] and res.pred_norm == [1, 1]  # a tie (x, yy on acc) goes to the first choice
@@ -86,7 +86,17 @@ def test_score_choices_sums_to_probabilities(llama) -> None:
     assert res.lls[0] == pytest.approx(want, abs=1e-4)
 
 
-def test_request_longer_than_context_is_an_error(llama) -> None:
+def test_request_longer_than_context_is_cut_from_the_left(llama) -> None:
+    """lm-eval 0.4.13 ``lm_eval/models/huggingface.py`` ``HFLM._loglikelihood_tokens``: the input is
+    ``(context + continuation)[-(max_length + 1):][:-1]``; a continuation longer than max_length is refused."""
     model, tok = llama
-    with pytest.raises(HfxError, match="more than the model's 4"):
-        loglikelihood(model, tok, [("the function returns a new list", " of values")], max_length=4)
+    with pytest.warns(UserWarning, match="left truncation"):
+        ((ll, _),) = loglikelihood(model, tok, [("the function returns a new list", " of values")], max_length=4)
+    ctx, cont = encode_pair(tok, "the function returns a new list", " of values")
+    kept = (ctx + cont)[-5:]  # max_length + 1 tokens, the last one is only a target
+    with torch.no_grad():
+        logp = model(input_ids=torch.tensor([kept[:-1]])).logits[0].double().log_softmax(-1)  # (4, V)
+    want = sum(float(logp[len(kept) - 1 - len(cont) + j, t]) for j, t in enumerate(cont))
+    assert ll == pytest.approx(want, abs=1e-4)
+    with pytest.raises(HfxError, match="more than the limit of 1"):
+        loglikelihood(model, tok, [("the function", " returns a new list")], max_length=1)

@@ -1,6 +1,6 @@
 """prefix_tuning against peft 0.21.2 (the installed reference) on tiny Llama (2 KV heads for 4 query heads),
 GPT-2 and T5 models. Expected values: what peft computes for the same prefix; for generation, argmax decoding by
-plain forward passes of the same prefixed model (hfx.prompt_learning.greedy_by_forward)."""
+plain forward passes of the same prefixed model (hfx_plugins.prompt_learning.greedy_by_forward)."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ import torch
 from safetensors import safe_open
 
 import hfx
+from hfx.data.collate import IGNORE_INDEX
 from hfx.parity import train_losses
 from hfx.testing import tiny_model
 from hfx_plugins.prefix_tuning import get_encoder
@@ -70,7 +71,7 @@ def test_training_moves_the_loss() -> None:
     """The parity above is not vacuous: 20 steps at lr 0.1 lower the loss (hand check of the run itself)."""
     ours, _, tok = pair("llama", dropout=0.0)
     x = batch(tok, "llama")
-    x["labels"] = x["input_ids"].masked_fill(x["attention_mask"] == 0, -100)
+    x["labels"] = x["input_ids"].masked_fill(x["attention_mask"] == 0, IGNORE_INDEX)
     losses = train_losses(ours, x, steps=20, lr=1e-1)  # AdamW on the trainable parameters: the encoder's only
     assert losses[-1] < losses[0] - 0.05  # nats (measured drop 0.11); a random tiny model sits near ln(1024) = 6.93
     assert all(not p.requires_grad for n, p in ours.named_parameters() if not n.startswith("prefix_encoder."))

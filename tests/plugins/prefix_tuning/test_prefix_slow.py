@@ -12,7 +12,7 @@ import pytest
 import torch
 
 import hfx
-from hfx.prompt_learning import greedy_by_forward
+from hfx_plugins.prompt_learning import greedy_by_forward
 
 pytestmark = pytest.mark.slow
 

@@ -2,7 +2,7 @@
 
 Expected values: what peft computes for the same prompt (peft's decoder logits include the n virtual
 positions, which hfx drops, so they are compared from position n); for generation, argmax decoding by plain
-forward passes of the same prompted model (hfx.prompt_learning.greedy_by_forward)."""
+forward passes of the same prompted model (hfx_plugins.prompt_learning.greedy_by_forward)."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ import pytest
 import torch
 
 import hfx
+from hfx.data.collate import IGNORE_INDEX
 from hfx.parity import train_losses
 from hfx.testing import tiny_model
 from hfx_plugins.prompt_tuning import get_encoder
@@ -83,9 +84,9 @@ def test_twenty_training_steps_match_peft(family: str) -> None:
 def test_labels_give_peft_loss_and_training_moves_it() -> None:
     ours, theirs, tok = pair("llama", dropout=0.0)
     x = batch(tok, "llama")
-    x["labels"] = x["input_ids"].masked_fill(x["attention_mask"] == 0, -100)
+    x["labels"] = x["input_ids"].masked_fill(x["attention_mask"] == 0, IGNORE_INDEX)
     with torch.no_grad():
-        assert abs(ours(**x).loss.item() - theirs(**x).loss.item()) <= 1e-6  # virtual positions get -100 in both
+        assert abs(ours(**x).loss.item() - theirs(**x).loss.item()) <= 1e-6  # virtual positions get IGNORE_INDEX in both
     losses = train_losses(ours, x, steps=20, lr=1e-1)  # AdamW on the trainable parameters: the encoder's only
     assert losses[-1] < losses[0] - 0.05  # nats; a random tiny model sits near ln(1024) = 6.93
 
