@@ -117,9 +117,9 @@ def main(argv: list[str] | None = None) -> int:
             return _cmd_config(args.overrides, args.config)
         if args.command == "validate":
             return _cmd_validate(args.overrides)
-        from hfx.config.compose import compose
+        from hfx.config.compose import compose_run
 
-        compose(args.overrides, args.config)  # config errors end here, before the runner imports torch
+        composed = compose_run(args.overrides, args.config)  # config errors end here, before torch is imported
         from hfx.runner.launch import cpu_relaunch
 
         status = cpu_relaunch(sys.argv[1:] if argv is None else argv)
@@ -127,7 +127,7 @@ def main(argv: list[str] | None = None) -> int:
             return status
         from hfx.runner.run import run
 
-        run(args.overrides, args.config)
+        run(args.overrides, args.config, composed=composed)  # the same config: composed and validated once
         return 0
     except HfxError as err:
         if os.environ.get("HFX_DEBUG") == "1":

@@ -30,7 +30,7 @@ from hfx.config.schema import omegaconf_error, to_dataclass
 from hfx.config.text import as_text, keep_yaml_text, override_value
 from hfx.errors import HfxError
 
-__all__ = ["compose", "parse_overrides", "plugin_names", "typed"]
+__all__ = ["Composed", "compose", "compose_run", "parse_overrides", "plugin_names", "typed"]
 
 
 def parse_overrides(args: list[str]) -> list[Override]:
@@ -169,19 +169,43 @@ def _apply_override(cfg: DictConfig, ov: Override, defaults: DictConfig) -> None
         raise omegaconf_error(err, cfg, f"override {arg!r}") from err
 
 
+@dataclasses.dataclass(frozen=True)
+class Composed:
+    """One run's config, composed and validated once (:func:`compose_run`); ``hfx run`` passes it on to the runner.
+
+    Attributes:
+        cfg: The resolved config as a struct-mode OmegaConf node (``cfg.plugin`` is the list of names).
+        plugins: The loaded :class:`hfx.registry.Plugin` objects, in order.
+        run: The run-level sections as dataclasses (:class:`hfx.config.run.RunConfig`).
+        plugin_cfgs: Each plugin's config dataclass (its ``section_cls``), by plugin name.
+    """
+
+    cfg: DictConfig
+    plugins: list[registry.Plugin]
+    run: RunConfig
+    plugin_cfgs: dict[str, Any]
+
+
 def compose(args: list[str], config_file: str | None = None) -> tuple[DictConfig, list[registry.Plugin]]:
-    """Build the resolved, validated run config; return it with the plugins it names.
+    """:func:`compose_run`'s config and plugins (``hfx config`` and tests, which need no dataclasses)."""
+    composed = compose_run(args, config_file)
+    return composed.cfg, composed.plugins
+
+
+def compose_run(args: list[str], config_file: str | None = None) -> Composed:
+    """Build the resolved run config and validate it, once: as OmegaConf and as dataclasses.
 
     The layers, each overriding the one before (see the module docstring): typed defaults, each plugin's
-    preset, ``config_file``, then ``args``. Every dataclass ``__post_init__`` check runs before returning.
+    preset, ``config_file``, then ``args``. Every dataclass ``__post_init__`` check runs before returning
+    (:func:`typed`, called exactly once here), so a config error ends the command before any model or run
+    folder exists, and the runner reuses the dataclasses instead of building them again.
 
     Args:
         args: Command-line overrides in Hydra's grammar.
         config_file: Path of a YAML file with the same shape as the config, or None.
 
     Returns:
-        ``(cfg, plugins)``: the config as a struct-mode OmegaConf node (``cfg.plugin`` is the list of names)
-        and the loaded :class:`hfx.registry.Plugin` objects, in order.
+        The config, its plugins and its dataclasses (:class:`Composed`).
 
     Raises:
         HfxError: any input mistake: an unknown plugin or preset, a missing or unreadable config file, a
@@ -214,8 +238,8 @@ def compose(args: list[str], config_file: str | None = None) -> tuple[DictConfig
         if ov.key_or_group != "plugin":  # already resolved above (a name or a list of names)
             _apply_override(cfg, ov, defaults)
     cfg.plugin = [p.name for p in plugins]
-    typed(cfg, plugins)  # every __post_init__ check runs now, before any model or run folder exists
-    return cfg, plugins
+    run, plugin_cfgs = typed(cfg, plugins)  # every __post_init__ check runs now, before any model or run folder
+    return Composed(cfg, plugins, run, plugin_cfgs)
 
 
 def typed(cfg: DictConfig, plugins: list[registry.Plugin]) -> tuple[RunConfig, dict[str, Any]]:

@@ -12,7 +12,7 @@ from typing import Any
 from accelerate import Accelerator
 from accelerate.utils import GradientAccumulationPlugin, broadcast_object_list, set_seed, str_to_bool
 
-from hfx.config.compose import compose, typed
+from hfx.config.compose import Composed, compose_run
 from hfx.errors import HfxError
 from hfx.precision import PrecisionChoice, resolve_mixed_precision
 from hfx.quiet import quiet_libraries
@@ -61,15 +61,18 @@ def _warn_single_cpu_launch(acc: Accelerator) -> None:
               "-m hfx run ...", file=sys.stderr)
 
 
-def run(args: list[str], config_file: str | None = None) -> RunResult:
+def run(args: list[str], config_file: str | None = None, composed: Composed | None = None) -> RunResult:
     """Run ``hfx run`` with command-line ``args`` (overrides) and an optional YAML ``config_file``.
 
-    Composes the config, lets the last plugin's recipe set up, evaluate, train, evaluate and save, and writes
-    the run folder (``runs/<time>-<plugins>/``; summary.json last, marking the run complete).
+    Composes the config (unless ``composed`` is given), lets the last plugin's recipe set up, evaluate, train,
+    evaluate and save, and writes the run folder (``runs/<time>-<plugins>/``; summary.json last, marking the
+    run complete).
 
     Args:
         args: Overrides in Hydra's grammar (``plugin=lora``, ``train.max_steps=50``).
         config_file: A YAML file applied after the presets and before ``args``.
+        composed: The config of ``args`` and ``config_file`` already composed and validated
+            (:func:`hfx.config.compose.compose_run`; the ``hfx`` command does it before importing torch).
 
     Returns:
         The run folder and its metrics.
@@ -79,8 +82,8 @@ def run(args: list[str], config_file: str | None = None) -> RunResult:
             folder that cannot be created or resumed; nothing is left behind when setup fails.
     """
     quiet_libraries()  # no-op under `hfx -v` or HFX_DEBUG=1
-    cfg, plugins = compose(args, config_file)
-    run_cfg, plugin_cfgs = typed(cfg, plugins)
+    composed = composed or compose_run(args, config_file)
+    cfg, plugins, run_cfg, plugin_cfgs = composed.cfg, composed.plugins, composed.run, composed.plugin_cfgs
     driver = plugins[-1]
     if driver.recipe is None:
         raise HfxError(f"plugin {driver.name!r} has no recipe for hfx run; put a plugin with one last in plugin=[...]")

@@ -289,6 +289,27 @@ def test_external_plugin_runs(fake_dist: Callable[..., None], cli: Callable[...,
     assert summary["plugins"] == ["echo"]  # a JSON list, not the ListConfig's str()
 
 
+def test_hfx_run_composes_and_validates_the_config_once(fake_dist: Callable[..., None], cli: Callable[..., object],
+                                                        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # `hfx run` composed the config twice (the command, then the runner) and validated it three times (typed()
+    # inside each compose, then again in the runner); the command now hands its Composed to the runner.
+    import hfx.config.compose as compose_module
+
+    calls = {"parse_overrides": 0, "typed": 0}
+    for name in calls:
+        original = getattr(compose_module, name)
+
+        def counted(*args: object, _name: str = name, _original: Callable[..., object] = original) -> object:
+            calls[_name] += 1
+            return _original(*args)
+
+        monkeypatch.setattr(compose_module, name, counted)
+    fake_dist("hfx_test_echo", {"echo": "hfx_test_echo:plugin"})
+    res = cli("run", "plugin=echo", "train.max_steps=1", f"output_dir={tmp_path / 'runs'}")
+    assert res.code == 0, res.err  # type: ignore[attr-defined]
+    assert calls == {"parse_overrides": 1, "typed": 1}
+
+
 def test_external_plugin_through_hfx_apply(fake_dist: Callable[..., None]) -> None:
     fake_dist("hfx_test_echo", {"echo": "hfx_test_echo:plugin"})
     layer = torch.nn.Linear(1, 1, bias=False)
