@@ -8,21 +8,24 @@ cross-entropy ignores. Both follow the Hugging Face conventions, so their output
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any
 
-import datasets
 import torch
-from transformers import DataCollatorForLanguageModeling, DataCollatorForSeq2Seq, DataCollatorWithPadding
 
 from hfx.errors import HfxError, did_you_mean
 
-__all__ = ["IGNORE_INDEX", "TASKS", "collator_for_task", "tokenize_for_task"]
+if TYPE_CHECKING:
+    import datasets
+
+__all__ = ["IGNORE_INDEX", "TASKS", "collator_for_task", "pad_rows", "tokenize_for_task"]
 
 TASKS = ("sequence-classification", "causal-lm", "seq2seq-lm", "masked-lm")
 """Tasks the tokenizer and collator functions know."""
 IGNORE_INDEX = -100
-"""Label value that the loss ignores (padding, and prompt tokens where a recipe masks them)."""
+"""Label value that the loss ignores (padding, and prompt tokens where a recipe masks them): the default
+``ignore_index`` of PyTorch's ``cross_entropy`` and the label pad of transformers' collators. The one
+definition in hfx; everything else imports this name (light: this module imports only torch at load)."""
 
 _NEEDS = {
     "sequence-classification": ("text", "label"),
@@ -96,11 +99,11 @@ def collator_for_task(
 ) -> Callable[[list[dict[str, Any]]], dict[str, torch.Tensor]]:
     """Return a collator padding a list of tokenized examples into a batch of (B, T) tensors.
 
-    Inputs are padded with the pad token on ``tokenizer.padding_side``, labels with -100. For
+    Inputs are padded with the pad token on ``tokenizer.padding_side``, labels with IGNORE_INDEX (-100). For
     masked-lm, 15% of the tokens are chosen from a generator seeded with ``seed`` (80% of them become
-    [MASK], 10% a random token, 10% stay); labels are -100 elsewhere. For seq2seq-lm, ``model``
+    [MASK], 10% a random token, 10% stay); labels are IGNORE_INDEX elsewhere. For seq2seq-lm, ``model``
     (optional) lets the collator build ``decoder_input_ids``. A tokenizer without a pad token (GPT-2,
-    Llama) gets its eos token as pad token; that is safe because padded labels are -100 and the
+    Llama) gets its eos token as pad token; that is safe because padded labels are IGNORE_INDEX and the
     attention mask marks padding by position, not by token id.
 
     Args:
@@ -116,6 +119,8 @@ def collator_for_task(
         HfxError: an unknown task, a tokenizer with neither a pad nor an eos token, or masked-lm with a
             tokenizer that has no mask token.
     """
+    from transformers import DataCollatorForLanguageModeling, DataCollatorForSeq2Seq, DataCollatorWithPadding
+
     _check_task(task)
     if tokenizer.pad_token is None:
         if tokenizer.eos_token is None:
@@ -126,7 +131,7 @@ def collator_for_task(
     if task == "sequence-classification":
         return DataCollatorWithPadding(tokenizer)  # labels: (B,)
     if task in ("causal-lm", "seq2seq-lm"):
-        # Pads input_ids/attention_mask to the longest input and labels (separately) with -100.
+        # Pads input_ids/attention_mask to the longest input and labels (separately) with IGNORE_INDEX.
         return DataCollatorForSeq2Seq(tokenizer, model=model, label_pad_token_id=IGNORE_INDEX)
     if tokenizer.mask_token is None:
         raise HfxError("task masked-lm needs a tokenizer with a mask token (a BERT-style model)")
@@ -136,3 +141,40 @@ def collator_for_task(
         # generator of our own is kept by those versions and replaced by an identical one by later versions.
         collator.generator = torch.Generator().manual_seed(seed)
     return collator
+
+
+def pad_rows(rows: Sequence[Sequence[int]], value: int, side: str = "right",
+             width: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Pad lists of ids to one (B, T) long tensor, and the (B, T) mask of what is real.
+
+    The one padding routine of hfx's own batches (a tokenizer's ``pad`` does the same for tokenized dicts):
+    ``side="right"`` puts ``value`` after each row (encoders, labels), ``"left"`` before it (decoder prompts,
+    so every row ends where generation starts).
+
+    Args:
+        rows: B lists of token ids (or labels).
+        value: What padded positions hold (the pad id; :data:`IGNORE_INDEX` for labels).
+        side: "right" or "left".
+        width: T, at least the longest row; default the longest row.
+
+    Returns:
+        ``(padded, mask)``: long tensors (B, T); ``mask`` is 1 at the rows' own entries, 0 at padding.
+
+    Raises:
+        HfxError: ``side`` is neither "right" nor "left", no rows, or a row longer than ``width``.
+    """
+    if side not in ("right", "left"):
+        raise HfxError(f"padding side must be 'right' or 'left', got {side!r}")
+    if not rows:
+        raise HfxError("nothing to pad: the batch has no rows")
+    longest = max(len(r) for r in rows)
+    width = longest if width is None else width
+    if longest > width:
+        raise HfxError(f"a row of {longest} entries does not fit a padded width of {width}")
+    padded = torch.full((len(rows), width), value, dtype=torch.long)  # (B, T)
+    mask = torch.zeros((len(rows), width), dtype=torch.long)  # (B, T)
+    for i, row in enumerate(rows):
+        span = slice(width - len(row), width) if side == "left" else slice(0, len(row))
+        padded[i, span] = torch.as_tensor(list(row), dtype=torch.long)
+        mask[i, span] = 1
+    return padded, mask

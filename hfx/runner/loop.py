@@ -33,6 +33,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset, Sampler
 from transformers import PreTrainedModel, get_scheduler
 
+from hfx.data.collate import IGNORE_INDEX
 from hfx.errors import HfxError
 from hfx.runner.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 
@@ -40,7 +41,6 @@ __all__ = ["EpochSampler", "TrainLoop", "default_loss", "shifts_labels", "target
 
 LossFn = Callable[[nn.Module, dict[str, torch.Tensor]], torch.Tensor]
 CountFn = Callable[[dict[str, Any]], "torch.Tensor | int | float"]
-IGNORE_INDEX = -100
 
 
 class EpochSampler(Sampler[int]):

@@ -3,17 +3,18 @@
 One :class:`DistillationObjective` serves both :class:`~hfx_plugins.distill.trainer.DistillationTrainer`
 (``transformers.Trainer``) and ``hfx run plugin=distill`` (hfx's own loop). What is compared, per task:
 
-==========================  ===========================  ==================================================
+==========================  ===========================  ======================================================
 task                        outputs compared             positions that count
-==========================  ===========================  ==================================================
+==========================  ===========================  ======================================================
 sequence-classification     logits (B, C)                every example
-masked-lm                   logits (B, T, V)             the masked tokens (labels != -100), as DistilBERT;
-                                                         every real token when the batch has no labels
-causal-lm                   logits[:, :-1] (B, T-1, V)   the predicted next tokens (labels[:, 1:] != -100),
-                                                         else attention_mask[:, 1:]
-seq2seq-lm                  decoder logits (B, T, V)     target tokens (labels != -100)
+masked-lm                   logits (B, T, V)             the masked tokens (labels != IGNORE_INDEX), as
+                                                         DistilBERT; every real token when the batch has no
+                                                         labels
+causal-lm                   logits[:, :-1] (B, T-1, V)   the predicted next tokens (labels[:, 1:] !=
+                                                         IGNORE_INDEX), else attention_mask[:, 1:]
+seq2seq-lm                  decoder logits (B, T, V)     target tokens (labels != IGNORE_INDEX)
 embedding                   pooled hidden states (B, D)  every example (MSE, no temperature)
-==========================  ===========================  ==================================================
+==========================  ===========================  ======================================================
 
 A batch may carry the teacher's outputs already (``teacher_logits``, from the offline cache in
 :mod:`.cache`); then no teacher forward pass is run.
@@ -28,7 +29,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from hfx.data.collate import IGNORE_INDEX
 from hfx.errors import HfxError
+from hfx.pooling import cls_pool, mean_pool
 from hfx_plugins.distill.config import POOLING_MODES, check_params
 from hfx_plugins.distill.losses import embedding_mse, hidden_cosine_loss, kd_loss
 
@@ -37,7 +40,6 @@ __all__ = ["CACHE_KEY", "TASKS", "DistillationObjective", "infer_task", "output_
 TASKS = ("sequence-classification", "masked-lm", "causal-lm", "seq2seq-lm", "embedding")
 CACHE_KEY = "teacher_logits"
 """Batch key of cached teacher outputs (logits, or embeddings for the embedding task)."""
-IGNORE_INDEX = -100
 
 
 def infer_task(model: nn.Module) -> str:
@@ -62,13 +64,11 @@ def infer_task(model: nn.Module) -> str:
 
 
 def pool(hidden: torch.Tensor, attention_mask: torch.Tensor, mode: str = "mean") -> torch.Tensor:
-    """Sentence embedding from token states: masked mean (sentence-transformers' default) or [CLS]. (B, T, H) -> (B, H)"""
-    if mode == "cls":
-        # The first real token, from the mask: under left padding column 0 is a pad.
-        first = attention_mask.to(torch.int).argmax(1)  # (B,)
-        return hidden[torch.arange(hidden.shape[0], device=hidden.device), first]  # (B, H)
-    m = attention_mask.unsqueeze(-1).to(hidden.dtype)  # (B, T, 1)
-    return (hidden * m).sum(1) / m.sum(1).clamp_min(1e-9)  # (B, H); clamp as sentence-transformers does
+    """Sentence embedding from token states: masked mean (sentence-transformers' default) or [CLS]. (B, T, H) -> (B, H)
+
+    The arithmetic is :mod:`hfx.pooling`'s (sentence-transformers' ``Pooling``).
+    """
+    return cls_pool(hidden, attention_mask) if mode == "cls" else mean_pool(hidden, attention_mask)  # (B, H)
 
 
 def output_positions(batch: dict[str, torch.Tensor], task: str) -> torch.Tensor | None:
@@ -171,7 +171,7 @@ class DistillationObjective:
             terms["kd"] = kd_loss(s, t, mask, self.divergence, self.beta, self.temperature)
             loss = self.alpha * terms["kd"]
             if need_ce:
-                terms["ce"] = s_out.loss  # the model's own hard-label loss (padding ignored via -100)
+                terms["ce"] = s_out.loss  # the model's own hard-label loss (padding ignored via IGNORE_INDEX)
                 loss = loss + (1.0 - self.alpha) * terms["ce"]
         if self.hidden_weight > 0:
             terms["cos"] = self._hidden_term(s_out, t_out, batch)

@@ -1,8 +1,8 @@
 """Pooling heads: one vector per sentence from a transformer's token vectors.
 
 Sentence-BERT (Reimers & Gurevych 2019, https://arxiv.org/abs/1908.10084) pools the last hidden states
-of the tokens; the modes here are those of sentence-transformers' ``Pooling`` module, with the same
-arithmetic, so the vectors agree with it to rounding:
+of the tokens; the modes here are those of sentence-transformers' ``Pooling`` module, computed by
+:mod:`hfx.pooling` with the same arithmetic, so the vectors agree with it to rounding:
 
 - ``mean``: sum of the real tokens' vectors / number of real tokens (padding ignored);
 - ``max``: element-wise maximum over the real tokens (padding set to -inf first);
@@ -21,7 +21,7 @@ import torch
 from torch import nn
 
 from hfx.errors import HfxError, did_you_mean
-from hfx.pooling import last_token_index
+from hfx.pooling import cls_pool, gather_last, max_pool, mean_pool, weighted_mean_pool
 from hfx_plugins.embed.config import POOLING_MODES
 
 __all__ = ["POOLING_MODES", "Pooling", "check_pooling", "pool"]
@@ -40,39 +40,18 @@ def check_pooling(mode: str) -> str:
     return mode
 
 
+_POOLERS = {"mean": mean_pool, "max": max_pool, "cls": cls_pool, "lasttoken": gather_last,
+            "weightedmean": weighted_mean_pool}
+"""Each mode's function in :mod:`hfx.pooling`, where the arithmetic (sentence-transformers') is written."""
+
+
 def pool(hidden: torch.Tensor, mask: torch.Tensor, mode: str) -> torch.Tensor:
     """Pool token vectors ``hidden`` (B, T, H) with attention mask ``mask`` (B, T) into (B, H).
 
     Raises:
-        HfxError: ``mode`` is unknown.
+        HfxError: ``mode`` is unknown, or (``lasttoken``) a row has no real token.
     """
-    B, T, H = hidden.shape
-    m = mask.to(hidden.dtype).unsqueeze(-1)  # (B, T, 1)
-    if mode == "mean":
-        # sum / count, with the count clamped at 1e-9 as sentence-transformers does (an all-padding row
-        # gives 0 instead of NaN). Padding rows are multiplied by 0 rather than dropped, which keeps the
-        # summation order of sentence-transformers and so its rounding.
-        summed = (hidden * m).sum(dim=1)  # (B, H)
-        count = m.sum(dim=1).clamp(min=1e-9)  # (B, 1)
-        return summed / count
-    if mode == "max":
-        return hidden.masked_fill(m == 0, float("-inf")).max(dim=1).values  # (B, H)
-    if mode == "cls":
-        first = mask.to(torch.int).argmax(dim=1)  # (B,) index of the first real token (left padding too)
-        return hidden[torch.arange(B, device=hidden.device), first]  # (B, H)
-    if mode == "lasttoken":
-        last = last_token_index(mask)  # (B,) the last real token, from the mask (hfx.pooling)
-        # sentence-transformers multiplies by the mask before gathering (a 0 row for all padding); same here.
-        return (hidden * m)[torch.arange(B, device=hidden.device), last]  # (B, H)
-    if mode == "weightedmean":
-        # Weight i for the i-th real token. Positions count from the first real token, so left padding
-        # does not shift the weights (sentence-transformers subtracts the pad length the same way).
-        start = mask.to(torch.int).argmax(dim=1, keepdim=True)  # (B, 1)
-        pos = torch.arange(1, T + 1, device=hidden.device).unsqueeze(0) - start  # (B, T)
-        w = m * pos.to(hidden.dtype).unsqueeze(-1)  # (B, T, 1); zero on padding
-        return (hidden * w).sum(dim=1) / w.sum(dim=1).clamp(min=1e-9)  # (B, H)
-    check_pooling(mode)  # raises the one-line error for an unknown mode
-    raise AssertionError(f"pooling mode {mode!r} is listed but not implemented")
+    return _POOLERS[check_pooling(mode)](hidden, mask)  # (B, H)
 
 
 class Pooling(nn.Module):

@@ -1,7 +1,7 @@
 """Task losses, written out so they can be read and checked against transformers' own.
 
 Each matches what the transformers model computes when given ``labels`` (``hfx validate plugin=finetune``
-checks this), with padding and ignored positions (label -100) masked.
+checks this), with padding and ignored positions (label IGNORE_INDEX, -100) masked.
 """
 
 from __future__ import annotations
@@ -9,9 +9,10 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from hfx.data.collate import IGNORE_INDEX
+
 __all__ = ["IGNORE_INDEX", "causal_lm_loss", "classification_loss", "infer_problem_type", "seq2seq_loss"]
 
-IGNORE_INDEX = -100
 PROBLEM_TYPES = ("regression", "single_label_classification", "multi_label_classification")
 
 
@@ -41,7 +42,7 @@ def classification_loss(logits: torch.Tensor, labels: torch.Tensor, problem_type
 def causal_lm_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     """Next-token cross-entropy: position t predicts token t+1.
 
-    logits (B, T, V), labels (B, T) with -100 at padding and at tokens that should not be learnt (e.g. the
+    logits (B, T, V), labels (B, T) with IGNORE_INDEX at padding and at tokens that should not be learnt (e.g. the
     prompt). The mean is over the predicted (non-ignored) tokens of the whole batch, as transformers does.
     """
     shift_logits = logits[:, :-1, :].float()  # (B, T-1, V): predictions for positions 1..T-1

@@ -35,6 +35,7 @@ import torch
 from torch import nn
 from transformers import get_scheduler
 
+from hfx.data.collate import pad_rows
 from hfx.errors import HfxError
 from hfx.protocols import applied
 from hfx_plugins.ppo.advantages import gae, masked_mean, masked_whiten, per_token_rewards, response_masks
@@ -76,10 +77,7 @@ class Experience:
 
 def left_pad(rows: list[list[int]], pad_token_id: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Left-pad token-id lists to (B, P) ids and a (B, P) attention mask (prompts end where responses start)."""
-    width = max(len(r) for r in rows)
-    ids = torch.tensor([[pad_token_id] * (width - len(r)) + list(r) for r in rows], dtype=torch.long)
-    mask = torch.tensor([[0] * (width - len(r)) + [1] * len(r) for r in rows], dtype=torch.long)
-    return ids, mask
+    return pad_rows(rows, pad_token_id, "left")  # (B, P) each
 
 
 class PPOTrainer:

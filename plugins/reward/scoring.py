@@ -15,6 +15,8 @@ import torch
 from torch import nn
 from transformers import PreTrainedTokenizerBase
 
+from hfx.data.collate import pad_rows
+
 __all__ = ["encode_texts", "pad_batch", "reward_scores", "score_texts", "tokenizers_differ"]
 
 logger = logging.getLogger("hfx.reward")
@@ -44,14 +46,7 @@ def encode_texts(tokenizer: PreTrainedTokenizerBase, texts: Sequence[str], max_l
 
 def pad_batch(ids: Sequence[Sequence[int]], pad_id: int | None, side: str = "right") -> dict[str, torch.Tensor]:
     """``input_ids`` and ``attention_mask`` (B, T) padded on ``side``; the pad id is irrelevant to the score."""
-    pad = 0 if pad_id is None else pad_id
-    width = max(len(x) for x in ids)
-    input_ids = torch.full((len(ids), width), pad, dtype=torch.long)  # (B, T)
-    mask = torch.zeros((len(ids), width), dtype=torch.long)  # (B, T)
-    for i, x in enumerate(ids):
-        span = slice(width - len(x), width) if side == "left" else slice(0, len(x))
-        input_ids[i, span] = torch.tensor(list(x), dtype=torch.long)
-        mask[i, span] = 1
+    input_ids, mask = pad_rows(ids, 0 if pad_id is None else pad_id, side)  # (B, T) each
     return {"input_ids": input_ids, "attention_mask": mask}
 
 
