@@ -26,6 +26,7 @@ from typing import Any
 import torch
 
 import hfx
+from hfx.data.collate import IGNORE_INDEX, pad_rows
 from hfx.io import atomic_write_json, atomic_write_text
 from hfx.models.loading import load_model
 from hfx_plugins.icl import (
@@ -59,15 +60,10 @@ def _train(model: Any, batches: list, lr: float) -> float:
     model.train()
     started = time.perf_counter()
     for step, rows in enumerate(batches):
-        width = max(len(ids) for ids, _ in rows)
-        ids = torch.zeros(len(rows), width, dtype=torch.long)  # (B, T) right-padded
-        mask = torch.zeros_like(ids)
-        labels = torch.full_like(ids, -100)
-        for r, (seq, n_ctx) in enumerate(rows):
-            ids[r, :len(seq)], mask[r, :len(seq)] = torch.tensor(seq), 1
-            labels[r, n_ctx:len(seq)] = torch.tensor(seq[n_ctx:])
+        ids, mask = pad_rows([seq for seq, _ in rows], 0)  # (B, T) right-padded
+        labels, _ = pad_rows([[IGNORE_INDEX] * n_ctx + seq[n_ctx:] for seq, n_ctx in rows], IGNORE_INDEX)  # (B, T)
         logits = model(input_ids=ids, attention_mask=mask).logits  # (B, T, V)
-        loss = torch.nn.functional.cross_entropy(logits[:, :-1].flatten(0, 1), labels[:, 1:].flatten(), ignore_index=-100)
+        loss = torch.nn.functional.cross_entropy(logits[:, :-1].flatten(0, 1), labels[:, 1:].flatten(), ignore_index=IGNORE_INDEX)
         loss.backward()
         opt.step()
         opt.zero_grad()

@@ -117,14 +117,15 @@ def _st_reference(steps: int, batch: int, lr: float, warmup: int, eval_sentences
 def _loss_bench(repeats: int) -> dict[str, Any]:
     from trl.experimental.gkd import GKDTrainer
 
+    from hfx.data.collate import IGNORE_INDEX
     from hfx_plugins.distill.losses import kd_loss
 
     g = torch.Generator().manual_seed(0)
     s = torch.randn(4, 128, 49152, generator=g)
     t = torch.randn(4, 128, 49152, generator=g)
     labels = torch.randint(0, 49152, (4, 128), generator=g)
-    labels[:, :16] = -100
-    mask = labels != -100
+    labels[:, :16] = IGNORE_INDEX
+    mask = labels != IGNORE_INDEX
     cases = {
         ("forward_kl", "hfx"): lambda x: kd_loss(x, t, mask, "forward_kl", temperature=1.0),
         ("forward_kl", "trl"): lambda x: GKDTrainer.generalized_jsd_loss(x, t, labels=labels, beta=0.0, temperature=1.0),

@@ -17,6 +17,7 @@ import tempfile
 import torch
 import torch.nn.functional as F
 
+from hfx.data.collate import IGNORE_INDEX
 from hfx.validate import Check
 from hfx_plugins.distill.losses import kd_loss
 from hfx_plugins.distill.objective import DistillationObjective
@@ -31,8 +32,8 @@ def _logits(seed: int = 0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     s = torch.randn(2, 5, 11, generator=g) * 2  # (B, T, V)
     t = torch.randn(2, 5, 11, generator=g) * 2
     labels = torch.randint(0, 11, (2, 5), generator=g)
-    labels[0, 3:] = -100  # padding
-    labels[1, 0] = -100  # an ignored prompt token
+    labels[0, 3:] = IGNORE_INDEX  # padding
+    labels[1, 0] = IGNORE_INDEX  # an ignored prompt token
     return s, t, labels
 
 
@@ -42,14 +43,14 @@ def _vs_trl(beta: float, temperature: float) -> float:
 
     s, t, labels = _logits()
     kind = {0.0: "forward_kl", 1.0: "reverse_kl"}.get(beta, "jsd")
-    ours = kd_loss(s, t, labels != -100, kind, beta, temperature) / temperature**2
+    ours = kd_loss(s, t, labels != IGNORE_INDEX, kind, beta, temperature) / temperature**2
     ref = GKDTrainer.generalized_jsd_loss(s, t, labels=labels, beta=beta, temperature=temperature)
     return (ours - ref).abs().item()
 
 
 def _vs_distilbert(temperature: float = 2.0) -> float:
     s, t, labels = _logits(1)
-    mask = labels != -100  # (B, T): DistilBERT keeps the MLM positions
+    mask = labels != IGNORE_INDEX  # (B, T): DistilBERT keeps the MLM positions
     s_sel, t_sel = s[mask], t[mask]  # (N, V)
     ref = torch.nn.KLDivLoss(reduction="batchmean")(
         F.log_softmax(s_sel / temperature, dim=-1), F.softmax(t_sel / temperature, dim=-1)) * temperature**2

@@ -27,6 +27,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from hfx.data.collate import IGNORE_INDEX
 from hfx.metrics import perplexity, scored_pairs
 from hfx_plugins.distill.objective import DistillationObjective
 
@@ -97,20 +98,20 @@ def token_perplexity(model: nn.Module, batches: Sequence[dict[str, torch.Tensor]
 
     Args:
         model: A causal LM (``model(input_ids, attention_mask).logits``: (B, T, V)).
-        batches: Collated batches with ``input_ids``, ``attention_mask`` and ``labels`` (B, T), -100 at padding.
+        batches: Collated batches with ``input_ids``, ``attention_mask`` and ``labels`` (B, T), IGNORE_INDEX at padding.
     """
     was_training = model.training
     model.eval()
     device = next(model.parameters()).device
     total, count = 0.0, 0
     for batch in batches:
-        labels = batch["labels"].to(device)  # (B, T), -100 at padding
+        labels = batch["labels"].to(device)  # (B, T), IGNORE_INDEX at padding
         logits = model(input_ids=batch["input_ids"].to(device), attention_mask=batch["attention_mask"].to(device)).logits
         target = labels[:, 1:]  # (B, T-1): token t+1 is predicted at position t
         nll = torch.nn.functional.cross_entropy(logits[:, :-1].float().reshape(-1, logits.shape[-1]),
-                                                target.reshape(-1), ignore_index=-100, reduction="sum")
+                                                target.reshape(-1), ignore_index=IGNORE_INDEX, reduction="sum")
         total += nll.item()
-        count += int((target != -100).sum())
+        count += int((target != IGNORE_INDEX).sum())
     model.train(was_training)
     return perplexity(total / max(count, 1))  # nats per predicted token
 

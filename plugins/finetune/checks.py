@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import torch
 
+from hfx.data.collate import IGNORE_INDEX
 from hfx.validate import Check
 from hfx_plugins.finetune.heads import SequenceClassifier
 from hfx_plugins.finetune.losses import causal_lm_loss, seq2seq_loss
@@ -50,7 +51,7 @@ def _causal_lm_loss() -> float:
 
     model, tok = tiny_model("llama", "causal-lm", seed=0)
     batch = _batch(tok, _TEXTS)
-    labels = batch["input_ids"].masked_fill(batch["attention_mask"] == 0, -100)
+    labels = batch["input_ids"].masked_fill(batch["attention_mask"] == 0, IGNORE_INDEX)
     with torch.no_grad():
         out = model(**batch, labels=labels)
     return (causal_lm_loss(out.logits, labels) - out.loss).abs().item()
@@ -62,7 +63,7 @@ def _seq2seq_loss() -> float:
     model, tok = tiny_model("t5", "seq2seq-lm", seed=0)
     batch = _batch(tok, _TEXTS)
     labels = tok(["positive", "a negative answer"], padding=True, return_tensors="pt")
-    target = labels["input_ids"].masked_fill(labels["attention_mask"] == 0, -100)
+    target = labels["input_ids"].masked_fill(labels["attention_mask"] == 0, IGNORE_INDEX)
     with torch.no_grad():
         out = model(**batch, labels=target)
     return (seq2seq_loss(out.logits, target) - out.loss).abs().item()

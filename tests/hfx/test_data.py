@@ -16,6 +16,7 @@ from transformers import PreTrainedTokenizerFast
 
 from hfx.data import (
     BUNDLED,
+    IGNORE_INDEX,
     DataConfig,
     bundled_path,
     collator_for_task,
@@ -232,8 +233,8 @@ def test_causal_lm_appends_eos_and_masks_padding(padding_side: str) -> None:
     real = [WORDS.index("good") + 5, WORDS.index("movie") + 5, 3]
     pad = [3, 3]
     assert short_ids == (real + pad if padding_side == "right" else pad + real)
-    # The real eos keeps its label; only the padding is -100.
-    assert short_labels == (real + [-100, -100] if padding_side == "right" else [-100, -100] + real)
+    # The real eos keeps its label; only the padding is IGNORE_INDEX.
+    assert short_labels == (real + [IGNORE_INDEX] * 2 if padding_side == "right" else [IGNORE_INDEX] * 2 + real)
     truncated = tokenize_for_task(rows_for("lm", ["the movie was bad"]), tok, "causal-lm", 3)
     assert truncated[0]["input_ids"][-1] == 3 and len(truncated[0]["input_ids"]) == 3
 
@@ -243,7 +244,7 @@ def test_seq2seq_labels_padded_with_ignore_index() -> None:
     ds = tokenize_for_task(rows_for("s2s", ["good movie", "bad"]), tok, "seq2seq-lm", 16)
     batch = collator_for_task(tok, "seq2seq-lm")([ds[0], ds[1]])
     assert batch["input_ids"].shape == (2, 2) and batch["labels"].shape == (2, 2)
-    assert batch["labels"][0].tolist() == [WORDS.index("one") + 5, -100]
+    assert batch["labels"][0].tolist() == [WORDS.index("one") + 5, IGNORE_INDEX]
 
 
 def test_masked_lm_masking_is_seeded() -> None:
@@ -253,7 +254,7 @@ def test_masked_lm_masking_is_seeded() -> None:
     batches = [collator_for_task(tok, "masked-lm", seed=s)([ds[0], ds[1]]) for s in (0, 0, 1)]
     assert torch.equal(batches[0]["labels"], batches[1]["labels"])
     assert not torch.equal(batches[0]["labels"], batches[2]["labels"])
-    chosen = batches[0]["labels"] != -100  # (B, T)
+    chosen = batches[0]["labels"] != IGNORE_INDEX  # (B, T)
     assert not chosen[batches[0]["attention_mask"] == 0].any()  # padding is never chosen
     assert 0.05 < chosen[0].float().mean().item() < 0.3  # about 15% of 72 tokens
 

@@ -28,6 +28,7 @@ from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
 from hfx.config.run import TrainConfig
+from hfx.data.collate import IGNORE_INDEX
 from hfx.runner.loop import TrainLoop, shifts_labels, target_count
 from hfx.runner.run_dir import RunDir
 from hfx.testing import tiny_bert, tiny_llama
@@ -45,19 +46,19 @@ def examples() -> list[dict[str, list[int]]]:
     short = torch.randint(10, 1000, (20,), generator=g).tolist()
     long = torch.randint(10, 1000, (48,), generator=g).tolist()
     return [
-        {"input_ids": short, "labels": [-100] * 18 + short[18:]},  # labels[1:]: 2 targets
-        {"input_ids": long, "labels": [-100] * 4 + long[4:]},  # labels[1:]: 44 targets
+        {"input_ids": short, "labels": [IGNORE_INDEX] * 18 + short[18:]},  # labels[1:]: 2 targets
+        {"input_ids": long, "labels": [IGNORE_INDEX] * 4 + long[4:]},  # labels[1:]: 44 targets
     ]
 
 
 def collate(rows: list[dict[str, list[int]]]) -> dict[str, torch.Tensor]:
-    """Right padding: pad id 0, attention mask 0, label -100. -> (B, T) each."""
+    """Right padding: pad id 0, attention mask 0, label IGNORE_INDEX. -> (B, T) each."""
     width = max(len(r["input_ids"]) for r in rows)
     pad = [width - len(r["input_ids"]) for r in rows]
     return {
         "input_ids": torch.tensor([r["input_ids"] + [0] * p for r, p in zip(rows, pad, strict=True)]),
         "attention_mask": torch.tensor([[1] * len(r["input_ids"]) + [0] * p for r, p in zip(rows, pad, strict=True)]),
-        "labels": torch.tensor([r["labels"] + [-100] * p for r, p in zip(rows, pad, strict=True)]),
+        "labels": torch.tensor([r["labels"] + [IGNORE_INDEX] * p for r, p in zip(rows, pad, strict=True)]),
     }
 
 
@@ -117,10 +118,10 @@ def test_target_count_follows_transformers_rules() -> None:
     batch = collate(examples())
     assert shifts_labels(tiny_llama("causal-lm")) and not shifts_labels(tiny_bert("sequence-classification"))
     assert target_count(batch, shift=True).item() == 46  # 2 + 44: position t predicts token t + 1
-    assert target_count(batch, shift=False).item() == 46  # position 0 is -100 in both rows here
+    assert target_count(batch, shift=False).item() == 46  # position 0 is IGNORE_INDEX in both rows here
     row = {"labels": torch.tensor([[5, 6, 7]])}
     assert target_count(row, shift=True).item() == 2 and target_count(row, shift=False).item() == 3
-    assert target_count({"labels": torch.tensor([1, -100, 0])}).item() == 2  # classification: examples kept
+    assert target_count({"labels": torch.tensor([1, IGNORE_INDEX, 0])}).item() == 2  # classification: examples kept
     assert target_count({"labels": torch.rand(3, 4)}).item() == 3  # multi-label / regression: examples
     assert target_count({"columns": [{"input_ids": torch.zeros(5, 7)}]}).item() == 5  # no labels: examples
 

@@ -11,6 +11,7 @@ import torch.nn.functional as F
 from torch import nn
 from transformers.modeling_outputs import SequenceClassifierOutput
 
+from hfx.data.collate import IGNORE_INDEX
 from hfx.errors import HfxError
 from hfx_plugins.distill.losses import divergence, hidden_cosine_loss, kd_loss
 from hfx_plugins.distill.objective import DistillationObjective
@@ -22,8 +23,8 @@ def _random(seed: int = 0, B: int = 3, T: int = 6, V: int = 13) -> tuple[torch.T
     g = torch.Generator().manual_seed(seed)
     s, t = torch.randn(B, T, V, generator=g) * 3, torch.randn(B, T, V, generator=g) * 3
     labels = torch.randint(0, V, (B, T), generator=g)
-    labels[0, 4:] = -100
-    labels[2, :2] = -100
+    labels[0, 4:] = IGNORE_INDEX
+    labels[2, :2] = IGNORE_INDEX
     return s, t, labels
 
 
@@ -71,7 +72,7 @@ def test_matches_trl_generalized_jsd(beta: float, kind: str, temperature: float)
 
     s, t, labels = _random()
     ref = GKDTrainer.generalized_jsd_loss(s, t, labels=labels, beta=beta, temperature=temperature)
-    ours = kd_loss(s, t, labels != -100, kind, beta, temperature)
+    ours = kd_loss(s, t, labels != IGNORE_INDEX, kind, beta, temperature)
     assert (ours / temperature**2).item() == pytest.approx(ref.item(), abs=1e-6)
 
 
@@ -79,7 +80,7 @@ def test_kd_term_matches_distilbert_kldivloss_on_masked_positions() -> None:
     # Reference: transformers' examples/research_projects/distillation/distiller.py (mlm branch):
     # KLDivLoss(reduction="batchmean")(log_softmax(s/T), softmax(t/T)) * T^2 on rows selected by the MLM mask.
     s, t, labels = _random(3)
-    mask = labels != -100
+    mask = labels != IGNORE_INDEX
     ref = nn.KLDivLoss(reduction="batchmean")(F.log_softmax(s[mask] / 2.0, -1), F.softmax(t[mask] / 2.0, -1)) * 4.0
     assert kd_loss(s, t, mask, "forward_kl", temperature=2.0).item() == pytest.approx(ref.item(), abs=1e-6)
 
@@ -98,7 +99,7 @@ def test_divergences_are_zero_for_equal_distributions_and_ordered() -> None:
 
 def test_padding_and_ignored_positions_do_not_count() -> None:
     s, t, labels = _random(5)
-    mask = labels != -100
+    mask = labels != IGNORE_INDEX
     s2 = s.clone()
     s2[~mask] = torch.randn_like(s2[~mask]) * 100  # garbage where nothing counts
     assert kd_loss(s2, t, mask).item() == pytest.approx(kd_loss(s, t, mask).item(), abs=1e-6)
@@ -112,8 +113,8 @@ def test_causal_lm_compares_next_token_predictions() -> None:
     s, t, labels = _random(6)
     obj = DistillationObjective("causal-lm", alpha=1.0, temperature=1.0)
     s_al, t_al, mask = obj._align(s, t, {"labels": labels, "attention_mask": torch.ones_like(labels)})
-    assert s_al.shape == (3, 5, 13) and torch.equal(mask, labels[:, 1:] != -100)
-    expected = kd_loss(s[:, :-1], t[:, :-1], labels[:, 1:] != -100, temperature=1.0)
+    assert s_al.shape == (3, 5, 13) and torch.equal(mask, labels[:, 1:] != IGNORE_INDEX)
+    expected = kd_loss(s[:, :-1], t[:, :-1], labels[:, 1:] != IGNORE_INDEX, temperature=1.0)
     assert kd_loss(s_al, t_al, mask, temperature=1.0).item() == pytest.approx(expected.item())
 
 

@@ -12,6 +12,7 @@ import torch
 from safetensors import safe_open
 
 from hfx import registry
+from hfx.data.collate import IGNORE_INDEX
 from hfx.testing import tiny_tokenizer
 
 
@@ -92,6 +93,6 @@ def test_completion_loss_equals_the_models_own_loss(family: str) -> None:
 
     model, tok = tiny_model(family)
     inputs = batch(tok, family)
-    inputs["labels"][:, :4] = -100  # a masked prompt
+    inputs["labels"][:, :4] = IGNORE_INDEX  # a masked prompt
     with torch.no_grad():
         assert abs(completion_loss(model, inputs).item() - model(**inputs).loss.item()) <= 1e-5
