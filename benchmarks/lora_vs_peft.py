@@ -51,15 +51,10 @@ def _batches(tokenizer: Any, n: int, batch: int, seq: int) -> list[torch.Tensor]
 
 
 def _adapt(model: Any, library: str, variant: str) -> Any:
+    from hfx.testing import adapt_with
+
     fields = dict(r=8, lora_alpha=16, target_modules=TARGETS, use_dora=variant == "dora")
-    torch.manual_seed(0)
-    if library == "hfx":
-        import hfx
-
-        return hfx.apply(model, "lora", **fields)
-    from peft import LoraConfig, get_peft_model
-
-    return get_peft_model(model, LoraConfig(task_type="CAUSAL_LM", **fields))
+    return adapt_with(library, model, "lora", "LoraConfig", "CAUSAL_LM", seed=0, **fields)
 
 
 def worker(args: argparse.Namespace) -> dict[str, Any]:

@@ -40,16 +40,10 @@ def worker(library: str, precision: str, steps: int) -> dict[str, Any]:
 
     choice = resolve_mixed_precision(precision, "cpu")
     model, tok = load_model("smollm2-135m", "causal-lm")
+    from hfx.testing import adapt_with
+
     fields = dict(r=8, lora_alpha=16, target_modules=["q_proj", "v_proj"])
-    torch.manual_seed(0)
-    if library == "hfx":
-        import hfx
-
-        model = hfx.apply(model, "lora", **fields)
-    else:
-        from peft import LoraConfig, get_peft_model
-
-        model = get_peft_model(model, LoraConfig(task_type="CAUSAL_LM", **fields))
+    model = adapt_with(library, model, "lora", "LoraConfig", "CAUSAL_LM", seed=0, **fields)
     model.train()
     opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4)
     batches = pydoc_token_windows(tok, window=128, n_windows=4 * (steps + 1)).view(steps + 1, 4, 128)

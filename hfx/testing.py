@@ -241,20 +241,21 @@ PEFT_TASK_TYPES: dict[str, str] = {"causal-lm": "CAUSAL_LM", "seq2seq-lm": "SEQ_
                                    "sequence-classification": "SEQ_CLS", "base": "FEATURE_EXTRACTION"}
 
 
-def adapt_with(library: Literal["hfx", "peft"], model: PreTrainedModel, plugin: str, peft_config: type,
+def adapt_with(library: Literal["hfx", "peft"], model: PreTrainedModel, plugin: str, peft_config: str,
                task_type: str, seed: int = 0, **fields: Any) -> Any:
     """``model`` adapted by one library, right after ``torch.manual_seed(seed)``.
 
-    hfx: ``hfx.apply(model, plugin, **fields)``; peft: ``get_peft_model(model, peft_config(task_type=task_type,
-    **fields))``. hfx's plugins name their fields as peft does, so the same ``fields`` configure both, and from
-    the same seed both draw the same initial weights. The global torch RNG is left seeded (a benchmark's run
-    continues from it); :func:`reference_twin` restores the caller's.
+    hfx: ``hfx.apply(model, plugin, **fields)``; peft: ``get_peft_model(model, peft.<peft_config>(task_type=
+    task_type, **fields))``. hfx's plugins name their fields as peft does, so the same ``fields`` configure both,
+    and from the same seed both draw the same initial weights. Only the peft branch imports peft (a benchmark's
+    hfx run stays free of it). The global torch RNG is left seeded (a benchmark's run continues from it);
+    :func:`reference_twin` restores the caller's.
 
     Args:
         library: ``"hfx"`` or ``"peft"``.
         model: The model to adapt (in place, as both libraries do).
         plugin: The hfx plugin (``"lora"``, ``"prefix_tuning"``, ...).
-        peft_config: peft's config class for the same method (``peft.LoraConfig``, ...).
+        peft_config: The name of peft's config class for the same method (``"LoraConfig"``, ...).
         task_type: peft's task type (``CAUSAL_LM``, ``SEQ_2_SEQ_LM``, ``SEQ_CLS``, ...); hfx infers its own.
         seed: Seed of torch's RNG before adapting.
 
@@ -271,13 +272,13 @@ def adapt_with(library: Literal["hfx", "peft"], model: PreTrainedModel, plugin: 
             import hfx
 
             return hfx.apply(model, plugin, **fields)
-        from peft import get_peft_model
+        import peft
 
-        return get_peft_model(model, peft_config(task_type=task_type, **fields))
+        return peft.get_peft_model(model, getattr(peft, peft_config)(task_type=task_type, **fields))
 
 
 def reference_twin(
-    family: str, plugin: str, peft_config: type, seed: int = 0, *, task: str = "auto",
+    family: str, plugin: str, peft_config: str, seed: int = 0, *, task: str = "auto",
     dropout: float | None = None, **fields: Any,
 ) -> tuple[PreTrainedModel, Any, PreTrainedTokenizerFast]:
     """``(hfx model, peft model, tokenizer)``: one tiny model adapted by hfx and a deep copy of it by peft.
@@ -291,7 +292,7 @@ def reference_twin(
     Args:
         family: bert, llama, gpt2 or t5 (:func:`tiny_model`).
         plugin: The hfx plugin (``"lora"``, ``"prefix_tuning"``, ``"prompt_tuning"``).
-        peft_config: peft's config class for the same method (``peft.LoraConfig``, ...).
+        peft_config: The name of peft's config class for the same method (``"LoraConfig"``, ...).
         seed: Seed of torch's RNG before each library adapts its copy (the base model is always seed 0).
         task: The tiny model's task ("auto": the family's main one).
         dropout: Every dropout probability of the base model (e.g. 0.0 for training side by side); None keeps

@@ -119,11 +119,11 @@ def test_bad_family_task_and_kind() -> None:
     ("t5", "auto", "SEQ_2_SEQ_LM"), ("bert", "base", "FEATURE_EXTRACTION"),
 ])
 def test_reference_twin_same_start_and_peft_task(family: str, task: str, task_type: str) -> None:
-    from peft import LoraConfig, PeftModel
+    from peft import PeftModel
 
     torch.manual_seed(123)
     state = torch.get_rng_state()
-    ours, theirs, tok = reference_twin(family, "lora", LoraConfig, seed=3, task=task, r=2)
+    ours, theirs, _ = reference_twin(family, "lora", "LoraConfig", seed=3, task=task, r=2)
     assert torch.equal(torch.get_rng_state(), state)  # the caller's RNG is left as it was
     assert isinstance(theirs, PeftModel) and not isinstance(ours, PeftModel)  # hfx keeps a transformers model
     assert theirs.peft_config["default"].task_type == task_type  # peft's PeftModel subclass for the task
@@ -132,12 +132,10 @@ def test_reference_twin_same_start_and_peft_task(family: str, task: str, task_ty
     assert a.keys() == b.keys() and a  # peft's default targets, adapted by both
     for key in a:  # the same RNG state before each library's init: the same Kaiming-uniform A
         torch.testing.assert_close(a[key], b[key], rtol=0, atol=0)
-    other, _, _ = reference_twin(family, "lora", LoraConfig, seed=4, task=task, r=2)
+    other, _, _ = reference_twin(family, "lora", "LoraConfig", seed=4, task=task, r=2)
     assert not torch.equal(next(iter(a.values())), other.state_dict()[next(iter(a))])  # the seed matters
 
 
 def test_adapt_with_names_the_libraries() -> None:
-    from peft import LoraConfig
-
     with pytest.raises(HfxError, match="unknown library 'torch'; choose hfx or peft"):
-        adapt_with("torch", tiny_llama(), "lora", LoraConfig, "CAUSAL_LM")  # type: ignore[arg-type]
+        adapt_with("torch", tiny_llama(), "lora", "LoraConfig", "CAUSAL_LM")  # type: ignore[arg-type]
