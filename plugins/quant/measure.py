@@ -16,6 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from hfx.pooling import mean_pool
 from hfx_plugins.quant.apply import select_linear, set_module
 from hfx_plugins.quant.layer import linear_weight
 
@@ -79,8 +80,7 @@ def embed(model: nn.Module, tokenizer, sentences: list[str], batch_size: int = 6
         enc = tokenizer(sentences[start:start + batch_size], padding=True, truncation=True, max_length=128,
                         return_tensors="pt")
         h = model(**enc).last_hidden_state  # (B, T, H)
-        m = enc["attention_mask"].unsqueeze(-1).float()  # (B, T, 1)
-        out.append(F.normalize((h * m).sum(1) / m.sum(1).clamp(min=1e-9), dim=-1))  # (B, H)
+        out.append(F.normalize(mean_pool(h, enc["attention_mask"]), dim=-1))  # (B, H)
     return torch.cat(out)
 
 
