@@ -24,7 +24,9 @@ from hfx_plugins.quant import (
     Observer,
     QuantLinear,
     choose_qparams,
+    code_range,
     dynamic_int8,
+    fake_quantize_mask,
     group_ranges,
     make_observer,
     to_groups,
@@ -37,9 +39,9 @@ __all__ = ["FakeQuantLinear", "convert", "fake_quant_ste"]
 class _FakeQuantSTE(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x: torch.Tensor, scale: torch.Tensor, zero: torch.Tensor, qmin: float, qmax: float) -> torch.Tensor:  # type: ignore[override]
-        q = torch.round(x / scale + zero)
-        ctx.save_for_backward((q >= qmin) & (q <= qmax))  # inside the range: gradient passes
-        return (torch.clamp(q, qmin, qmax) - zero) * scale
+        y, inside = fake_quantize_mask(x, scale, zero, qmin, qmax)  # quant's affine formula, as torch rounds
+        ctx.save_for_backward(inside)  # inside the range: gradient passes
+        return y
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor | None, ...]:  # type: ignore[override]
@@ -48,7 +50,11 @@ class _FakeQuantSTE(torch.autograd.Function):
 
 
 def fake_quant_ste(x: torch.Tensor, scale: torch.Tensor, zero: torch.Tensor, qmin: float, qmax: float) -> torch.Tensor:
-    """(clamp(round(x / s + Z), qmin, qmax) - Z) * s with the straight-through gradient; s, Z broadcast to x."""
+    """(clamp(round(x / s) + Z, qmin, qmax) - Z) * s with the straight-through gradient; s, Z broadcast to x.
+
+    The forward is ``hfx_plugins.quant.fake_quantize`` (torch's ``fake_quantize_per_channel_affine`` bit for bit);
+    the backward passes the gradient where the code fell inside [qmin, qmax], as torch.ao's ``FakeQuantize``.
+    """
     return _FakeQuantSTE.apply(x, scale, zero, qmin, qmax)
 
 
@@ -77,7 +83,8 @@ class FakeQuantLinear(nn.Module):
         """The weight as the packed model will hold it, (out, in), differentiable by STE."""
         scale, zero = self.weight_qparams()
         groups, _ = to_groups(self.weight, self.group_size)  # (rows, G, g); padding repeats a real value
-        return ungroup(fake_quant_ste(groups, scale, zero, 0, 2**self.bits - 1), (self.out_features, self.in_features))
+        fq = fake_quant_ste(groups, scale, zero, *code_range(self.bits, self.symmetric))  # (rows, G, g)
+        return ungroup(fq, (self.out_features, self.in_features))
 
     def fake_input(self, x: torch.Tensor) -> torch.Tensor:
         if not self.act_bits:
@@ -89,7 +96,7 @@ class FakeQuantLinear(nn.Module):
         if self.training:
             self.observer(x)  # the range follows training data; frozen in eval mode
         scale, zero = self.observer.qparams(8, symmetric=False)
-        return fake_quant_ste(x, scale, zero, 0, 255)
+        return fake_quant_ste(x, scale, zero, *code_range(8))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return F.linear(self.fake_input(x), self.fake_weight(), self.bias)

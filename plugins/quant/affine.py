@@ -10,13 +10,20 @@ When N does not divide ``in_features`` (smollm2's 576 with N = 128) the last gro
 shorter (576 = 4 x 128 + 64): its scale and zero point are computed from its real values only, and only
 real values are stored, so nothing is padded on disk. A group size above ``in_features`` is one group per row.
 
-Codes are unsigned, in [0, 2^b - 1]:
+Codes are unsigned, in [qmin, qmax] (:func:`code_range`):
 
-- asymmetric: s = (hi - lo) / (2^b - 1), Z = round(-lo / s). The range [lo, hi] is widened to contain 0
-  so that Z is a valid code and 0.0 is represented exactly (PyTorch's observers do the same);
-- symmetric: s = absmax / (2^(b-1) - 1) and Z = 2^(b-1) fixed, so codes span [1, 2^b - 1] and one code is
-  unused. This "restricted" range is what bitsandbytes' int8 uses (round(x * 127 / absmax)); it keeps the
-  grid symmetric around 0.
+- asymmetric: s = (hi - lo) / (2^b - 1), Z = round(-lo / s), codes in [0, 2^b - 1]. The range [lo, hi] is
+  widened to contain 0 so that Z is a valid code and 0.0 is represented exactly (PyTorch's observers do the same);
+- symmetric: s = absmax / (2^(b-1) - 1) and Z = 2^(b-1) fixed, codes in [1, 2^b - 1]: the "restricted" range
+  that bitsandbytes' int8 uses (round(x * 127 / absmax), in [-127, 127]) and torch.ao's symmetric observers with
+  quant_min = -127. Code 0 stays unused even when the clip search narrows the range, so the grid is symmetric
+  around 0 and x and -x always get opposite codes.
+
+This module holds the one affine formula every part of ``quant`` and ``qat`` uses (RTN, the clip search, GPTQ,
+the validate checks, activations, QAT's fake quantization): :func:`affine_codes` (round and clamp),
+:func:`dequantize`, and :func:`fake_quantize` / :func:`fake_quantize_mask` built from the two. Its arithmetic is
+torch's ``fake_quantize_per_channel_affine`` (CPU): codes = clamp(round(x * (1 / s)) + Z, qmin, qmax) with
+``round`` half to even, Z added after rounding; the tests check equality bit for bit.
 
 Scales are stored in fp16 (2 bytes) when every scale of the layer is an fp16 normal number, in
 [2^-14, 65504]. A layer whose weights are tiny (N(0, 1e-3) in 8 bits wants scales near 2.4e-5) or huge
@@ -39,10 +46,13 @@ __all__ = [
     "MIN_SCALE",
     "SCALE_DTYPE",
     "SUPPORTED_BITS",
+    "affine_codes",
     "check_bits",
     "choose_qparams",
+    "code_range",
     "dequantize",
     "fake_quantize",
+    "fake_quantize_mask",
     "group_ranges",
     "n_groups",
     "quantize",
@@ -137,19 +147,54 @@ def choose_qparams(lo: torch.Tensor, hi: torch.Tensor, bits: int, symmetric: boo
     return scale, zero
 
 
-def quantize(groups: torch.Tensor, scale: torch.Tensor, zero: torch.Tensor, bits: int) -> torch.Tensor:
-    """Codes round(x / s + Z) clamped to [0, 2^b - 1]; (rows, G, g) -> same shape, uint8."""
-    return torch.clamp(torch.round(groups / scale + zero), 0, 2**bits - 1).to(torch.uint8)
+def code_range(bits: int, symmetric: bool = False) -> tuple[int, int]:
+    """(qmin, qmax) of unsigned ``bits``-bit codes: (0, 2^b - 1), or (1, 2^b - 1) when symmetric (module docstring)."""
+    return (1 if symmetric else 0), 2**bits - 1
 
 
-def dequantize(codes: torch.Tensor, scale: torch.Tensor, zero: torch.Tensor) -> torch.Tensor:
-    """(x_q - Z) * s, in fp32; codes (rows, G, g), scale and zero (rows, G, 1)."""
+@torch.no_grad()
+def affine_codes(x: torch.Tensor, scale: torch.Tensor, zero: torch.Tensor | float, qmin: float | None,
+                 qmax: float | None) -> torch.Tensor:
+    """Codes clamp(round(x * (1 / s)) + Z, qmin, qmax) as floats; ``x`` any shape, ``scale``/``zero`` broadcast to it.
+
+    torch's ``fake_quantize_per_channel_affine`` arithmetic (round half to even, Z added after rounding, x
+    multiplied by the fp32 reciprocal of s), so that the same (s, Z) give the same codes as torch; rounding
+    x / s + Z instead can differ by one where x / s sits just below a half (1.4999999 + 128 rounds to 129.5, then
+    to 130). ``qmin``/``qmax`` None: no clamp on that side. Computed without autograd (round has no gradient;
+    :func:`fake_quantize_mask` gives the straight-through mask) and in place on one temporary.
+    """
+    t = x * (scale.reciprocal() if isinstance(scale, torch.Tensor) else 1.0 / scale)  # one temporary, x's shape
+    t.round_().add_(zero)
+    return t.clamp_(qmin, qmax) if qmin is not None or qmax is not None else t
+
+
+def quantize(x: torch.Tensor, scale: torch.Tensor, zero: torch.Tensor, bits: int, symmetric: bool = False) -> torch.Tensor:
+    """Stored codes of ``x`` (e.g. groups (rows, G, g) with (s, Z) (rows, G, 1)): same shape, uint8 (:func:`affine_codes`)."""
+    return affine_codes(x, scale, zero, *code_range(bits, symmetric)).to(torch.uint8)
+
+
+def dequantize(codes: torch.Tensor, scale: torch.Tensor, zero: torch.Tensor | float) -> torch.Tensor:
+    """(x_q - Z) * s in fp32; ``scale``/``zero`` broadcast to ``codes`` (groups (rows, G, g) with (rows, G, 1))."""
     return (codes.float() - zero) * scale
 
 
-def fake_quantize(groups: torch.Tensor, scale: torch.Tensor, zero: torch.Tensor, bits: int) -> torch.Tensor:
-    """Quantize then dequantize without leaving floating point: (rows, G, g) -> same shape."""
-    return (torch.clamp(torch.round(groups / scale + zero), 0, 2**bits - 1) - zero) * scale
+def fake_quantize(x: torch.Tensor, scale: torch.Tensor, zero: torch.Tensor | float, qmin: float,
+                  qmax: float) -> torch.Tensor:
+    """Quantize then dequantize without leaving floating point: x (any shape) -> same shape, equal bit for bit to
+    ``torch.fake_quantize_per_channel_affine`` with the same (s, Z, qmin, qmax)."""
+    return dequantize(affine_codes(x, scale, zero, qmin, qmax), scale, zero)
+
+
+def fake_quantize_mask(x: torch.Tensor, scale: torch.Tensor, zero: torch.Tensor | float, qmin: float,
+                       qmax: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """:func:`fake_quantize` and the mask of the values whose rounded code fell inside [qmin, qmax], both x's shape.
+
+    The mask is the straight-through estimator's gradient (torch's ``_fake_quantize_per_tensor_affine_cachemask``
+    keeps the same one): 1 inside the range, 0 where the code was clamped.
+    """
+    codes = affine_codes(x, scale, zero, None, None)  # unclamped
+    inside = (codes >= qmin) & (codes <= qmax)
+    return dequantize(codes.clamp_(qmin, qmax), scale, zero), inside
 
 
 def ungroup(groups: torch.Tensor, shape: tuple[int, int]) -> torch.Tensor:

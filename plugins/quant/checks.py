@@ -19,7 +19,7 @@ import math
 import torch
 
 from hfx.validate import Check
-from hfx_plugins.quant.affine import to_groups, ungroup
+from hfx_plugins.quant.affine import code_range, fake_quantize, to_groups, ungroup
 from hfx_plugins.quant.clip import search_qparams
 from hfx_plugins.quant.formats import BF16, E4M3, E5M2, FP16, FloatFormat, cast
 from hfx_plugins.quant.layer import QuantLinear
@@ -36,8 +36,7 @@ def fake_quant_weight(w: torch.Tensor, bits: int, group_size: int, symmetric: bo
     """hfx's quantize-dequantize of an (out, in) weight: what a :class:`QuantLinear` would compute with."""
     groups, mask = to_groups(w.float(), group_size)  # (rows, G, g)
     scale, zero = search_qparams(groups, mask, bits, symmetric, steps=clip_steps)  # (rows, G, 1)
-    q = torch.clamp(torch.round(groups / scale + zero), 0, 2**bits - 1)
-    return ungroup((q - zero) * scale, (w.shape[0], w.shape[1]))
+    return ungroup(fake_quantize(groups, scale, zero, *code_range(bits, symmetric)), (w.shape[0], w.shape[1]))
 
 
 def _bnb_4bit(w: torch.Tensor, quant_type: str, blocksize: int = 64) -> torch.Tensor:

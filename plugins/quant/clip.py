@@ -21,16 +21,22 @@ from __future__ import annotations
 
 import torch
 
-from hfx_plugins.quant.affine import choose_qparams, group_ranges, round_scales
+from hfx_plugins.quant.affine import (
+    affine_codes,
+    choose_qparams,
+    code_range,
+    fake_quantize,
+    group_ranges,
+    round_scales,
+)
 
 __all__ = ["search_qparams"]
 
 
 def _group_error(groups: torch.Tensor, mask: torch.Tensor, scale: torch.Tensor, zero: torch.Tensor,
-                 qmax: int) -> torch.Tensor:
-    """Masked squared error of each group after fake quantization: (rows, G, g) -> (rows, G, 1)."""
-    t = groups / scale  # (rows, G, g); in-place below to keep one temporary per candidate
-    t.add_(zero).round_().clamp_(0, qmax).sub_(zero).mul_(scale).sub_(groups)
+                 qmax: int, qmin: int = 0) -> torch.Tensor:
+    """Masked squared error of each group after fake quantization to codes in [qmin, qmax]: (rows, G, g) -> (rows, G, 1)."""
+    t = fake_quantize(groups, scale, zero, qmin, qmax).sub_(groups)  # (rows, G, g); in place from here on
     return t.square_().mul_(mask).sum(-1, keepdim=True)
 
 
@@ -45,21 +51,21 @@ def search_qparams(groups: torch.Tensor, mask: torch.Tensor, bits: int, symmetri
     scale, zero = choose_qparams(lo, hi, bits, symmetric)
     if steps <= 0:
         return scale, zero
-    qmax = 2**bits - 1
-    best = _group_error(groups, mask, scale, zero, qmax)  # alpha = 1 is the first candidate
+    qmin, qmax = code_range(bits, symmetric)
+    best = _group_error(groups, mask, scale, zero, qmax, qmin)  # alpha = 1 is the first candidate
     for i in range(1, steps + 1):
         alpha = 1.0 - (1.0 - min_alpha) * i / steps
         s, z = choose_qparams(alpha * lo, alpha * hi, bits, symmetric)
-        err = _group_error(groups, mask, s, z, qmax)
+        err = _group_error(groups, mask, s, z, qmax, qmin)
         better = err < best
         best = torch.where(better, err, best)
         scale, zero = torch.where(better, s, scale), torch.where(better, z, zero)
     for _ in range(refits):
-        q = (torch.clamp(torch.round(groups / scale + zero), 0, qmax) - zero) * mask  # (rows, G, g): q - Z
+        q = (affine_codes(groups, scale, zero, qmin, qmax) - zero) * mask  # (rows, G, g): q - Z
         num, den = (groups * q).sum(-1, keepdim=True), q.square().sum(-1, keepdim=True)
         # A group whose codes are all Z (den = 0) keeps its scale.
         s = round_scales(torch.where(den > 0, num / den.clamp(min=1e-30), scale))
-        err = _group_error(groups, mask, s, zero, qmax)
+        err = _group_error(groups, mask, s, zero, qmax, qmin)
         better = err < best
         best = torch.where(better, err, best)
         scale = torch.where(better, s, scale)

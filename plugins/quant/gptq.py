@@ -57,7 +57,7 @@ import torch
 from torch import nn
 
 from hfx.errors import HfxError
-from hfx_plugins.quant.affine import n_groups, to_groups
+from hfx_plugins.quant.affine import affine_codes, code_range, dequantize, n_groups, to_groups
 from hfx_plugins.quant.clip import search_qparams
 from hfx_plugins.quant.config import QuantConfig
 from hfx_plugins.quant.layer import QuantLinear, checked_weight
@@ -118,7 +118,7 @@ def gptq_quantize(w: torch.Tensor, h: torch.Tensor, bits: int, group_size: int, 
     h[dead, dead] = 1.0
     w[:, dead] = 0.0
     u = _inverse_cholesky(h, damp)  # (in, in) upper, H^-1 = U^T U
-    qmax = 2**bits - 1
+    qrange = code_range(bits, symmetric)
     if group_size > 0:
         g = min(group_size, inp)  # a group size above in_features is one group per row, as in RTN
         scale = w.new_zeros(out, n_groups(inp, g))  # (out, G), filled group by group below
@@ -144,9 +144,9 @@ def gptq_quantize(w: torch.Tensor, h: torch.Tensor, bits: int, group_size: int, 
                 scale_t[col // g], zero_t[col // g] = s, z
             s_col, z_col = scale_t[col // g], zero_t[col // g]  # (out,) or (1,) per tensor
             wc = wt1[i]  # (out,): column col of W, with the errors of the columns before it
-            q = torch.clamp(torch.round(wc / s_col + z_col), 0, qmax)  # (out,), as affine.quantize rounds
+            q = affine_codes(wc, s_col, z_col, *qrange)  # (out,), RTN's formula on the updated column
             codes[col] = q.to(torch.uint8)
-            e = (wc - (q - z_col) * s_col) / u1[i, i]  # (out,)
+            e = (wc - dequantize(q, s_col, z_col)) / u1[i, i]  # (out,)
             wt1[i + 1:].addr_(u1[i, i + 1:], e, alpha=-1.0)  # the rest of the block absorbs the error
             err1[i] = e
         w[:, i2:].addmm_(err1.t(), u[i1:i2, i2:], alpha=-1.0)  # lazy update of every column after the block

@@ -32,7 +32,10 @@ from hfx.errors import HfxError
 from hfx.protocols import FoldReport
 from hfx_plugins.quant.affine import (
     SCALE_DTYPE,
+    affine_codes,
     check_bits,
+    dequantize,
+    fake_quantize,
     n_groups,
     quantize,
     scale_storage_dtype,
@@ -69,9 +72,13 @@ class DequantizedWeight(torch.Tensor):
 
 
 def dynamic_int8(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per-token symmetric int8: (..., K) -> codes (..., K) in [-127, 127] as floats, scales (..., 1)."""
-    scale = (x.abs().amax(-1, keepdim=True) / 127.0).clamp(min=1e-12)  # an all-zero token stays zero
-    return torch.clamp(torch.round(x / scale), -127, 127), scale
+    """Per-token symmetric int8: (..., K) -> codes (..., K) in [-127, 127] as floats, scales (..., 1).
+
+    bitsandbytes' ``int8_vectorwise_quant`` range (restricted: -128 unused), the signed form of
+    ``code_range(8, symmetric=True)`` (Z = 128 subtracted); the codes come from :func:`.affine.affine_codes`.
+    """
+    scale = (x.abs().amax(-1, keepdim=True) / 127.0).clamp(min=1e-12)  # (..., 1); an all-zero token stays zero
+    return affine_codes(x, scale, 0.0, -127, 127), scale
 
 
 def linear_weight(module: nn.Module) -> torch.Tensor:
@@ -155,7 +162,7 @@ class QuantLinear(nn.Linear):
         """RTN with the clip search of a checked fp32 weight w (out, in)."""
         groups, mask = to_groups(w, group_size)  # (rows, G, g) each
         scale, zero = search_qparams(groups, mask, bits, symmetric, steps=clip_steps)  # (rows, G, 1) each
-        codes = ungroup(quantize(groups, scale, zero, bits), tuple(w.shape))  # (out, in) uint8
+        codes = ungroup(quantize(groups, scale, zero, bits, symmetric), tuple(w.shape))  # (out, in) uint8
         return cls.from_codes(codes, scale.squeeze(-1), zero.squeeze(-1), bits, group_size, symmetric, bias,
                               act_mode)
 
@@ -166,7 +173,7 @@ class QuantLinear(nn.Linear):
         """Quantize ``module``'s weight with given per-group (scale, zero), each (rows, G, 1)."""
         w = linear_weight(module).detach().float()  # (out, in)
         groups, _ = to_groups(w, group_size)  # (rows, G, g)
-        codes = ungroup(quantize(groups, scale, zero, bits), tuple(w.shape))  # (out, in) uint8
+        codes = ungroup(quantize(groups, scale, zero, bits, symmetric), tuple(w.shape))  # (out, in) uint8
         return cls.from_codes(codes, scale.squeeze(-1), zero.squeeze(-1), bits, group_size, symmetric,
                               module.bias, act_mode)
 
@@ -215,14 +222,14 @@ class QuantLinear(nn.Linear):
         """The weight the layer computes with, W = (q - Z) * s, (out, in) fp32."""
         codes = self.codes().float()  # (out, in)
         if self.group_size <= 0:  # one (s, Z) per row or per tensor: broadcast directly
-            return (codes - self.zero_points()) * self.scales.float()  # (out, in) with (rows, 1)
+            return dequantize(codes, self.scales.float(), self.zero_points())  # (out, in) with (rows, 1)
         g = self.group_size
         if self.in_features % g == 0:
             groups = codes.view(self.out_features, -1, g)  # (out, G, g)
-            w = (groups - self.zero_points()[..., None]) * self.scales.float()[..., None]
+            w = dequantize(groups, self.scales.float()[..., None], self.zero_points()[..., None])
             return w.view(self.out_features, self.in_features)
         groups, _ = to_groups(codes, g)  # short last group: padded view, padding dropped by ungroup
-        w = (groups - self.zero_points()[..., None]) * self.scales.float()[..., None]  # (out, G, g)
+        w = dequantize(groups, self.scales.float()[..., None], self.zero_points()[..., None])  # (out, G, g)
         return ungroup(w, (self.out_features, self.in_features))
 
     # --- hfx.protocols.FoldableBase: how a wrapping layer (LoRA) reads this weight and folds an update in ----
@@ -304,8 +311,7 @@ class QuantLinear(nn.Linear):
             xq, sx = dynamic_int8(x.float())
             x = (xq * sx).to(x.dtype)  # simulated: the values an int8 kernel would see
         elif self.act_mode == "static":
-            xq = torch.clamp(torch.round(x.float() / self.act_scale + self.act_zero), 0, 255)
-            x = ((xq - self.act_zero) * self.act_scale).to(x.dtype)
+            x = fake_quantize(x.float(), self.act_scale, self.act_zero, 0, 255).to(x.dtype)  # observer's 8-bit range
         elif x.device.type == "cpu" and not (torch.is_grad_enabled() and x.requires_grad):
             # Inference: the fastest correct kernel for this shape, measured once per machine (.kernels).
             y = run_kernel(self, x, with_bias=True)  # (..., N) float32

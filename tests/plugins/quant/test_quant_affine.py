@@ -25,7 +25,7 @@ def test_two_bit_asymmetric_by_hand() -> None:
     scale, zero = choose_qparams(*[t for t in (groups.amin(-1, keepdim=True), groups.amax(-1, keepdim=True))], 2, False)
     assert scale.item() == 0.66650390625 and zero.item() == 2.0
     codes = quantize(groups, scale, zero, 2)
-    # round(-1.5004 + 2) = 0, round(2) = 2, round(0.7502 + 2) = 3, round(1.5004 + 2) = 4 -> clamped to 3
+    # round(-1.5004) + 2 = 0, round(0) + 2 = 2, round(0.7502) + 2 = 3, round(1.5004) + 2 = 4 -> clamped to 3
     assert codes.flatten().tolist() == [0, 2, 3, 3]
     s = 0.66650390625
     assert torch.equal(dequantize(codes, scale, zero).flatten(), torch.tensor([-2 * s, 0.0, s, s]))
