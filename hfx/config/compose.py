@@ -4,6 +4,8 @@ Layers, each overriding the one before:
 
 1. the typed defaults: :class:`hfx.config.run.RunConfig` plus one section per plugin (``lora: LoraConfig``);
 2. each plugin's preset, in plugin order: ``<plugin>/configs/<preset>.yaml`` (``preset=default``);
+   a plugin the driver ``requires`` joins the run before it when the driver's preset sets its section
+   (ppo's sets ``lora:``, so ``hfx run plugin=ppo`` is ``plugin=[lora,ppo]``; see :func:`_joined`);
 3. ``--config FILE`` (a YAML file with the same shape);
 4. the overrides, in Hydra's grammar, parsed by Hydra's own parser: ``key=value``, ``a.b=[1,2]``,
    ``+key=value`` (add a key that does not exist, e.g. an entry of a dict field), ``++key=value`` (add or
@@ -169,6 +171,21 @@ def _apply_override(cfg: DictConfig, ov: Override, defaults: DictConfig) -> None
         raise omegaconf_error(err, cfg, f"override {arg!r}") from err
 
 
+def _joined(plugins: list[registry.Plugin], preset: str) -> list[registry.Plugin]:
+    """The plugins that join the run before the driver: those it ``requires`` whose section its preset sets.
+
+    ppo requires lora and its preset sets ``lora:`` (the policy's adapter), so ``hfx run plugin=ppo`` runs
+    ``[lora, ppo]`` and ``lora.r=8`` is the one way to set the policy's rank. A joined plugin's own preset is not
+    loaded (it configures that plugin's own runs); the driver's preset sets its section.
+    """
+    driver, named = plugins[-1], {p.name for p in plugins}
+    path = driver.presets_dir / f"{preset}.yaml" if driver.presets_dir else None
+    if path is None or not path.is_file():
+        return []
+    keys = set(_load_yaml(path).keys())
+    return [registry.get(n) for n in driver.requires if n in keys and n not in named]
+
+
 @dataclasses.dataclass(frozen=True)
 class Composed:
     """One run's config, composed and validated once (:func:`compose_run`); ``hfx run`` passes it on to the runner.
@@ -214,15 +231,17 @@ def compose_run(args: list[str], config_file: str | None = None) -> Composed:
     overrides = parse_overrides(args)
     file_cfg = _load_yaml(Path(config_file)) if config_file else None
     plugins = [registry.get(n) for n in plugin_names(overrides, file_cfg)]
-    cfg = _schema(plugins)
-    defaults = cfg.copy()
     preset = next((as_text(ov) for ov in overrides if ov.key_or_group == "preset"), None)
     if preset is None and file_cfg is not None and "preset" in file_cfg:
         preset = str(file_cfg.preset)
     preset = preset or "default"
+    joined = _joined(plugins, preset)
+    plugins = [*joined, *plugins]
+    cfg = _schema(plugins)
+    defaults = cfg.copy()
     found_preset = preset == "default"
     for plugin in plugins:
-        path = plugin.presets_dir / f"{preset}.yaml" if plugin.presets_dir else None
+        path = plugin.presets_dir / f"{preset}.yaml" if plugin.presets_dir and plugin not in joined else None
         if path is not None and path.is_file():
             cfg = _merge(cfg, keep_yaml_text(cfg, _load_yaml(path), path), f"preset {path}")
             found_preset = True

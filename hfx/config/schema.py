@@ -119,10 +119,10 @@ def omegaconf_error(err: OmegaConfBaseException, root: Any, where: str = "") -> 
     key = err.full_key or ""
     src = f" in {where}" if where else ""
     if isinstance(err, (ConfigKeyError, ConfigAttributeError)):
-        return HfxError(
-            f"unknown config key {key!r}{src}{did_you_mean(key, flat_keys(root))}; "
-            "`hfx config plugin=NAME` lists every key"
-        )
+        keys = flat_keys(root)
+        moved = key.rpartition(".")[2].replace("_", ".", 1)  # ppo.lora_r -> lora.r: the field of another section
+        hint = f" (did you mean '{moved}'?)" if moved in keys else did_you_mean(key, keys)
+        return HfxError(f"unknown config key {key!r}{src}{hint}; `hfx config plugin=NAME` lists every key")
     if isinstance(err, ValidationError):
         return HfxError(f"wrong value for {key!r}{src}: {str(err).splitlines()[0]}")
     return HfxError(f"invalid config{src} at {key!r}: {str(err).splitlines()[0]}")

@@ -7,8 +7,8 @@ response (its stop token, or its last token when it has none) instead of the pos
 Why: the action that earns the score is choosing the last token. trl, as lm-human-preferences, puts the
 score on the first position *after* EOS (``score_position="eos+1"``), a position whose value is computed
 from a pad token and which reaches EOS only through gamma * lambda * A_{t+1}: with lambda < 1 the last real
-token sees only part of the score, and the value model is trained on one position the policy never acts at
-(trl issues #3750, #1893). ``"eos+1"`` is kept, with trl's masks, for the parity check.
+token sees only part of the score, and the value model is trained on one position the policy never acts at.
+``"eos+1"`` is kept, with trl's masks, for the parity check.
 
 Masks come from the response lengths, never from pad ids, so a tokenizer whose pad token is its EOS works.
 """

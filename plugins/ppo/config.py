@@ -7,12 +7,13 @@
 value model (``value_model``) and the adaptive KL controller of Ziegler et al. 2019 with trl 0.11's names
 (``adap_kl_ctrl``, ``target``, ``horizon``). It is what ``hfx.apply(model, "ppo", ...)`` and
 :class:`hfx_plugins.ppo.trainer.PPOTrainer` take. :class:`PPORunConfig` adds what only ``hfx run`` uses
-(the policy's LoRA adapter, the reward model, the held-out prompts). No torch import here.
+(the reward model, the prompts, the held-out evaluation); the policy's LoRA adapter is the ``lora:`` section of
+the run (``lora.r``, ``lora.lora_alpha``, ``lora.target_modules``), set by ppo's preset. No torch import here.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from hfx.errors import HfxError
 
@@ -126,12 +127,6 @@ class PPORunConfig(PPOConfig):
     reward_model: str = ""
     """Folder of a reward model (hfx.save of the reward plugin); empty: train one on the bundled rankings with
     the reward plugin's default settings, or reuse the one cached under $HFX_CACHE/ppo."""
-    lora_r: int = 16
-    """Rank of the policy's LoRA adapter (the reference is the same model with the adapter disabled)."""
-    lora_alpha: float = 32.0
-    """lora_alpha of the policy's adapter."""
-    lora_target_modules: list[str] = field(default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj"])
-    """Layers that carry the policy's adapter."""
     max_prompt_length: int = 64
     """Prompts longer than this many tokens are cut from the left."""
     eval_prompts: int = 32
@@ -143,7 +138,7 @@ class PPORunConfig(PPOConfig):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        if self.updates < 1 or self.lora_r < 1 or self.max_prompt_length < 1 or self.eval_samples < 1:
-            raise HfxError("ppo.updates, ppo.lora_r, ppo.max_prompt_length and ppo.eval_samples must be at least 1")
+        if self.updates < 1 or self.max_prompt_length < 1 or self.eval_samples < 1:
+            raise HfxError("ppo.updates, ppo.max_prompt_length and ppo.eval_samples must be at least 1")
         if self.eval_prompts < 0 or self.shown < 0:
             raise HfxError("ppo.eval_prompts and ppo.shown must be >= 0")

@@ -17,7 +17,7 @@ from torch import nn
 
 from hfx.errors import HfxError
 from hfx.io import atomic_write_json, load_safetensors
-from hfx.protocols import applied
+from hfx.protocols import config_of
 from hfx_plugins.ppo.apply import apply, value_head
 from hfx_plugins.ppo.config import PPOConfig
 
@@ -30,12 +30,13 @@ def save(model: nn.Module, path: Path) -> None:
     """Write ``model``'s value head and PPO config under ``path``."""
     path = Path(path)
     path.mkdir(parents=True, exist_ok=True)
-    cfg = next((c for n, c in reversed(applied(model)) if n == "ppo"), PPOConfig())
+    cfg = config_of(model, "ppo") or PPOConfig()
     head = value_head(model)
     if head is not None:
         tensors = {k: v.detach().cpu().clone().contiguous() for k, v in head.state_dict().items()}
         save_file(tensors, str(path / WEIGHTS_NAME), metadata={"format": "pt"})
-    atomic_write_json(path / CONFIG_NAME, dataclasses.asdict(cfg))
+    # PPOConfig's fields only: `hfx run` applies ppo with its run config (updates, prompts, ...), which load refuses.
+    atomic_write_json(path / CONFIG_NAME, {f.name: getattr(cfg, f.name) for f in dataclasses.fields(PPOConfig)})
 
 
 def can_load(path: Path) -> bool:

@@ -9,7 +9,8 @@ log-probabilities of the sampled token only (Schulman, http://joschu.net/blog/kl
 
 Both are computed from log-probs of the *same* temperature-scaled distributions that the tokens were sampled
 from (see :mod:`hfx_plugins.ppo.rollout`), so that their mean over samples is the KL between the sampling
-distributions and cannot turn negative from a mismatch (trl issues #925, #1005, #1017).
+distributions and cannot turn negative from a mismatch between how the tokens were drawn and how they are
+scored.
 """
 
 from __future__ import annotations

@@ -25,6 +25,7 @@ from pathlib import Path
 import torch
 
 import hfx
+from hfx.errors import HfxError
 from hfx.io import atomic_dir, atomic_write_json
 from hfx.registry import Recipe
 from hfx.runner.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
@@ -43,19 +44,18 @@ class PPORecipe(Recipe):
     def setup(self) -> None:
         ctx, run = self.ctx, self.ctx.run
         self.cfg = cfg = ctx.config("ppo")
-        self.policy, self.tok = ctx.load_model("causal-lm")
-        if any(p.name == "lora" for p in ctx.plugins):  # plugin=[lora,ppo]: the lora section configures it
-            self.policy = ctx.apply_plugins(self.policy)
-        else:
-            self.policy = hfx.apply(self.policy, "lora", r=cfg.lora_r, lora_alpha=cfg.lora_alpha,
-                                    target_modules=list(cfg.lora_target_modules))
-            self.policy = hfx.apply(self.policy, "ppo", **{k: getattr(cfg, k) for k in _apply_fields()})
+        if "lora" not in [p.name for p in ctx.plugins]:  # a preset or --config file without a lora: section
+            raise HfxError("ppo trains a LoRA policy: give it a lora: section (ppo's default preset has one) or "
+                           "run plugin=[lora,ppo]")
+        policy, self.tok = ctx.load_model("causal-lm")
+        self.policy = ctx.apply_plugins(policy)  # lora (lora.r, lora.lora_alpha, ...), then ppo's value head
         self.train_prompts, self.eval_prompts = load_prompts(self.tok, cfg, ctx.print)
         self.reward = reward_model_for(cfg.reward_model, self.tok, ctx)
         self.trainer = PPOTrainer(cfg, self.tok, self.policy, reward_model=self.reward,
                                   train_dataset=[{"input_ids": p} for p in self.train_prompts], num_updates=cfg.updates)
         n_train = sum(p.numel() for p in self.policy.parameters() if p.requires_grad)
-        ctx.print(f"ppo: policy {run.model} + LoRA r={cfg.lora_r} + value head ({n_train:,} trainable parameters); "
+        ctx.print(f"ppo: policy {run.model} + LoRA r={ctx.config('lora').r} + value head ({n_train:,} trainable "
+                  f"parameters); "
                   f"{len(self.train_prompts)} train / {len(self.eval_prompts)} held-out prompts; {cfg.updates} updates "
                   f"of {cfg.batch_size} rollouts x {cfg.num_ppo_epochs} epochs x {cfg.num_mini_batches} mini-batches")
         self.answers: dict[str, list[list[str]]] = {}
@@ -147,11 +147,3 @@ class PPORecipe(Recipe):
             self.tok.save_pretrained(tmp)
         written.append(out_dir / "policy")
         return written
-
-
-def _apply_fields() -> list[str]:
-    import dataclasses
-
-    from hfx_plugins.ppo.config import PPOConfig
-
-    return [f.name for f in dataclasses.fields(PPOConfig)]

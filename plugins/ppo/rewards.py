@@ -3,14 +3,12 @@
 The prompts are the ``prompt`` column of a ranking data set (the bundled ``rankings``: smollm2-135m's chat
 template around a request for an opinion or a short review), tokenized as the reward plugin tokenizes the
 scored texts, so the reward model reads ``prompt + response`` as it was trained to. The reward model comes
-from the reward plugin's public surface only: ``hfx run plugin=reward`` to train it, ``hfx.load`` to read it.
+from the reward plugin's public names only: ``train_default_model`` to train one (what ``hfx run plugin=reward``
+trains with its preset), ``load_reward_model`` to read one, ``score_texts`` to score re-tokenized text.
 """
 
 from __future__ import annotations
 
-import json
-import os
-import shutil
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -48,47 +46,21 @@ def load_prompts(tokenizer: Any, cfg: Any, say: Callable[..., None]) -> tuple[li
 def cached_reward_dir(model: str, seed: int) -> Path:
     """Where the default reward model of ``model`` is cached: ``$HFX_CACHE/ppo/reward-<model>-seed<seed>-<recipe>``.
 
-    ``<recipe>`` is :func:`reward_recipe_fingerprint`: a changed reward preset or ranking set trains a new model
-    instead of reusing one trained by the old recipe.
+    ``<recipe>`` is the reward plugin's ``default_recipe_fingerprint()``: a changed reward preset or ranking set
+    trains a new model instead of reusing one trained by the old recipe.
     """
-    return cache_root() / "ppo" / f"reward-{model.replace('/', '_')}-seed{seed}-{reward_recipe_fingerprint()}"
+    from hfx_plugins.reward import default_recipe_fingerprint
 
-
-def reward_recipe_fingerprint() -> str:
-    """First 10 hex digits of SHA-256 over the reward plugin's preset values and the bundled rankings files."""
-    import hashlib
-
-    import yaml
-
-    from hfx.data.bundled import BUNDLED_DIR
-    from hfx_plugins.reward import plugin
-
-    preset = yaml.safe_load((Path(plugin.presets_dir) / "default.yaml").read_text(encoding="utf-8"))
-    digest = hashlib.sha256(json.dumps(preset, sort_keys=True).encode())  # values, not comments
-    for f in sorted((BUNDLED_DIR / "rankings").glob("*.jsonl")):
-        digest.update(f.name.encode() + b"\0" + f.read_bytes())
-    return digest.hexdigest()[:10]
+    return cache_root() / "ppo" / f"reward-{model.replace('/', '_')}-seed{seed}-{default_recipe_fingerprint()}"
 
 
 def _train_reward(target: Path, say: Callable[..., None], seed: int) -> Path:
-    """Train the reward plugin's default reward model with ``hfx run plugin=reward``; keep its saved model."""
-    from hfx.runner.checkpoint import preserved_rng
-    from hfx.runner.run import run
+    """Train the reward plugin's default reward model into ``target`` (its ``train_default_model``)."""
+    from hfx_plugins.reward import train_default_model
 
     say("ppo: no reward model given or cached: training one first (hfx run plugin=reward, its defaults)")
-    work = target.parent / f".{target.name}.runs"
-    # No "before" evaluation: only the trained model is kept, and it is the same with or without one. The random
-    # state is put back after it, so PPO draws the same rollouts as a later run that finds the model cached.
-    with preserved_rng():
-        result = run(["plugin=reward", f"output_dir={work}", f"seed={seed}", "train.eval_before=false"])
-    found = result.run_dir / "artifacts" / "model"
-    if not found.is_dir():
-        raise HfxError(f"hfx run plugin=reward left no saved model at {found}")
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_name(f".{target.name}.tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    shutil.copytree(found, tmp)
-    os.replace(tmp, target)  # the cache appears whole or not at all
+    # The random state is put back after it, so PPO draws the same rollouts as a later run that finds it cached.
+    result = train_default_model(target, seed)
     say(f"ppo: reward model cached at {target} (trained in {result.run_dir}: {result.after})")
     return target
 

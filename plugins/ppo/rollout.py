@@ -3,8 +3,8 @@
 Order of operations (trl 1.12.0 ``ppo_trainer.py`` L672-753, with the departures noted):
 
 1. sample ``response_length`` tokens per left-padded prompt with ``do_sample=True``, ``top_k=0``,
-   ``top_p=1`` at ``temperature``; generation stops at the stop token (trl only stops when
-   ``stop_token="eos"`` is set: issue #2387);
+   ``top_p=1`` at ``temperature``; generation stops at the stop token (trl 1.12.0 only stops when
+   ``stop_token="eos"`` is set; its default runs every response to ``response_length``);
 2. cut each response after its first stop token: ``seq_lengths`` is the index of that token (kept), or
    T - 1 when there is none; every later position is padding. Masks are built from these lengths, not by
    comparing ids with the pad id, so ``pad_token_id == eos_token_id`` works (trl requires pad != eos);
@@ -12,7 +12,7 @@ Order of operations (trl 1.12.0 ``ppo_trainer.py`` L672-753, with the departures
    logits divided by the **same temperature** the tokens were sampled at (trl takes the policy's from
    ``generate``'s scores, already divided; recomputing them makes the rollout's log-probs identical to the
    training forward's, so the first ratio of each update is exactly 1). Both are the distributions the
-   KL is meant to compare, so a mismatch cannot turn the KL negative (trl #925, #1005, #1017);
+   KL is meant to compare, so a mismatch between sampling and scoring cannot turn the KL negative;
 4. values per position, and the reward model's score at each response's last real token.
 """
 

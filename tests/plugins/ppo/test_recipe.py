@@ -22,7 +22,7 @@ def test_ppo_run_on_tiny_models(tmp_path: Path) -> None:
         (prompts / f"{split}.jsonl").write_text("".join(json.dumps({"prompt": w}) + "\n" for w in rows))
     result = run([f"model={policy}", "plugin=ppo", f"output_dir={tmp_path / 'runs'}", f"ppo.prompts={prompts}",
                   f"ppo.reward_model={tmp_path / 'rm'}", "ppo.updates=2", "ppo.batch_size=4", "ppo.num_mini_batches=2",
-                  "ppo.response_length=4", "ppo.eval_prompts=2", "ppo.lora_r=2", "ppo.lora_target_modules=[q_proj,v_proj]",
+                  "ppo.response_length=4", "ppo.eval_prompts=2", "lora.r=2", "lora.target_modules=[q_proj,v_proj]",
                   "train.save_every=1"])
     for key in ("gold", "proxy_reward", "kl"):
         assert key in result.before and key in result.after
