@@ -49,7 +49,7 @@ def apply(model: nn.Module, plugin: str, cfg: Any = None, **fields: Any) -> nn.M
         cfg = p.make_config(**fields)
     elif fields:
         raise HfxError("give either a config object or keyword fields to hfx.apply, not both")
-    out = p.apply(model, cfg, **inputs)
+    out = registry.resolve(p.apply)(model, cfg, **inputs)  # the plugin's own function, called directly
     record(out, p.name, cfg, replace=p.record_once)
     return out
 

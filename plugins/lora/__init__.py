@@ -15,12 +15,13 @@ from hfx.registry import Plugin, export_names, lazy_exports
 from hfx_plugins.lora.config import LoraConfig, LoraRunConfig
 
 _EXPORTS = {  # module beside this file -> the public names it defines, imported on first use
+    ".apply": ("add_adapter",),
     ".embedding": ("LoraEmbedding",),
     ".io": ("load_adapter",),
     ".layer": ("LoraLayer", "LoraLinear"),
     ".model": (
-        "add_adapter", "delete_adapter", "disable_adapters", "get_state", "merge_adapter",
-        "merge_and_unload", "set_adapter", "unload", "unmerge_adapter",
+        "delete_adapter", "disable_adapters", "get_state", "merge_adapter", "merge_and_unload", "set_adapter",
+        "unload", "unmerge_adapter",
     ),
     ".optim": ("loraplus_param_groups",),
     ".recipe": ("LoraRecipe",),

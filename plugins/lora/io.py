@@ -30,11 +30,12 @@ from torch import nn
 from hfx.errors import HfxError, did_you_mean
 from hfx.io import atomic_write_json, load_safetensors
 from hfx.protocols import is_quantized
+from hfx_plugins.lora.apply import add_adapter
 from hfx_plugins.lora.config import LoraConfig
 from hfx_plugins.lora.embedding import LoraEmbedding
 from hfx_plugins.lora.inject import internal_prefixes, name_matches
 from hfx_plugins.lora.layer import LoraLayer, LoraLinear
-from hfx_plugins.lora.model import add_adapter, delete_adapter, get_state, set_adapter
+from hfx_plugins.lora.model import delete_adapter, get_state, set_adapter
 from hfx_plugins.lora.peft_config import config_from_peft, task_type_of, to_peft_config
 from hfx_plugins.lora.trainable import ModulesToSave
 from hfx_plugins.lora.vocab import embedding_rows, embedding_state

@@ -3,7 +3,7 @@
 The model stays the transformers model it was (``hfx.apply`` swaps layers in place, nothing wraps it), so
 these are functions taking the model, the counterparts of peft's ``PeftModel`` methods::
 
-    add_adapter(model, cfg)                      set_adapter(model, "b")
+    add_adapter(model, cfg)   # in apply.py      set_adapter(model, "b")
     with disable_adapters(model): ...            # the frozen base, e.g. PPO's reference model, no copy
     merge_adapter(model); unmerge_adapter(model) base = merge_and_unload(model)   # a plain model again
 
@@ -14,7 +14,6 @@ not in the state_dict).
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
@@ -24,17 +23,15 @@ from hfx.errors import HfxError
 from hfx.protocols import forget
 from hfx.sharing import check_not_shared
 from hfx_plugins.lora.config import LoraConfig
-from hfx_plugins.lora.inject import inject, modules_to_save_paths, wrap_modules_to_save
 from hfx_plugins.lora.layer import LoraLayer
 from hfx_plugins.lora.trainable import ModulesToSave, lora_layers, mark_trainable, saved_modules
 
 __all__ = [
-    "LoraState", "add_adapter", "delete_adapter", "disable_adapters", "get_state", "merge_adapter",
-    "merge_and_unload", "set_adapter", "unload", "unmerge_adapter",
+    "LoraState", "delete_adapter", "disable_adapters", "get_state", "keep_state", "merge_adapter",
+    "merge_and_unload", "set_adapter", "state_or_new", "unload", "unmerge_adapter",
 ]
 
 _ATTR = "hfx_lora"
-_HEADS = ("classifier", "score")  # the head names peft adds to modules_to_save for SEQ_CLS
 
 
 @dataclass
@@ -63,47 +60,14 @@ def _check_name(state: LoraState, names: list[str]) -> None:
             raise HfxError(f"no adapter named {name!r} on this model; adapters: {', '.join(state.configs)}")
 
 
-def _auto_modules_to_save(model: nn.Module, cfg: LoraConfig) -> list[str] | None:
-    """A sequence classifier's new head must train in full: add it to modules_to_save, as peft does for SEQ_CLS."""
-    is_classifier = type(model).__name__.endswith("ForSequenceClassification") or cfg.task_type == "SEQ_CLS"
-    heads = [h for h in _HEADS if isinstance(getattr(model, h, None), nn.Module)] if is_classifier else []
-    extra = [h for h in heads if h not in (cfg.modules_to_save or [])]
-    return [*(cfg.modules_to_save or []), *extra] or None
+def state_or_new(model: nn.Module) -> LoraState:
+    """The adapters' state on ``model``, or a new empty one (not attached: :func:`keep_state` does that)."""
+    return getattr(model, _ATTR, None) or LoraState()
 
 
-def add_adapter(model: nn.Module, cfg: LoraConfig, *, activate: bool = True) -> nn.Module:
-    """Inject adapter ``cfg.adapter_name`` and (by default) make it the one active, trainable adapter.
-
-    Raises:
-        HfxError: the adapter name is in use, ``modules_to_save`` names a missing module, or what
-            :func:`hfx_plugins.lora.inject.resolve_targets` and the rank check raise; nothing is injected then.
-    """
-    state = getattr(model, _ATTR, None) or LoraState()
-    name = cfg.adapter_name
-    if name in state.configs:
-        raise HfxError(f"adapter name {name!r} is already in use on this model (adapters: {', '.join(state.configs)}); "
-                       "pass another adapter_name, or delete_adapter first")
-    cfg = dataclasses.replace(cfg, modules_to_save=_auto_modules_to_save(model, cfg))
-    if cfg.modules_to_save:
-        modules_to_save_paths(model, cfg.modules_to_save)  # checked before the first layer is replaced
-    targets = inject(model, cfg, name)
-    if cfg.modules_to_save:
-        wrap_modules_to_save(model, cfg.modules_to_save, name)
-    # A Conv1D target means the (in, out) layout; peft records that as fan_in_fan_out=True in the config.
-    fan_in = any(isinstance(m, LoraLayer) and getattr(m, "fan_in_fan_out", False) for m in
-                 (model.get_submodule(k) for k in targets))
-    state.configs[name] = dataclasses.replace(cfg, fan_in_fan_out=fan_in)
+def keep_state(model: nn.Module, state: LoraState) -> None:
+    """Attach ``state`` to ``model`` (a plain attribute: not a module, not in the state_dict)."""
     object.__setattr__(model, _ATTR, state)
-    if activate or not state.active:
-        set_adapter(model, name)
-    else:
-        set_adapter(model, state.active)
-    checkpointing = getattr(model, "is_activation_checkpointing", None)  # transformers >= 5.x; older name below
-    if checkpointing is None:
-        checkpointing = getattr(model, "is_gradient_checkpointing", False)
-    if checkpointing and hasattr(model, "enable_input_require_grads"):
-        model.enable_input_require_grads()  # the frozen embeddings would otherwise cut the checkpointed graph
-    return model
 
 
 def set_adapter(model: nn.Module, names: str | list[str]) -> None:

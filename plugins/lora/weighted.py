@@ -21,9 +21,10 @@ import torch
 from torch import nn
 
 from hfx.errors import HfxError
+from hfx_plugins.lora.apply import add_adapter
 from hfx_plugins.lora.embedding import LoraEmbedding
 from hfx_plugins.lora.layer import LoraLayer
-from hfx_plugins.lora.model import add_adapter, get_state
+from hfx_plugins.lora.model import get_state
 from hfx_plugins.lora.trainable import lora_layers
 
 __all__ = ["add_weighted_adapter"]

@@ -202,3 +202,25 @@ def test_save_is_atomic(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None
         hfx.save(model, parent / "model")
     assert [p.name for p in parent.iterdir()] == ["model"]
     assert {p.name: p.read_bytes() for p in (parent / "model").iterdir()} == files
+
+
+def test_hfx_apply_reaches_the_lora_layer_in_four_calls(monkeypatch: pytest.MonkeyPatch) -> None:
+    # The route from hfx.apply to the nn.Linear that holds LoRA's A, as torchtune and peft keep it short:
+    # hfx.apply -> lora/apply.py:add_adapter -> inject.py:inject -> layer.py:LoraLinear.add_adapter -> nn.Linear.
+    # Before, a lazy wrapper's __call__ and a one-line apply() that only forwarded to model.py sat in between.
+    import traceback
+
+    routes: list[list[str]] = []
+    original = torch.nn.Linear.__init__
+
+    def recording(self: torch.nn.Linear, *args: object, **kwargs: object) -> None:
+        frames = traceback.extract_stack()[:-1]
+        start = next((i for i, f in enumerate(frames) if f.filename.endswith("hfx/api.py")), None)
+        if start is not None:
+            routes.append([f"{Path(f.filename).parent.name}/{Path(f.filename).name}:{f.name}" for f in frames[start:]])
+        original(self, *args, **kwargs)
+
+    monkeypatch.setattr(torch.nn.Linear, "__init__", recording)
+    hfx.apply(tiny_model("llama", "causal-lm")[0], "lora", r=2, target_modules=["q_proj"])
+    assert routes and routes[0] == ["hfx/api.py:apply", "lora/apply.py:add_adapter", "lora/inject.py:inject",
+                                    "lora/layer.py:add_adapter"], routes[:1]
