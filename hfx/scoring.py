@@ -37,6 +37,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from hfx.data.collate import pad_rows
 from hfx.errors import HfxError
 
 __all__ = ["ChoiceResult", "context_length", "encode_pair", "loglikelihood", "prefix_token_id", "score_choices"]
@@ -138,11 +139,7 @@ def loglikelihood(
     out: list[tuple[float, bool]] = [(0.0, False)] * len(encoded)
     for start in range(0, len(keys), batch_size):
         chunk = keys[start:start + batch_size]
-        width = len(chunk[0])
-        ids = torch.zeros(len(chunk), width, dtype=torch.long)  # (B, T) right-padded
-        mask = torch.zeros(len(chunk), width, dtype=torch.long)  # (B, T)
-        for row, seq in enumerate(chunk):
-            ids[row, :len(seq)], mask[row, :len(seq)] = torch.tensor(seq), 1
+        ids, mask = pad_rows(chunk, 0)  # (B, T) each, right-padded: the real tokens keep their positions
         logits = model(input_ids=ids.to(device), attention_mask=mask.to(device)).logits  # (B, T, V)
         for row, key in enumerate(chunk):
             for i in groups[key]:

@@ -7,6 +7,7 @@ prompt over the length limit, lm-eval 0.4.13's left truncation (``lm_eval/models
 
 from __future__ import annotations
 
+import pytest
 import torch
 
 from hfx.data.collate import IGNORE_INDEX
@@ -42,7 +43,8 @@ def test_long_prompts_are_cut_as_lm_eval_cuts_them() -> None:
     lm-eval) and a one-token word's to max_length tokens before the word: the two paths disagreed."""
     model, tok = tiny_model("llama")
     words = [" true", " none of"]
-    got = label_word_scores(model, tok, PROMPTS, words, max_length=4)  # (2, 2)
+    with pytest.warns(UserWarning, match="left truncation"):
+        got = label_word_scores(model, tok, PROMPTS, words, max_length=4)  # (2, 2)
     for i, prompt in enumerate(PROMPTS):
         for j, word in enumerate(words):
             ctx, cont = encode_pair(tok, prompt, word)
