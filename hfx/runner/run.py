@@ -12,6 +12,7 @@ from typing import Any
 from accelerate import Accelerator
 from accelerate.utils import GradientAccumulationPlugin, broadcast_object_list, set_seed, str_to_bool
 
+from hfx import registry
 from hfx.config.compose import Composed, compose_run
 from hfx.errors import HfxError
 from hfx.precision import PrecisionChoice, resolve_mixed_precision
@@ -95,7 +96,7 @@ def run(args: list[str], config_file: str | None = None, composed: Composed | No
     run_dir.is_main = acc.is_main_process
     set_seed(run_cfg.seed)
     ctx = RunContext(cfg, run_cfg, plugin_cfgs, plugins, acc, run_dir)
-    recipe = driver.recipe(ctx)
+    recipe = registry.resolve(driver.recipe)(ctx)  # the recipe class itself, imported on first use
     recipe.setup()  # loads model and data: input errors surface here, before any folder exists
     run_dir.create(cfg)
     started = time.time()
