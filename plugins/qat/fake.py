@@ -4,8 +4,9 @@ In the forward pass the weight (and optionally the input) is quantized and immed
 network computes with exactly the values the packed model will hold, while the master weights stay fp32
 and receive fp32 gradients. round() has zero gradient almost everywhere, so the backward pass uses the
 straight-through estimator (Bengio et al. 2013, https://arxiv.org/abs/1308.3432): d fq(x) / dx = 1 where x
-fell inside the quantization range and 0 where it was clamped (as torch.ao's FakeQuantize; with min/max
-weight ranges nothing is clamped, so weights get the plain identity).
+fell inside the quantization range and 0 where it was clamped (as torch.ao's FakeQuantize). With min/max weight
+ranges almost nothing is clamped: only a group's extreme value whose code lands one past the end because the
+scale was rounded to fp16 (measured: 4 and 57 of 76,800 weights at 4 and 8 bits asymmetric, none symmetric).
 
 The weight's scales and zero points come from the current weights by min/max (absmax when symmetric) at
 every step, torchao's "dynamic" weight fake quantization; the range search of PTQ is too slow to run at
