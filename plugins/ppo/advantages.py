@@ -22,12 +22,23 @@ __all__ = ["gae", "masked_mean", "masked_var", "masked_whiten", "per_token_rewar
 
 
 def masked_mean(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """Mean of ``values`` where ``mask`` is true (trl's ``masked_mean`` without an axis)."""
+    """Mean of ``values`` where ``mask`` is true: a () tensor (trl's ``masked_mean`` without an axis).
+
+    Args:
+        values: (B, T) per-token values.
+        mask: (B, T) bool or 0/1, same shape; at least one true entry (else the result is NaN).
+    """
     return (values * mask).sum() / mask.sum()
 
 
 def masked_var(values: torch.Tensor, mask: torch.Tensor, unbiased: bool = True) -> torch.Tensor:
-    """Variance of ``values`` where ``mask`` is true, with Bessel's correction by default (as trl)."""
+    """Variance of ``values`` where ``mask`` is true: a () tensor, with Bessel's correction by default (as trl).
+
+    Args:
+        values: (B, T) per-token values.
+        mask: (B, T) bool or 0/1; with ``unbiased``, at least two true entries (else inf or NaN, as trl).
+        unbiased: multiply by n / (n - 1), n the number of true entries.
+    """
     centered = values - masked_mean(values, mask)
     var = masked_mean(centered**2, mask)
     if unbiased:
@@ -37,7 +48,19 @@ def masked_var(values: torch.Tensor, mask: torch.Tensor, unbiased: bool = True) 
 
 
 def masked_whiten(values: torch.Tensor, mask: torch.Tensor, shift_mean: bool = True) -> torch.Tensor:
-    """(x - mean) / sqrt(var + 1e-8) over the masked entries; ``shift_mean=False`` adds the mean back (trl)."""
+    """(x - mean) / sqrt(var + 1e-8) over the masked entries; ``shift_mean=False`` adds the mean back (trl).
+
+    trl 1.12.0's ``masked_whiten``: the mean and the (unbiased) variance are taken over the true entries of
+    ``mask`` only, but every entry of ``values`` is transformed (callers zero the invalid ones after).
+
+    Args:
+        values: (B, T) rewards or advantages.
+        mask: (B, T) valid positions.
+        shift_mean: False scales only (trl's reward whitening keeps the mean).
+
+    Returns:
+        (B, T), the same shape as ``values``.
+    """
     mean, var = masked_mean(values, mask), masked_var(values, mask)
     whitened = (values - mean) * torch.rsqrt(var + 1e-8)
     return whitened if shift_mean else whitened + mean

@@ -30,6 +30,7 @@ class ValueHead(nn.Module):
         nn.init.zeros_(self.summary.bias)
 
     def forward(self, hidden: torch.Tensor) -> torch.Tensor:
+        """(B, T, H) last hidden states -> (B, T) values, in the head's dtype (fp32 unless the head was cast)."""
         return self.summary(hidden.to(self.summary.weight.dtype)).squeeze(-1)
 
 

@@ -168,6 +168,11 @@ def _diff(key: str, **setting: Any) -> float:
 
 
 def checks() -> list[Check]:
+    """``hfx validate plugin=ppo``: one update of hfx against trl 1.12.0's ``trl.experimental.ppo`` (see README).
+
+    Each check is the largest absolute difference of one quantity over the same models, prompts and fixed
+    responses (k1; then k3 with reward whitening), within ``TOL``. Without trl==1.12.0 each raises SkipCheck.
+    """
     out = []
     for key, what in [("rewards", "per-token rewards (score at EOS+1, k1)"), ("advantages", "whitened advantages"),
                       ("returns", "returns"), ("values", "rollout values"), ("pg_loss", "policy loss, 2 epochs"),

@@ -52,5 +52,12 @@ class VaderReward:
         self.tokenizer = tokenizer
 
     def __call__(self, query_responses: torch.Tensor, attention_mask: torch.Tensor, context_length: int) -> torch.Tensor:
+        """(B,) float32 VADER compound scores in [-1, 1] of the responses in (B, S) prompt + response ids.
+
+        Args:
+            query_responses: (B, S) token ids, the prompt in the first ``context_length`` columns.
+            attention_mask: (B, S) 1 on real tokens; the response's real tokens are decoded, special tokens dropped.
+            context_length: P, where the responses start.
+        """
         texts = response_texts(self.tokenizer, query_responses, attention_mask, context_length)
         return torch.tensor(vader_scores(texts), dtype=torch.float32)

@@ -40,6 +40,7 @@ def save(model: nn.Module, path: Path) -> None:
 
 
 def can_load(path: Path) -> bool:
+    """Whether ``path`` holds a saved PPO config (``ppo_config.json``; the value head file is optional)."""
     return (Path(path) / CONFIG_NAME).is_file()
 
 

@@ -18,7 +18,10 @@ __all__ = ["policy_loss", "value_loss"]
 
 def policy_loss(new_logprobs: torch.Tensor, old_logprobs: torch.Tensor, advantages: torch.Tensor,
                 mask: torch.Tensor, cliprange: float) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-    """Clipped surrogate loss.
+    """Clipped surrogate loss, L = mean over valid tokens of max(-A rho, -A clip(rho, 1 - eps, 1 + eps)).
+
+    Schulman et al. 2017 (https://arxiv.org/abs/1707.06347) eq. 7, negated to be minimised, with trl 1.12.0's
+    masked mean over tokens (``ppo_trainer.py``'s ``pg_losses``).
 
     Args:
         new_logprobs: (B, T) log-probs of the rollout's tokens under the current policy.
@@ -44,7 +47,9 @@ def policy_loss(new_logprobs: torch.Tensor, old_logprobs: torch.Tensor, advantag
 
 def value_loss(values: torch.Tensor, old_values: torch.Tensor, returns: torch.Tensor, mask: torch.Tensor,
                cliprange_value: float) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-    """Clipped value loss.
+    """Clipped value loss, 0.5 * mean over valid positions of max((V - R)^2, (clip(V, V_old +- c) - R)^2).
+
+    As trl 1.12.0 (``ppo_trainer.py``'s ``vf_losses``) and OpenAI's baselines PPO2.
 
     Args:
         values: (B, T) current value predictions.

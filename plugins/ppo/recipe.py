@@ -42,6 +42,13 @@ class PPORecipe(Recipe):
     """setup -> evaluate -> train -> evaluate -> save."""
 
     def setup(self) -> None:
+        """Build the policy (lora, then the value head), the prompts, the reward model and the trainer.
+
+        Raises:
+            HfxError: no ``lora`` plugin in the run (a preset or config file without a ``lora:`` section), bad
+                prompts (:func:`~hfx_plugins.ppo.rewards.load_prompts`) or reward model
+                (:func:`~hfx_plugins.ppo.rewards.reward_model_for`).
+        """
         ctx, run = self.ctx, self.ctx.run
         self.cfg = cfg = ctx.config("ppo")
         if "lora" not in [p.name for p in ctx.plugins]:  # a preset or --config file without a lora: section
@@ -91,6 +98,11 @@ class PPORecipe(Recipe):
                 "kl": statistics.fmean(kls), "positive_share": sum(g > 0.05 for g in gold) / len(gold)}
 
     def train(self) -> dict[str, float]:
+        """Run ``ppo.updates`` PPO updates (resuming from the last checkpoint); log and print each.
+
+        Returns:
+            The means of proxy reward, gold score and KL over the last 5 updates (``train_proxy_reward``, ...).
+        """
         ctx, cfg, tr = self.ctx, self.cfg, self.trainer
         self.training_started = True
         step = self._resume()
@@ -131,6 +143,11 @@ class PPORecipe(Recipe):
         return step
 
     def save(self, out_dir: Path) -> list[Path]:
+        """Write ``ppo_curves.png``, ``answers.json`` (held-out answers before/after) and ``policy/``.
+
+        ``policy/`` holds ``adapter/`` (``hfx.save``: lora's peft-format adapter and ppo's value head) and the
+        tokenizer. Returns the paths written.
+        """
         written = []
         if self.history:
             plot_ppo_curves(self.history, self.ctx.run_dir.path / "ppo_curves.png", f"PPO on {self.ctx.run.model}")

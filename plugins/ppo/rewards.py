@@ -72,6 +72,11 @@ class TextReward:
         self.model, self.tokenizer, self.policy_tokenizer = model, tokenizer, policy_tokenizer
 
     def __call__(self, query_responses: Any, attention_mask: Any, context_length: int) -> Any:
+        """(B,) scores of the decoded (B, S) prompt + response ids, re-tokenized by the reward model's tokenizer.
+
+        ``context_length`` is unused: the whole text (prompt and response) is scored, as the reward model was
+        trained on it.
+        """
         from hfx_plugins.reward import score_texts
 
         texts = [self.policy_tokenizer.decode(ids[m.bool()].tolist()) for ids, m in zip(query_responses, attention_mask,

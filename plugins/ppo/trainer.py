@@ -191,7 +191,15 @@ class PPOTrainer:
 
     @torch.no_grad()
     def make_experience(self, ro: Rollout) -> Experience:
-        """Log-probs, values, score, per-token rewards, GAE advantages and returns of one rollout."""
+        """Log-probs, values, score, per-token rewards, GAE advantages and returns of one rollout.
+
+        Order of trl 1.12.0's ``PPOTrainer.train`` (``ppo_trainer.py`` L757-799): KL -> rewards (score on one
+        token) -> optional reward whitening -> GAE -> advantage whitening. Every tensor of the result is (B, T),
+        ``scores`` (B,).
+
+        Raises:
+            HfxError: a score that is NaN or infinite (before any weight changes), naming the response.
+        """
         a = self.args
         logprobs, entropy, values = self._policy_forward(ro, ro.query_responses, ro.attention_mask)
         ref, ctx = self.reference()
@@ -228,7 +236,14 @@ class PPOTrainer:
                            "of the previous step (the last checkpoint is intact); lower the learning rate")
 
     def optimize(self, exp: Experience) -> dict[str, float]:
-        """``num_ppo_epochs`` x ``num_mini_batches`` AdamW steps on one experience; return mean statistics."""
+        """``num_ppo_epochs`` x ``num_mini_batches`` AdamW steps on one experience; return mean statistics.
+
+        Each epoch reshuffles the B rollouts and takes B / ``num_mini_batches`` of them per step; the loss is
+        ``pg_loss + vf_coef * vf_loss``. The learning rate then decays once (trl's scheduler steps per update).
+
+        Raises:
+            HfxError: a NaN or infinite loss, before that step's optimizer update (update, epoch, mini-batch named).
+        """
         a, ro = self.args, exp.rollout
         n = ro.responses.size(0)
         size = n // a.num_mini_batches
