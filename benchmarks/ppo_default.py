@@ -137,6 +137,7 @@ def _source(run: dict[str, Any]) -> str:
 
 
 def render(report: dict[str, Any]) -> str:
+    """The markdown of ``benchmarks/results/ppo_default.md``: per-seed table, mean and spread, the long run."""
     lines = ["# PPO: the default `hfx run plugin=ppo` (smollm2-135m + LoRA, reward model from the bundled rankings)", "",
              f"Command: `{report['command']}`. Machine load (1-min average) at start / end: "
              f"{report['load'][0]:.1f} / {report['load'][1]:.1f} on {os.cpu_count()} cores.", "",
@@ -203,6 +204,7 @@ def render(report: dict[str, Any]) -> str:
 
 
 def main() -> None:
+    """Run (or reuse) the seeds' runs and the long run; write ``ppo_default.{json,md}`` under benchmarks/results."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, nargs="*", default=[0, 1, 2])
     parser.add_argument("--long", type=int, default=0, help="updates of one extra, longer run (0: none)")

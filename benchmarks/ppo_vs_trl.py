@@ -123,6 +123,7 @@ def _side(side: str, args: argparse.Namespace) -> dict:
 
 
 def main() -> None:
+    """Run each side in its own process (``--side``), then write ``ppo_vs_trl.{json,md}`` under benchmarks/results."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--side", choices=["hfx", "trl", "trl+peft"], help="(internal) run one side and print JSON")
     parser.add_argument("--model", default="smollm2-135m")
