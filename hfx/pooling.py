@@ -5,8 +5,9 @@ Every function finds padding from the attention mask (1 = real token, 0 = paddin
 
 - :func:`mean_pool`, :func:`max_pool`, :func:`cls_pool`, :func:`weighted_mean_pool`: the arithmetic of
   sentence-transformers' ``Pooling`` module (``mean``, ``max``, ``cls``, ``weightedmean``), so the vectors
-  agree with it to rounding (tests/hfx/test_pooling.py runs both on a tiny BERT);
-- :func:`gather_last` (``lasttoken``): the last real token, found by :func:`last_token_index`.
+  agree with it to rounding (tests/hfx/test_pooling.py runs both on a tiny BERT and a tiny Llama);
+- :func:`gather_last` (``lasttoken``): the last real token, found by :func:`last_token_index`. One departure:
+  a row with no real token is an error here, where sentence-transformers returns a zero vector for it.
 
 The last real token
 -------------------
