@@ -29,16 +29,13 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
 import pytest
-import torch
 
 from hfx.runner.run import _warn_single_cpu_launch, run
-from hfx.testing import save_tiny_model
 
 # 200 examples / batches of 4 = 50 batches an epoch (even); 30 steps x 2 micro-batches crosses into epoch 2.
 # A high learning rate moves the weights far, so that any difference between the runs would grow.
@@ -55,18 +52,7 @@ COMMON = [
 RTOL = 1e-5
 
 
-@pytest.fixture(scope="module")
-def bert0_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A tiny bare BERT with every dropout at 0 (finetune puts its own head on)."""
-    return save_tiny_model(tmp_path_factory.mktemp("ddp-models") / "bert0", "bert", "base", dropout=0.0)
-
-
-@pytest.fixture(autouse=True)
-def one_thread() -> Iterator[None]:
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py: the whole module on one thread
 
 
 def _free_port() -> int:

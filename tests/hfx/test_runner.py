@@ -16,7 +16,6 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -42,12 +41,7 @@ ENV = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "TOKENIZERS
 ENV.pop("HFX_DEBUG", None)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread() -> Iterator[None]:
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py: the whole module on one thread
 
 
 @pytest.fixture(scope="module")
@@ -58,12 +52,6 @@ def bert_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     load report about unexpected keys on stderr, in the way of the one-line error checks below.
     """
     return save_tiny_model(tmp_path_factory.mktemp("runner-models") / "bert", "bert", "base")
-
-
-@pytest.fixture(scope="module")
-def bert0_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """Tiny bare BERT without dropout: its loss does not depend on how a batch is split."""
-    return save_tiny_model(tmp_path_factory.mktemp("runner-models") / "bert0", "bert", "base", dropout=0.0)
 
 
 def _run_folder(output_dir: Path) -> Path:

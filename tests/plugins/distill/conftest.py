@@ -1,18 +1,11 @@
-"""Fixtures of the distill tests."""
+"""The distill tests run on one torch thread (tests/conftest.py's ``one_thread``, made automatic here)."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import pytest
-import torch
 
 
-@pytest.fixture(autouse=True)
-def _one_torch_thread() -> Iterator[None]:
-    # The tiny test models gain nothing from intra-op threads, and on a CPU shared with other jobs
-    # OpenMP's spinning threads make each small matmul up to 100x slower. Restored afterwards.
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+@pytest.fixture(scope="module", autouse=True)
+def one_thread(one_thread: None) -> None:
+    """Every module of this folder on one thread: on a CPU shared with other jobs, OpenMP's spinning threads
+    make each small matmul of the tiny models up to 100x slower."""

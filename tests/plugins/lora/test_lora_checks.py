@@ -25,3 +25,10 @@ def test_every_validate_check_is_within_tolerance() -> None:
     for check in checks():
         gap = check.run()
         assert gap <= check.tolerance, f"{check.name}: {gap} > {check.tolerance}"
+
+
+def test_runs_on_one_thread() -> None:
+    # tests/plugins/lora/conftest.py: one thread even when HFX_TEST_THREADS asks the session for more
+    import torch
+
+    assert torch.get_num_threads() == 1
