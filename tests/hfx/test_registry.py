@@ -225,6 +225,17 @@ def test_lazy_exports_takes_modules_beside_the_package_and_export_names_lists_th
     assert old_form("load_data").__module__ == "hfx.data.loading"
 
 
+def test_every_public_name_of_every_builtin_package_loads() -> None:
+    # Each package's __all__ comes from its export table; a wrong module or name there fails only on use.
+    import importlib
+
+    root = Path(__file__).resolve().parents[2] / "plugins"
+    for init in sorted(root.glob("*/__init__.py")):
+        module = importlib.import_module(f"hfx_plugins.{init.parent.name}")
+        missing = [name for name in module.__all__ if getattr(module, name, None) is None]
+        assert not missing, (init.parent.name, missing)
+
+
 def test_hfx_top_level_names_are_the_plugins_public_names() -> None:
     import hfx_plugins.distill
     import hfx_plugins.embed
