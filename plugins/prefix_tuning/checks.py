@@ -10,11 +10,8 @@ peft 0.21.2's own ``generate()`` drops the prefix on transformers >= 5.24 (it pa
 
 from __future__ import annotations
 
-import copy
-import warnings
 from typing import Any
 
-import torch
 from torch import nn
 
 from hfx import parity
@@ -31,21 +28,10 @@ TASKS = {"llama": "CAUSAL_LM", "gpt2": "CAUSAL_LM", "t5": "SEQ_2_SEQ_LM"}
 
 def pair(family: str, dropout: float | None = None, **fields: Any) -> tuple[nn.Module, nn.Module, Any]:
     """(hfx model, peft model, tokenizer): the same tiny base with the same initial prefix."""
-    from peft import PrefixTuningConfig, get_peft_model
+    from hfx.testing import reference_twin
 
-    import hfx
-    from hfx.testing import tiny_model
-
-    base, tok = tiny_model(family, dropout=dropout)
-    twin = copy.deepcopy(base)
     fields.setdefault("num_virtual_tokens", 4)
-    with torch.random.fork_rng(devices=[]), warnings.catch_warnings():
-        warnings.simplefilter("ignore", FutureWarning)  # transformers' is_gradient_checkpointing rename, read by peft
-        torch.manual_seed(0)
-        ours = hfx.apply(base, "prefix_tuning", **fields)
-        torch.manual_seed(0)
-        theirs = get_peft_model(twin, PrefixTuningConfig(task_type=TASKS[family], **fields))
-    return ours, theirs, tok
+    return reference_twin(family, "prefix_tuning", "PrefixTuningConfig", dropout=dropout, **fields)
 
 
 def outputs_gap(family: str, **fields: Any) -> float:

@@ -9,12 +9,9 @@ across the two libraries' save/load, of the losses over 20 AdamW steps (relative
 
 from __future__ import annotations
 
-import copy
 import tempfile
-import warnings
 from typing import Any
 
-import torch
 from torch import nn
 
 from hfx import parity
@@ -33,24 +30,14 @@ INIT_TEXT = "classify the value of the list"
 
 def pair(family: str, dropout: float | None = None, **fields: Any) -> tuple[nn.Module, nn.Module, Any]:
     """(hfx model, peft model, tokenizer): the same tiny base with the same initial prompt."""
-    from peft import PromptTuningConfig, get_peft_model
+    from hfx.testing import reference_twin, tiny_model
 
-    import hfx
-    from hfx.testing import tiny_model
-
-    base, tok = tiny_model(family, dropout=dropout)
-    twin = copy.deepcopy(base)
     fields.setdefault("num_virtual_tokens", N)
-    with tempfile.TemporaryDirectory() as tmp, torch.random.fork_rng(devices=[]), warnings.catch_warnings():
-        warnings.simplefilter("ignore", FutureWarning)
+    with tempfile.TemporaryDirectory() as tmp:
         if fields.get("prompt_tuning_init") == "TEXT":  # peft loads the tokenizer from a folder
-            tok.save_pretrained(tmp)
+            tiny_model(family)[1].save_pretrained(tmp)
             fields.update(prompt_tuning_init_text=INIT_TEXT, tokenizer_name_or_path=tmp)
-        torch.manual_seed(0)
-        ours = hfx.apply(base, "prompt_tuning", **fields)
-        torch.manual_seed(0)
-        theirs = get_peft_model(twin, PromptTuningConfig(task_type=TASKS[family], **fields))
-    return ours, theirs, tok
+        return reference_twin(family, "prompt_tuning", "PromptTuningConfig", dropout=dropout, **fields)
 
 
 def start(family: str) -> int:
