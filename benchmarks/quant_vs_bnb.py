@@ -138,12 +138,13 @@ def main() -> None:
     from hfx.data.text import pydoc_token_windows
     from hfx.models.loading import load_model
     from hfx.models.zoo import resolve_model
+    from hfx.tables import print_table
     from hfx_plugins.quant.apply import apply
     from hfx_plugins.quant.calibration import lm_calibration
     from hfx_plugins.quant.checks import error_table
     from hfx_plugins.quant.config import QuantConfig, QuantRunConfig
     from hfx_plugins.quant.io import save
-    from hfx_plugins.quant.tables import embedding_rows, ppl_rows, print_table
+    from hfx_plugins.quant.tables import embedding_rows, ppl_rows
 
     started = time.time()
     table = args.table.split(",")
@@ -219,7 +220,8 @@ def main() -> None:
 
 def _write(result: dict, started: float) -> None:
     """Write the JSON and Markdown results with whatever sections are done (a long run is never lost)."""
-    from hfx_plugins.quant.tables import CAVEAT, markdown_table
+    from hfx.tables import markdown_table
+    from hfx_plugins.quant.tables import CAVEAT
 
     result["seconds"] = result.get("seconds_before_resume", 0) + round(time.time() - started)
     out = _OUT[0]

@@ -97,16 +97,16 @@ def run_checks(plugins: Sequence[str] | None = None) -> list[CheckResult]:
 
 def print_results(results: Sequence[CheckResult]) -> None:
     """Print one table: check, reference library and version, max difference, tolerance, pass/fail."""
-    from rich.console import Console
     from rich.markup import escape
-    from rich.table import Table
 
-    table = Table(title="hfx validate")
-    for col in ("plugin", "check", "reference", "max diff", "tolerance", "result"):
-        table.add_column(col, justify="right" if col in ("max diff", "tolerance") else "left")
+    from hfx.tables import print_table
+
+    rows = []
     for r in results:
         verdict = "[green]pass[/green]" if r.passed else f"[red]FAIL[/red] {escape(r.error)}".rstrip()
         if r.passed and r.error.startswith("skipped:"):
             verdict = f"[yellow]{escape(r.error)}[/yellow]"
-        table.add_row(escape(r.plugin), escape(r.name), f"{r.reference} {r.version}", f"{r.max_diff:.3g}", f"{r.tolerance:.3g}", verdict)
-    Console(width=max(150, Console().width)).print(table)
+        rows.append({"plugin": escape(r.plugin), "check": escape(r.name), "reference": f"{r.reference} {r.version}",
+                     "max diff": r.max_diff, "tolerance": r.tolerance, "result": verdict})
+    print_table("hfx validate", rows, float_format=".3g", justify={"max diff": "right", "tolerance": "right"},
+                min_width=150, markup=True)  # markup: the coloured verdicts; every other cell is escaped

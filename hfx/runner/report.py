@@ -1,4 +1,4 @@
-"""End-of-run outputs: the curves plot and the results table."""
+"""End-of-run outputs: the curves plot and the results table (printed by :mod:`hfx.tables`)."""
 
 from __future__ import annotations
 
@@ -52,24 +52,9 @@ def save_figure(fig: Any, path: Path, title: str) -> Path:
 
 
 def print_results(title: str, before: dict[str, float], after: dict[str, float], extra: dict[str, Any]) -> None:
-    """Print metrics before and after training side by side, then any extra rows."""
-    from rich.console import Console
-    from rich.markup import escape
-    from rich.table import Table
+    """Print metrics before and after training side by side, then any extra rows (:func:`hfx.tables.print_table`)."""
+    from hfx.tables import print_table
 
-    table = Table(title=title)
-    table.add_column("metric")
-    table.add_column("before", justify="right")
-    table.add_column("after", justify="right")
-    for key in dict.fromkeys([*before, *after]):
-        b, a = before.get(key), after.get(key)
-        table.add_row(escape(key), _fmt(b), _fmt(a))
-    for key, value in extra.items():
-        table.add_row(escape(key), "", escape(_fmt(value)))
-    Console(stderr=False).print(table)
-
-
-def _fmt(v: Any) -> str:
-    if v is None:
-        return ""
-    return f"{v:.4f}" if isinstance(v, float) else str(v)
+    rows = [{"metric": k, "before": before.get(k), "after": after.get(k)} for k in dict.fromkeys([*before, *after])]
+    rows += [{"metric": k, "before": None, "after": v} for k, v in extra.items()]
+    print_table(title, rows, float_format=".4f", justify={"before": "right", "after": "right"})

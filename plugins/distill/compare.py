@@ -63,17 +63,11 @@ class BaselineContext:
 
 def print_comparison(title: str, rows: list[dict[str, Any]]) -> None:
     """One table, a row per model; every row has the same keys (None = not measured)."""
-    from rich.console import Console
-    from rich.markup import escape
-    from rich.table import Table
+    from hfx.tables import print_table
 
-    table = Table(title=title)
-    keys = list(rows[0])
-    for k in keys:
-        table.add_column(escape(k), justify="left" if k == "model" else "right")
-    for row in rows:
-        table.add_row(*(escape(_fmt(row[k])) for k in keys))
-    Console(width=max(140, Console().width)).print(table)  # wide enough for every column, even in a pipe
+    cells = [{k: _fmt(v) for k, v in row.items()} for row in rows]  # thousands separators, "-" for None
+    justify = {k: "left" if k == "model" else "right" for k in rows[0]} if rows else {}
+    print_table(title, cells, justify=justify, min_width=140)  # wide enough for every column, even in a pipe
 
 
 def _fmt(v: Any) -> str:

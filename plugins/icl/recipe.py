@@ -25,6 +25,7 @@ import torch
 
 from hfx.io import atomic_write_json, atomic_write_text
 from hfx.registry import Recipe
+from hfx.tables import markdown_table, print_table
 from hfx_plugins.icl.tasks import (
     evaluate_classification,
     evaluate_cot,
@@ -38,11 +39,8 @@ _COLUMNS = ("task", "prompting", "k", "selection", "metric", "score", "notes", "
 
 
 def table_markdown(rows: list[dict[str, Any]]) -> str:
-    """The rows as a Markdown table (scores with 3 decimals)."""
-    fmt = lambda c, v: f"{v:.3f}" if c == "score" else str(v)  # noqa: E731
-    lines = ["| " + " | ".join(_COLUMNS) + " |", "|" + "---|" * len(_COLUMNS)]
-    lines += ["| " + " | ".join(fmt(c, r[c]) for c in _COLUMNS) + " |" for r in rows]
-    return "\n".join(lines) + "\n"
+    """The rows as a Markdown table (scores with 3 decimals, other values as they are)."""
+    return markdown_table(rows, columns=_COLUMNS, float_format="", formats={"score": ".3f"})
 
 
 class IclRecipe(Recipe):
@@ -111,18 +109,9 @@ class IclRecipe(Recipe):
         return self.metrics
 
     def _print_table(self) -> None:
-        from rich.console import Console
-        from rich.markup import escape
-        from rich.table import Table
-
-        table = Table(title=f"in-context learning on {self.ctx.run.model} ({self.seconds:.0f} s)")
-        for col in _COLUMNS:
-            table.add_column(col, justify="right" if col in ("k", "score", "seconds") else "left")
-        for r in self.rows:
-            table.add_row(*(escape(f"{r[c]:.3f}" if isinstance(r[c], float) and c == "score" else str(r[c]))
-                            for c in _COLUMNS))
         if self.ctx.is_main:
-            Console(width=max(150, Console().width)).print(table)
+            print_table(f"in-context learning on {self.ctx.run.model} ({self.seconds:.0f} s)", self.rows,
+                        columns=_COLUMNS, float_format="", formats={"score": ".3f"}, min_width=150)
 
     def save(self, out_dir: Path) -> list[Path]:
         out_dir.mkdir(parents=True, exist_ok=True)

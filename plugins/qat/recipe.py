@@ -31,10 +31,10 @@ from hfx.errors import HfxError
 from hfx.io import atomic_dir, atomic_write_json, atomic_write_text
 from hfx.registry import Recipe
 from hfx.runner.loop import TrainLoop
+from hfx.tables import markdown_table, print_table
 from hfx_plugins.qat.apply import apply as apply_qat
 from hfx_plugins.qat.fake import convert
 from hfx_plugins.qat.io import as_quant_config, save_packed
-from hfx_plugins.quant import markdown_table, print_table
 
 __all__ = ["QatRecipe"]
 

@@ -2,7 +2,7 @@
 
 1. ``evaluate`` (before): fp32 perplexity on ``quant.eval_windows`` windows of ``quant.eval_window`` tokens of
    ``pydoc_data.topics`` (a decoder); an encoder gets only the embedding table.
-2. ``train`` (nothing is trained): the float-format table with the error of casting this model's linear
+2. ``compare`` (nothing is trained; the runner calls it in ``train()``'s place): the float-format table with the error of casting this model's linear
    weights; one row per ``quant.table`` entry and per bitsandbytes layout with bits per parameter counting
    scales and zero points, megabytes in memory and on disk, perplexity and its change vs fp32; then the
    sentence-embedding agreement with fp32 on ``quant.embedding_model`` (see :data:`tables.CAVEAT`).
@@ -22,6 +22,7 @@ from hfx.io import atomic_dir, atomic_write_json, atomic_write_text
 from hfx.models.loading import load_config, model_family
 from hfx.models.zoo import resolve_model
 from hfx.registry import Recipe
+from hfx.tables import markdown_table, print_table
 from hfx_plugins.quant.apply import apply, select_linear, storage_summary
 from hfx_plugins.quant.calibration import lm_calibration, sentence_calibration
 from hfx_plugins.quant.io import save as save_quantized
@@ -32,9 +33,7 @@ from hfx_plugins.quant.tables import (
     entry_key,
     format_rows,
     has_gptq_entries,
-    markdown_table,
     ppl_rows,
-    print_table,
 )
 
 __all__ = ["QuantRecipe"]
@@ -75,7 +74,13 @@ class QuantRecipe(Recipe):
             self.fp32_ppl = ppl  # the first evaluation is the fp32 model's
         return {"perplexity": ppl}
 
-    def train(self) -> dict[str, float]:
+    def compare(self) -> dict[str, float]:
+        """The tables (float formats, perplexity beside bitsandbytes, embedding agreement), then the run's own
+        setting applied to the model (evaluated "after" and saved); ``hfx run`` calls it in ``train()``'s place."""
+        return self._quantize_own(self._tables())
+
+    def _tables(self) -> dict[str, float]:
+        """Build and print every table; returns the perplexity of each ``quant.table`` entry by key."""
         ctx, cfg = self.ctx, self.cfg
         show = print_table if ctx.is_main else (lambda *a: None)
         if cfg.formats:
@@ -101,7 +106,12 @@ class QuantRecipe(Recipe):
             show(f"{emb}: embeddings of 600 pydoc sentences vs fp32" + (
                 f"; GPTQ calibrated on the {cfg.calibration_sentences} sentences after them (disjoint)"
                 if gptq_rows else ""), self.tables["embeddings"])
-        # the run's own setting, evaluated "after" and saved
+        return by_entry
+
+    def _quantize_own(self, by_entry: dict[str, float]) -> dict[str, float]:
+        """The run's own ``quant.*`` setting on the model, evaluated "after" (the table's perplexity when it has the
+        same setting, ``by_entry``); returns its bits per parameter and size."""
+        cfg = self.cfg
         self.model = apply(self.model, cfg, calibration=self.calibrate() if cfg.method == "gptq" else None)
         own = entry_key(cfg.bits, cfg.group_size, cfg.method)
         if own in by_entry and cfg.activations == "none":  # measured already in the table

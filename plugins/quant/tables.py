@@ -6,6 +6,8 @@
 - :func:`embedding_rows`: sentence-embedding agreement with fp32 on an encoder (minilm: original fp32
   weights, the honest second measurement, see :data:`CAVEAT`);
 - :func:`format_rows`: each float format's range and precision, and the error of casting a model's weights.
+
+The rows are printed and written as Markdown by :mod:`hfx.tables`, as every result table is.
 """
 
 from __future__ import annotations
@@ -35,37 +37,11 @@ from hfx_plugins.quant.measure import (
     perplexity,
 )
 
-__all__ = ["CAVEAT", "embedding_rows", "entry_key", "format_rows", "groups_note", "has_gptq_entries", "markdown_table",
-           "ppl_rows", "print_table"]
+__all__ = ["CAVEAT", "embedding_rows", "entry_key", "format_rows", "groups_note", "has_gptq_entries", "ppl_rows"]
 
 CAVEAT = ("smollm2-135m's weights come from a Q4_1 GGUF (4-bit grid per 32 inputs): its 4-bit perplexity "
           "losses flatter every 4-bit scheme; see the minilm embedding rows (original fp32 weights).")
 Row = dict[str, Any]
-
-
-def _fmt(v: Any) -> str:
-    return f"{v:.4g}" if isinstance(v, float) else str(v)
-
-
-def print_table(title: str, rows: list[Row]) -> None:
-    from rich.console import Console
-    from rich.table import Table
-
-    if not rows:
-        return
-    table = Table(title=title)
-    for k in rows[0]:
-        table.add_column(k, justify="left" if k in ("method", "format", "groups") else "right")
-    for r in rows:
-        table.add_row(*[_fmt(v) for v in r.values()])
-    Console().print(table)
-
-
-def markdown_table(rows: list[Row]) -> str:
-    if not rows:
-        return ""
-    head = "| " + " | ".join(rows[0]) + " |\n|" + "---|" * len(rows[0]) + "\n"
-    return head + "".join("| " + " | ".join(_fmt(v) for v in r.values()) + " |\n" for r in rows)
 
 
 def groups_note(group: int, in_features: set[int]) -> str:
