@@ -26,6 +26,5 @@ __all__ = ["QatConfig", "QatRunConfig", "plugin", *export_names(_EXPORTS)]
 
 plugin = Plugin(name="qat", package=__name__, config_cls=QatConfig, run_config_cls=QatRunConfig,
                 recipe="QatRecipe", requires=("quant", "finetune"),
-                checks=None,  # no checks.py: hfx validate compares quant's layers, which qat converts to
                 description="Quantization-aware training (fake quant + STE), converted to packed quant "
                             "layers")
