@@ -20,6 +20,11 @@ __all__ = ["MARKER", "can_load", "load", "save"]
 MARKER = config_marker("distill")
 
 
+def can_load(path: Path) -> bool:
+    """Whether ``path`` was written by :func:`save` (it holds ``hfx_distill.json``)."""
+    return has_config_marker(path, "distill")
+
+
 def save(model: nn.Module, path: Path, cfg: DistillConfig | None = None) -> None:
     """Write the student with ``save_pretrained`` (safetensors) and the distillation config.
 
@@ -39,10 +44,6 @@ def save(model: nn.Module, path: Path, cfg: DistillConfig | None = None) -> None
     model.save_pretrained(path)
     cfg = cfg or config_of(model, "distill") or DistillConfig()
     write_config_marker(path, "distill", cfg, DistillConfig)  # a run config's extra fields left out
-
-
-def can_load(path: Path) -> bool:
-    return has_config_marker(path, "distill")
 
 
 def load(model: nn.Module, path: Path) -> tuple[nn.Module, DistillConfig]:

@@ -30,6 +30,11 @@ __all__ = ["MARKER", "can_load", "load", "save", "to_transformers"]
 MARKER = config_marker("finetune")
 
 
+def can_load(path: Path) -> bool:
+    """Whether ``path`` was written by :func:`save` (it holds ``hfx_finetune.json``)."""
+    return has_config_marker(path, "finetune")
+
+
 def to_transformers(model: SequenceClassifier) -> nn.Module:
     """The equivalent ``AutoModelForSequenceClassification`` with the same weights (checked strictly).
 
@@ -59,10 +64,6 @@ def save(model: nn.Module, path: Path, cfg: FinetuneConfig | None = None) -> Non
 
     cfg = cfg or config_of(model, "finetune") or FinetuneConfig()
     write_config_marker(path, "finetune", cfg, FinetuneConfig)  # a run config's extra fields left out
-
-
-def can_load(path: Path) -> bool:
-    return has_config_marker(path, "finetune")
 
 
 def load(model: nn.Module, path: Path) -> tuple[nn.Module, FinetuneConfig]:
