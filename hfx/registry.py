@@ -187,7 +187,8 @@ class Recipe:
 class _ByConvention:
     """The default of a part of :class:`Plugin`: found in the plugin's package by its file name (see ANATOMY)."""
 
-    __repr__ = lambda self: "BY_CONVENTION"  # noqa: E731
+    def __repr__(self) -> str:
+        return "BY_CONVENTION"
 
 
 BY_CONVENTION: Any = _ByConvention()
