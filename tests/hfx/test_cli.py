@@ -175,3 +175,31 @@ def test_help(cli: Callable, command: str) -> None:
 def test_top_level_usage_error_is_argparse_status_2(cli: Callable) -> None:
     res = cli("frobnicate")
     assert res.code == 2 and "invalid choice" in res.err
+
+
+def test_hfx_run_lora_reaches_the_lora_layer_through_one_module_per_step(
+        cli: Callable[..., object], tiny_llama_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # `hfx run plugin=lora lora.r=16` to the nn.Linear holding LoRA's A (r, in), one call per file: the command,
+    # the runner, the recipe's setup, the context applying the run's plugins, hfx.apply, then lora's own files.
+    # Before, the runner composed the config again, and a lazy wrapper's __call__ plus a one-line apply() that
+    # only forwarded to lora/model.py sat between hfx.apply and add_adapter (10 calls; now 8).
+    import traceback
+
+    import torch
+
+    routes: list[list[str]] = []
+    original = torch.nn.Linear.__init__
+
+    def recording(self: torch.nn.Linear, *args: object, **kwargs: object) -> None:
+        frames = traceback.extract_stack()[:-1]
+        if not routes and any(f.filename.endswith("lora/layer.py") for f in frames):
+            start = next(i for i, f in enumerate(frames) if f.filename.endswith("cli/main.py"))
+            routes.append([f"{'/'.join(Path(f.filename).parts[-2:])}:{f.name}" for f in frames[start:]])
+        original(self, *args, **kwargs)
+
+    monkeypatch.setattr(torch.nn.Linear, "__init__", recording)
+    res = cli("run", "plugin=lora", f"model={tiny_llama_dir}", "lora.r=16", "train.max_steps=1", "train.batch_size=4",
+              "data.max_train_samples=8", "data.max_eval_samples=4", "lora.eval_generations=0", f"output_dir={tmp_path}")
+    assert res.code == 0, res.err  # type: ignore[attr-defined]
+    assert routes == [["cli/main.py:main", "runner/run.py:run", "lora/recipe.py:setup", "runner/context.py:apply_plugins",
+                       "hfx/api.py:apply", "lora/apply.py:add_adapter", "lora/inject.py:inject", "lora/layer.py:add_adapter"]]
