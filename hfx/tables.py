@@ -4,7 +4,8 @@ A table is a list of rows, each a mapping from column name to value, every row w
 row's order). Cells are written by one rule (:func:`format_cell`): ``None`` empty, floats with ``float_format``
 (4 significant digits unless the caller asks otherwise), anything else ``str()``; a caller with its own rule
 (thousands separators, "-" for not measured) passes the cells already as strings. In the terminal a column
-whose cells all read as numbers is right-aligned, any other left-aligned; text is escaped for rich's markup
+whose cells all read as numbers is right-aligned, any other left-aligned, and long text folds onto more lines
+(never cut); text is escaped for rich's markup
 unless ``markup=True`` (``hfx validate`` colours its verdicts). Importing this module imports neither rich nor
 torch (``hfx plugins`` and config errors stay light).
 """
@@ -63,7 +64,7 @@ def print_table(title: str, rows: Sequence[Row], *, columns: Sequence[str] | Non
     table = Table(title=title)
     for i, col in enumerate(cols):
         numeric = all(_NUMBER.match(r[i].strip()) for r in cells)
-        table.add_column(escape(col), justify=(justify or {}).get(col, "right" if numeric else "left"))
+        table.add_column(escape(col), justify=(justify or {}).get(col, "right" if numeric else "left"), overflow="fold")
     for r in cells:
         table.add_row(*(c if markup else escape(c) for c in r))
     console = Console() if min_width is None else Console(width=max(min_width, Console().width))

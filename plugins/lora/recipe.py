@@ -123,17 +123,12 @@ class LoraRecipe(Recipe):
         rows = self.data["eval"].select(range(len(self.answers["after"])))
         table = [{"instruction": q, "expected": str(t), "before": b, "after": a} for q, t, b, a in
                  zip(rows["text"], rows["target"], self.answers["before"], self.answers["after"], strict=True)]
-        from rich.console import Console
-        from rich.markup import escape
-        from rich.table import Table
+        from hfx.tables import print_table
 
-        view = Table(title=f"held-out answers before and after LoRA (first {_SHOWN})")
-        for col in ("instruction", "expected", "before", "after"):
-            view.add_column(col, overflow="fold")
-        for row in table[:_SHOWN]:
-            view.add_row(*(escape(row[c][:160]) for c in ("instruction", "expected", "before", "after")))
         if self.ctx.is_main:
-            Console().print(view)
+            print_table(f"held-out answers before and after LoRA (first {_SHOWN})",
+                        [{c: v[:160] for c, v in row.items()} for row in table[:_SHOWN]],
+                        justify=dict.fromkeys(("instruction", "expected", "before", "after"), "left"))
         return table
 
     def save(self, out_dir: Path) -> list[Path]:

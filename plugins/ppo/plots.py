@@ -39,18 +39,13 @@ def plot_ppo_curves(history: list[dict[str, float]], path: Path, title: str) -> 
 
 def print_answers(rows: list[dict[str, Any]], shown: int) -> None:
     """A table of the first ``shown`` held-out prompts with their first answer before and after PPO."""
-    from rich.console import Console
-    from rich.markup import escape
-    from rich.table import Table
-
+    from hfx.tables import print_table
     from hfx_plugins.ppo.gold import vader_scores
 
-    table = Table(title=f"held-out answers before and after PPO (first {shown}; gold = VADER compound)")
-    for col in ("prompt", "before", "after"):
-        table.add_column(col, overflow="fold")
+    table = []
     for row in rows[:shown]:
         b, a = row["before"][0], row["after"][0]
         gb, ga = vader_scores([b, a])
         question = row["prompt"].rsplit("user\n", 1)[-1].replace("assistant", "").strip()
-        table.add_row(escape(question[:80]), escape(f"[{gb:+.2f}] {b[:160]}"), escape(f"[{ga:+.2f}] {a[:160]}"))
-    Console(width=160).print(table)
+        table.append({"prompt": question[:80], "before": f"[{gb:+.2f}] {b[:160]}", "after": f"[{ga:+.2f}] {a[:160]}"})
+    print_table(f"held-out answers before and after PPO (first {shown}; gold = VADER compound)", table, min_width=160)
