@@ -31,7 +31,6 @@ _EXPORTS = {  # module beside this file -> the public names it defines, imported
     ".layer": ("QuantLinear", "dynamic_int8"),
     ".observers": ("Observer", "make_observer"),
     ".recipe": ("QuantRecipe",),
-    ".tables": ("markdown_table", "print_table"),
 }
 __getattr__ = lazy_exports(__name__, _EXPORTS)
 __all__ = ["ACT_MODES", "METHODS", "SUPPORTED_BITS", "QuantConfig", "QuantRunConfig", "plugin",
