@@ -85,23 +85,33 @@ def set_adapter(model: nn.Module, names: str | list[str]) -> None:
 def disable_adapters(model: nn.Module) -> Iterator[nn.Module]:
     """Within the block the model computes as its base: adapters and modules_to_save copies are bypassed.
 
-    Merged adapters are taken out of the weights on entry and merged back on exit, so the block really
-    sees the base weights (peft unmerges silently and leaves the adapter unmerged).
+    Merged adapters are taken out of the weights on entry (peft unmerges silently and leaves the adapter
+    unmerged). On exit every layer gets back exactly what the block found, its disabled flag and its merged
+    adapters, so blocks nest: an inner block leaves the outer one disabled (peft's ``disable_adapter``
+    re-enables on the inner exit what the outer block disabled), and a merge made inside the block is undone.
+
+    Raises:
+        HfxError: the model has no adapter.
     """
     get_state(model)
-    merged = {layer: list(layer.merged_adapters) for layer in lora_layers(model) if layer.merged_adapters}
-    wrappers: list[LoraLayer | ModulesToSave] = [*lora_layers(model), *saved_modules(model)]
-    for layer in merged:
+    layers = list(lora_layers(model))
+    wrappers: list[LoraLayer | ModulesToSave] = [*layers, *saved_modules(model)]
+    found_disabled = [w.disabled for w in wrappers]
+    found_merged = [list(layer.merged_adapters) for layer in layers]
+    for layer in layers:
         layer.unmerge()
     for w in wrappers:
         w.disabled = True
     try:
         yield model
     finally:
-        for w in wrappers:
-            w.disabled = False
-        for layer, names in merged.items():
-            layer.merge(names)
+        for w, disabled in zip(wrappers, found_disabled, strict=True):
+            w.disabled = disabled
+        for layer, names in zip(layers, found_merged, strict=True):
+            if layer.merged_adapters != names:
+                layer.unmerge()
+                if names:
+                    layer.merge(names)
 
 
 def merge_adapter(model: nn.Module, adapter_names: list[str] | None = None,
