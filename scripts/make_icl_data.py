@@ -12,7 +12,8 @@ model can only guess; the few-shot examples carry the whole mapping. Train: all 
 drawn by ``random.Random(1234)``: two or three operations (+, -, x, /) on small whole numbers, every
 intermediate and final answer a whole number >= 0. Train: 8 worked exemplars, one per template, whose
 rationale ends "The answer is N." (the style of Wei et al. 2022, https://arxiv.org/abs/2201.11903, and of
-lm-evaluation-harness's gsm8k-cot). Test: 40 problems, none equal to an exemplar.
+lm-evaluation-harness's gsm8k-cot). Test: 40 problems, none equal to an exemplar, then the 24
+hand-written problems of ``icl_cot_problems.py`` (template "handwritten").
 Rows: {"question", "rationale", "answer", "template"}.
 """
 
@@ -22,6 +23,8 @@ import json
 import random
 from collections.abc import Callable
 from pathlib import Path
+
+from icl_cot_problems import HANDWRITTEN  # scripts/icl_cot_problems.py (python puts scripts/ on the path)
 
 BUNDLED = Path(__file__).resolve().parents[1] / "hfx" / "data" / "bundled"
 SEED = 1234
@@ -133,6 +136,7 @@ def arithmetic() -> dict[str, list[dict]]:
         if row["question"] not in seen:
             seen.add(row["question"])
             test.append(row)
+    test += [_row("handwritten", p) for p in HANDWRITTEN]  # after the template ones: their rows keep their order
     return {"train": train, "test": test}
 
 

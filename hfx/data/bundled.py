@@ -90,8 +90,9 @@ BUNDLED: dict[str, BundledDataset] = {
     "arithmetic_cot": BundledDataset(
         name="arithmetic_cot",
         description="multi-step arithmetic word problems with whole-number answers for chain of thought; "
-        "8 worked exemplars (train, 'The answer is N.') / 40 test problems",
-        source="written for hfx by scripts/make_icl_data.py from 8 templates, numbers from random.Random(1234)",
+        "8 worked exemplars (train, 'The answer is N.') / 64 test problems",
+        source="written for hfx by scripts/make_icl_data.py: 40 from 8 templates (numbers from random.Random(1234)), "
+        "24 written by hand (scripts/icl_cot_problems.py)",
         columns=("question", "rationale", "answer", "template"),
         files={"train": "arithmetic_cot/train.jsonl", "test": "arithmetic_cot/test.jsonl"},
     ),
