@@ -18,10 +18,12 @@ from hfx_plugins.ppo.config import PPOConfig, PPORunConfig
 _EXPORTS = {  # module beside this file -> the public names it defines, imported on first use
     ".advantages": ("gae", "masked_whiten", "per_token_rewards"),
     ".apply": ("value_head",),
+    ".gold": ("VaderReward", "response_texts", "vader_scores"),
     ".kl": ("AdaptiveKLController", "kl_penalty"),
     ".losses": ("policy_loss", "value_loss"),
     ".recipe": ("PPORecipe",),
-    ".trainer": ("PPOTrainer",),
+    ".rollout": ("forward_logprobs", "sample"),
+    ".trainer": ("PPOTrainer", "left_pad"),
 }
 __getattr__ = lazy_exports(__name__, _EXPORTS)
 __all__ = ["PPOConfig", "PPORunConfig", "plugin", *export_names(_EXPORTS)]

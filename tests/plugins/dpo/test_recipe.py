@@ -1,0 +1,44 @@
+"""``hfx run plugin=dpo`` end to end on a tiny Llama and a small ranking set; ``hfx validate plugin=dpo``."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import hfx
+from hfx.runner.run import run
+from hfx.testing import save_tiny_model, tiny_model
+
+WORDS = ["the function returns", "a class has", "import the module", "print the list", "a value is", "the loop ends"]
+
+
+def _rankings(folder: Path) -> Path:
+    folder.mkdir()
+    for split, prompts in (("train", WORDS[:4]), ("test", WORDS[4:])):
+        rows = [{"prompt": p + " ", "completions": ["good and great", "fine", "bad and sad"], "ranking": [0, 1, 2]}
+                for p in prompts]
+        (folder / f"{split}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return folder
+
+
+def test_dpo_run_on_a_tiny_model(tmp_path: Path) -> None:
+    policy = save_tiny_model(tmp_path / "policy", "llama", "causal-lm")
+    data = _rankings(tmp_path / "rankings")
+    result = run([f"model={policy}", "plugin=dpo", f"output_dir={tmp_path / 'runs'}", f"data.path={data}",
+                  "train.max_steps=2", "train.batch_size=2", "dpo.pairs=all", "dpo.eval_prompts=2",
+                  "dpo.max_new_tokens=4", "lora.r=2", "lora.target_modules=[q_proj,v_proj]"])
+    for key in ("gold", "gold_ci95", "kl", "reward_accuracy", "dpo_loss"):
+        assert key in result.before and key in result.after
+    assert abs(result.before["kl"]) < 1e-6  # LoRA's B starts at zero: the policy is its reference
+    assert result.before["reward_accuracy"] == 0.0  # equal rewards are not counted as right (trl's strict >)
+    assert result.after["kl"] != 0.0
+    answers = json.loads((result.run_dir / "artifacts" / "answers.json").read_text())
+    assert len(answers) == 2 and all(len(a["before"]) == len(a["after"]) == 2 for a in answers)
+    hfx.load(tiny_model("llama")[0], result.run_dir / "artifacts" / "policy" / "adapter")
+
+
+def test_validate_rows_pass() -> None:
+    from hfx.validate import run_checks
+
+    results = run_checks(["dpo"])
+    assert len(results) == 9 and all(r.passed for r in results), [(r.name, r.max_diff, r.error) for r in results]
