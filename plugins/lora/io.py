@@ -38,7 +38,7 @@ from hfx_plugins.lora.layer import LoraLayer, LoraLinear
 from hfx_plugins.lora.model import delete_adapter, get_state, set_adapter
 from hfx_plugins.lora.peft_config import config_from_peft, task_type_of, to_peft_config
 from hfx_plugins.lora.trainable import ModulesToSave
-from hfx_plugins.lora.vocab import embedding_rows, embedding_state
+from hfx_plugins.lora.vocab import check_dependencies, dependencies, embedding_rows, embedding_state
 
 __all__ = ["CONFIG_NAME", "MANIFEST", "PREFIX", "WEIGHTS_NAME", "adapter_state_dict", "can_load", "load",
            "load_adapter", "save"]
@@ -115,7 +115,7 @@ def save(model: nn.Module, path: Path) -> None:
         atomic_write_json(folder / CONFIG_NAME, peft_cfg)
         folders[name] = "." if i == 0 else name
     atomic_write_json(path / MANIFEST, {"adapters": folders, "active": state.active,
-                                        "embedding_rows": embedding_rows(model)})
+                                        "embedding_rows": embedding_rows(model), "depends_on": dependencies(model)})
 
 
 def can_load(path: Path) -> bool:
@@ -144,6 +144,7 @@ def load(model: nn.Module, path: Path) -> tuple[nn.Module, LoraConfig]:
     """Load every adapter saved under ``path`` onto ``model`` (the base it was trained on), strictly."""
     folders, active = _folders(Path(path))
     _check_vocabulary(model, Path(path), folders)
+    _check_base(model, Path(path), folders)
     loaded: list[str] = []
     try:
         for name, folder in folders.items():
@@ -176,6 +177,23 @@ def _check_vocabulary(model: nn.Module, path: Path, folders: dict[str, Path]) ->
            else "the folder holds no embedding rows, so the new tokens' rows cannot be restored: load onto the "
            "resized model the adapter was trained with")
     raise HfxError(f"{path}: the adapter was trained with {saved} embedding rows (tokens), this base has {rows}; {fix}")
+
+
+def _check_base(model: nn.Module, path: Path, folders: dict[str, Path]) -> None:
+    """Compare ``model`` with the digests hfx's manifest recorded (none in a folder peft wrote): see
+    :func:`~hfx_plugins.lora.vocab.check_dependencies`. Base tensors the folders carry are restored, not compared."""
+    manifest = path / MANIFEST
+    recorded = json.loads(manifest.read_text()).get("depends_on") if manifest.is_file() else None
+    if not recorded:
+        return
+    carried: set[str] = set()
+    for folder in folders.values():
+        if not (folder / WEIGHTS_NAME).is_file():
+            continue  # load_adapter says what is wrong with the folder
+        with safe_open(str(folder / WEIGHTS_NAME), "pt") as f:
+            keys = [k.removeprefix(PREFIX) for k in f.keys() if "lora_" not in k]  # noqa: SIM118
+        carried |= {k.rsplit(".", 1)[0].replace(".base_layer", "").replace(".original_module", "") for k in keys}
+    check_dependencies(model, recorded, carried, path)
 
 
 def load_adapter(model: nn.Module, folder: Path, adapter_name: str = "default") -> LoraConfig:

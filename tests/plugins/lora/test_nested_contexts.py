@@ -1,7 +1,7 @@
 """Contexts that nest restore what they found: ``disable_adapters`` inside ``disable_adapters``, with adapters
 unmerged, merged, and with a ``modules_to_save`` head.
 
-peft's own ``disable_adapter`` re-enables on the inner exit what the outer block disabled (peft issue 3555), so
+peft's own ``disable_adapter`` (0.18) re-enables on the inner exit what the outer block disabled, so
 peft is not the reference here: the expected values are the plain tiny model (inside every block) and the
 adapted model as it was before the outer block (after it).
 """
