@@ -10,7 +10,11 @@ shift). What it reads, as transformers' classes do:
 - decoders: the hidden state of the last real token -> ``score`` (no bias), since a causal model has seen
   the whole text only at its last position (``LlamaForSequenceClassification``). The last real token comes
   from the attention mask (:mod:`hfx.pooling`, which says where and why that departs from transformers'
-  pad-id rule); without a mask, from the ids by transformers' rule.
+  pad-id rule); without a mask, from the ids by transformers' rule. With a mask, a decoder that takes
+  ``position_ids`` gets them from the mask (``cumsum - 1``, pads at 0), as transformers' ``generate`` computes
+  them: a left-padded row then sits at the positions it has alone. transformers' classes number every column
+  from 0, which shifts a left-padded row of a model with absolute positions (GPT-2's learned ``wpe``) and
+  changes its score; rotary models (Llama) see only relative positions and agree either way.
 
 The backbone is stored under its ``base_model_prefix`` (``bert``, ``model``, ``transformer``) and the head
 under the name transformers uses, so the state dict has the keys of ``AutoModelForSequenceClassification``
@@ -18,6 +22,8 @@ and a ``save_pretrained`` of that class with these weights loads without hfx.
 """
 
 from __future__ import annotations
+
+import inspect
 
 import torch
 from torch import nn
@@ -89,6 +95,10 @@ class ScoreModel(nn.Module):
     def gradient_checkpointing_enable(self, **kwargs: object) -> None:
         self.backbone.gradient_checkpointing_enable(**kwargs)
 
+    def _takes_positions(self) -> bool:
+        """Whether the backbone's forward takes ``position_ids`` (GPT-2, Llama, ...; not every decoder does)."""
+        return "position_ids" in inspect.signature(self.backbone.forward).parameters
+
     def logits(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
                **kwargs: torch.Tensor) -> tuple[torch.Tensor, BaseModelOutput]:
         """Head outputs (B, C) of ids and mask (B, T), and the backbone's output.
@@ -108,6 +118,9 @@ class ScoreModel(nn.Module):
             pooled = out.pooler_output if self.uses_pooler else out.last_hidden_state[:, 0]  # (B, H)
             return self.classifier(self.dropout(pooled)), out  # (B, C)
         kwargs["use_cache"] = False
+        if attention_mask is not None and "position_ids" not in kwargs and self._takes_positions():
+            # transformers' generate: position = number of real tokens before it; pads get 0 (never read)
+            kwargs["position_ids"] = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)  # (B, T)
         out = self.backbone(input_ids=input_ids, attention_mask=attention_mask, **kwargs)
         mask = real_token_mask(input_ids, attention_mask, self.config.pad_token_id,
                                getattr(self.config, "eos_token_id", None))  # (B, T)
