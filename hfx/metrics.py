@@ -11,6 +11,10 @@ Pure functions on numbers, texts and arrays: importing this module imports neith
   embedding model on them.
 - Language models: :func:`perplexity` from a mean next-token loss.
 - Generation: :func:`normalize_answer` and :func:`exact_match` for short greedy answers.
+- Uncertainty: :func:`wilson_interval` (a proportion) and :func:`t_interval` (a mean), 95% by default;
+  :class:`Estimate`, a float that carries its n and interval (made by :func:`proportion` and :func:`mean`), so
+  a recipe's ``evaluate()`` keeps returning numbers and the runner writes every interval in one place
+  (:func:`interval_columns`, :func:`supported_change`).
 """
 
 from __future__ import annotations
@@ -25,14 +29,21 @@ from hfx.errors import HfxError
 
 __all__ = [
     "MAX_PERPLEXITY_LOSS",
+    "Estimate",
     "exact_match",
+    "interval_columns",
+    "mean",
     "normalize_answer",
     "paired_cosine",
     "pairs_spearman",
     "pairwise_spearman",
     "perplexity",
+    "proportion",
     "scored_pairs",
     "spearman",
+    "supported_change",
+    "t_interval",
+    "wilson_interval",
 ]
 
 ScoredPair = tuple[str, str, float]
@@ -209,4 +220,130 @@ def exact_match(answers: Sequence[str], targets: Sequence[Any]) -> float:
     if len(answers) != len(targets):
         raise HfxError(f"exact_match got {len(answers)} answers for {len(targets)} targets")
     hits = sum(normalize_answer(a) == normalize_answer(str(t)) for a, t in zip(answers, targets, strict=True))
-    return hits / len(targets) if targets else 0.0
+    return proportion(hits / len(targets), len(targets)) if targets else 0.0
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Uncertainty: 95% intervals of a proportion or a mean, carried by the number itself
+# ---------------------------------------------------------------------------------------------------------
+
+def _z(confidence: float) -> float:
+    from scipy.stats import norm
+
+    if not 0 < confidence < 1:
+        raise HfxError(f"confidence must be in (0, 1), got {confidence}")
+    return float(norm.ppf(0.5 + confidence / 2))  # two-sided: 1.959964 at 0.95
+
+
+def wilson_interval(successes: float, n: int, confidence: float = 0.95) -> tuple[float, float]:
+    """Wilson score interval of a proportion (Wilson 1927; statsmodels' ``proportion_confint(method="wilson")``).
+
+    Unlike the normal (Wald) interval p +- z sqrt(p(1-p)/n) it stays inside [0, 1] and is not empty at 0 or
+    n successes: (p + z^2/2n +- z sqrt(p(1-p)/n + z^2/4n^2)) / (1 + z^2/n).
+
+    Args:
+        successes: Count of successes, 0 <= successes <= n (a float count is allowed, as statsmodels does).
+        n: Number of trials, >= 1.
+        confidence: Coverage of the two-sided interval.
+
+    Raises:
+        HfxError: n < 1, successes outside [0, n], or confidence outside (0, 1).
+    """
+    if n < 1 or not 0 <= successes <= n:
+        raise HfxError(f"wilson_interval needs 0 <= successes <= n and n >= 1, got {successes} of {n}")
+    z, p = _z(confidence), successes / n
+    denom = 1 + z * z / n
+    centre = (p + z * z / (2 * n)) / denom
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
+    return max(0.0, centre - half), min(1.0, centre + half)
+
+
+def t_interval(values: Sequence[float] | np.ndarray, confidence: float = 0.95) -> tuple[float, float]:
+    """Student-t interval of a mean: mean +- t_{n-1} s / sqrt(n), s the sample standard deviation (ddof=1).
+
+    The same numbers as ``scipy.stats.t.interval(confidence, n - 1, loc=mean, scale=scipy.stats.sem(values))``.
+
+    Args:
+        values: Per-example values (N,), N >= 2.
+        confidence: Coverage of the two-sided interval.
+
+    Raises:
+        HfxError: fewer than 2 values, a non-finite value, or confidence outside (0, 1).
+    """
+    from scipy.stats import t
+
+    x = np.asarray(values, dtype=np.float64).ravel()  # (N,)
+    if len(x) < 2 or not np.isfinite(x).all():
+        raise HfxError(f"t_interval needs at least 2 finite values, got {len(x)}")
+    _z(confidence)  # the same check of confidence
+    centre, half = float(x.mean()), float(t.ppf(0.5 + confidence / 2, len(x) - 1) * x.std(ddof=1) / math.sqrt(len(x)))
+    return centre - half, centre + half
+
+
+class Estimate(float):
+    """A metric value (a float, equal to the number the recipe computed) with its n and 95% interval.
+
+    ``json`` writes it as the plain float, and it compares, adds and formats as one; the runner reads ``n``
+    and ``ci95`` off it (:func:`interval_columns`). Make one with :func:`proportion` or :func:`mean`.
+    """
+
+    n: int
+    ci95: tuple[float, float]
+
+    def __new__(cls, value: float, n: int = 0, ci95: tuple[float, float] = (math.nan, math.nan)) -> Estimate:
+        obj = super().__new__(cls, value)
+        obj.n, obj.ci95 = n, (float(ci95[0]), float(ci95[1]))
+        return obj
+
+    def __reduce__(self) -> tuple[Any, ...]:  # pickled (e.g. broadcast between processes) with its n and interval
+        return (Estimate, (float(self), self.n, self.ci95))
+
+
+def proportion(share: float, n: int) -> Estimate:
+    """``share`` (a proportion of ``n`` examples, as the caller computed it) with its Wilson 95% interval.
+
+    The value is kept as given (a float32 mean stays that number); the interval uses ``round(share * n)``
+    successes.
+
+    Raises:
+        HfxError: n < 1 or share outside [0, 1].
+    """
+    return Estimate(share, n, wilson_interval(round(share * n), n))
+
+
+def mean(values: Sequence[float] | np.ndarray) -> Estimate:
+    """The mean of per-example ``values`` (N,) (``statistics.fmean``, exact summation) with its t 95% interval.
+
+    Raises:
+        HfxError: fewer than 2 values or a non-finite one.
+    """
+    import statistics
+
+    lo, hi = t_interval(values)
+    return Estimate(statistics.fmean(float(v) for v in np.asarray(values, dtype=np.float64).ravel()), len(values), (lo, hi))
+
+
+def interval_columns(metrics: Mapping[str, Any]) -> dict[str, Any]:
+    """``metrics`` plus, for each :class:`Estimate`, ``<name>_n``, ``<name>_ci95_lo`` and ``<name>_ci95_hi``.
+
+    Flat numbers rather than a list, so that summary.json's metrics stay a mapping of numbers. Keys already
+    present (a recipe's own, or a second call) are kept as they are.
+    """
+    out = dict(metrics)
+    for name, value in metrics.items():
+        if isinstance(value, Estimate) and value.n and f"{name}_n" not in metrics:
+            out.update({f"{name}_n": value.n, f"{name}_ci95_lo": value.ci95[0], f"{name}_ci95_hi": value.ci95[1]})
+    return out
+
+
+def supported_change(before: Mapping[str, Any], after: Mapping[str, Any], name: str) -> bool | None:
+    """Whether the 95% intervals of ``name`` before and after are disjoint (:func:`interval_columns` keys).
+
+    Disjoint intervals are a conservative test of a difference (Schenker & Gentleman 2001: overlapping ones
+    can still differ at 5%); the examples before and after are the same, so the intervals are not even
+    independent. None when either side has no interval.
+    """
+    lo, hi = f"{name}_ci95_lo", f"{name}_ci95_hi"
+    if not all(k in m for k in (lo, hi) for m in (before, after)):
+        return None
+    return bool(after[lo] > before[hi] or after[hi] < before[lo])

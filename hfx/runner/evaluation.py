@@ -8,7 +8,8 @@ A recipe's ``evaluate()`` is, for the transformers tasks (sequence classificatio
     metrics["exact_match"] = hfx.metrics.exact_match(answers, targets)
 
 Every function puts the model in eval mode without gradients and gives it back in the mode it had.
-The numbers themselves (perplexity, exact match) are :mod:`hfx.metrics`'.
+The numbers themselves (perplexity, exact match) are :mod:`hfx.metrics`'; accuracy and exact match come back
+as :class:`hfx.metrics.Estimate` (the same float, carrying n and its 95% interval for the run's table).
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from hfx.errors import HfxError
-from hfx.metrics import perplexity
+from hfx.metrics import perplexity, proportion
 
 __all__ = ["LM_TASKS", "evaluating", "greedy_answers", "loss_metrics", "task_metrics"]
 
@@ -61,7 +62,8 @@ def loss_metrics(model: nn.Module, batches: Iterable[dict[str, torch.Tensor]],
     Returns:
         ``loss``: the mean of the per-batch mean losses (as the training loss is logged; a smaller last batch
         counts as much as the others). ``accuracy``: share of argmax(logits) == labels, added when the logits
-        are (B, C) with C > 1 and the labels integers (a single-output regression head gets none).
+        are (B, C) with C > 1 and the labels integers (a single-output regression head gets none); an
+        :class:`hfx.metrics.Estimate` (the same float, with n and its Wilson 95% interval).
 
     Raises:
         HfxError: there were no batches (an empty evaluation set).
@@ -86,7 +88,7 @@ def loss_metrics(model: nn.Module, batches: Iterable[dict[str, torch.Tensor]],
         raise HfxError("the evaluation set is empty; give data with a non-empty eval split (data.eval_size)")
     metrics = {"loss": total / n}
     if seen:
-        metrics["accuracy"] = correct / seen
+        metrics["accuracy"] = proportion(correct / seen, seen)  # carries n and its Wilson 95% interval
     return metrics
 
 

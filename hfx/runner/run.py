@@ -15,6 +15,7 @@ from accelerate.utils import GradientAccumulationPlugin, broadcast_object_list, 
 from hfx import registry
 from hfx.config.compose import Composed, compose_run
 from hfx.errors import HfxError
+from hfx.metrics import interval_columns
 from hfx.precision import PrecisionChoice, resolve_mixed_precision
 from hfx.quiet import quiet_libraries
 from hfx.runner.context import RunContext
@@ -104,7 +105,7 @@ def run(args: list[str], config_file: str | None = None, composed: Composed | No
         before = run_dir.read_json("before.json") if run_dir.resumed else None
         if before is None:
             before = recipe.evaluate() if run_cfg.train.eval_before else {}
-            run_dir.write_json("before.json", before)
+            run_dir.write_json("before.json", interval_columns(before))  # n and 95% interval of each Estimate
             if before:
                 ctx.log({"step": 0, **{f"eval_{k}": v for k, v in before.items()}})
         # A recipe that builds a comparison instead of training (quant's error tables, icl's prompt settings)
@@ -121,8 +122,8 @@ def run(args: list[str], config_file: str | None = None, composed: Composed | No
     summary = {
         "plugins": list(cfg.plugin),
         "model": run_cfg.model,
-        "before": before,
-        "after": after,
+        "before": interval_columns(before),
+        "after": interval_columns(after),
         "train": train_metrics,
         "artifacts": [str(Path(a).relative_to(run_dir.path)) if Path(a).is_relative_to(run_dir.path) else str(a)
                       for a in artifacts],
@@ -133,6 +134,6 @@ def run(args: list[str], config_file: str | None = None, composed: Composed | No
     if acc.is_main_process:
         plot_curves(run_dir.metrics(), run_dir.path / "curves.png", f"hfx run {'+'.join(cfg.plugin)} on {run_cfg.model}")
         run_dir.write_json("summary.json", summary)  # last: its presence marks the run complete
-        print_results(f"{'+'.join(cfg.plugin)} on {run_cfg.model}", before, after,
+        print_results(f"{'+'.join(cfg.plugin)} on {run_cfg.model}", summary["before"], summary["after"],
                       {**train_metrics, "run folder": str(run_dir.path)})
     return RunResult(run_dir.path, before, after, summary)

@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from hfx.errors import HfxError
+from hfx.metrics import wilson_interval
 from hfx.runner.evaluation import evaluating, greedy_answers, loss_metrics, task_metrics
 from hfx.testing import tiny_bert, tiny_llama, tiny_t5, tiny_tokenizer
 
@@ -42,6 +43,8 @@ def test_classifier_loss_and_accuracy_match_transformers() -> None:
     want_loss = sum(o.loss.item() for o in outs) / 3
     want_acc = sum(int((o.logits.argmax(-1) == b["labels"]).sum()) for o, b in zip(outs, batches, strict=True)) / 6
     assert got["loss"] == pytest.approx(want_loss, rel=1e-6) and got["accuracy"] == pytest.approx(want_acc)
+    assert got["accuracy"].n == 6  # type: ignore[attr-defined]  # an Estimate over the 6 labelled examples
+    assert got["accuracy"].ci95 == wilson_interval(round(want_acc * 6), 6)  # type: ignore[attr-defined]
 
 
 def test_causal_lm_perplexity_and_custom_loss() -> None:
@@ -80,3 +83,27 @@ def test_greedy_answers_match_generate(seq2seq: bool) -> None:
         assert answer == tok.batch_decode(new, skip_special_tokens=True)[0].strip()
     with pytest.raises(HfxError, match="max_new_tokens"):
         greedy_answers(model, tok, prompts, max_new_tokens=0, seq2seq=seq2seq)
+
+
+def test_run_writes_intervals_and_labels_the_change(tmp_path, capsys) -> None:  # type: ignore[no-untyped-def]
+    """summary.json and before.json give each Estimate its n and Wilson interval; the table labels the change."""
+    import json
+
+    from hfx.runner.run import run
+    from hfx.testing import save_tiny_model
+
+    bert = save_tiny_model(tmp_path / "bert", "bert", "base")
+    res = run(["plugin=finetune", f"model={bert}", "data.path=sentiment", "data.max_train_samples=16",
+               "data.max_eval_samples=24", "data.max_length=16", "train.batch_size=8", "train.max_steps=1",
+               f"output_dir={tmp_path / 'runs'}"])
+    summary = json.loads((res.run_dir / "summary.json").read_text())
+    for phase, written in (("before", json.loads((res.run_dir / "before.json").read_text())), ("after", None)):
+        got = summary[phase]
+        assert got["accuracy"] == res.__dict__[phase]["accuracy"] and got["accuracy_n"] == 24
+        lo, hi = wilson_interval(round(got["accuracy"] * 24), 24)
+        assert (got["accuracy_ci95_lo"], got["accuracy_ci95_hi"]) == pytest.approx((lo, hi), abs=1e-12)
+        assert "loss_n" not in got  # the loss is no Estimate: no interval
+        assert written is None or written == got
+    assert set(res.after) == {"loss", "accuracy"}  # the recipe's own metrics, unchanged
+    out = capsys.readouterr().out
+    assert "95% CI" in out and ("not supported" in out or "supported" in out)
