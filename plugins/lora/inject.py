@@ -27,7 +27,7 @@ from hfx.sharing import check_not_shared
 from hfx_plugins.lora.config import LoraConfig
 from hfx_plugins.lora.embedding import LoraEmbedding
 from hfx_plugins.lora.layer import LoraLayer, LoraLinear
-from hfx_plugins.lora.trainable import ModulesToSave
+from hfx_plugins.lora.trainable import ModulesToSave, selects_to_save
 
 __all__ = ["DEFAULT_TARGETS", "candidate_names", "inject", "internal_prefixes", "modules_to_save_paths",
            "name_matches", "resolve_targets", "wrap_modules_to_save"]
@@ -175,9 +175,9 @@ def modules_to_save_paths(model: nn.Module, names: list[str]) -> list[str]:
             (its copy would train alone and untie them silently; :mod:`hfx.sharing`).
     """
     inside = internal_prefixes(model)
-    keys = [k for k, _ in model.named_modules() if k and not k.startswith(inside) and name_matches(names, k)]
+    keys = [k for k, _ in model.named_modules() if k and not k.startswith(inside) and selects_to_save(names, k)]
     for name in names:
-        if not any(k == name or k.endswith(f".{name}") for k in keys):
+        if not any(selects_to_save([name], k) for k in keys):
             options = [k.rsplit(".", 1)[-1] for k, _ in model.named_modules() if k]
             raise HfxError(f"lora.modules_to_save names {name!r}, but {type(model).__name__} has no such module"
                            f"{did_you_mean(name, options)}; give the name of a module to train in full")

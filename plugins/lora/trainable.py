@@ -16,7 +16,17 @@ from torch import nn
 
 from hfx_plugins.lora.layer import LoraLayer
 
-__all__ = ["ModulesToSave", "lora_layers", "mark_trainable", "parameter_counts", "saved_modules"]
+__all__ = ["ModulesToSave", "lora_layers", "mark_trainable", "parameter_counts", "saved_modules", "selects_to_save"]
+
+
+def selects_to_save(names: list[str], key: str) -> bool:
+    """Whether ``modules_to_save`` ``names`` select the module at path ``key``: peft's rule, ``key.endswith(name)``.
+
+    A plain string suffix, as peft's ``_set_trainable`` (``peft.utils.other``) matches, so ``classifier`` also
+    selects DistilBERT's ``pre_classifier``, and peft, reading the name back, expects both copies in the file.
+    peft's rule for ``target_modules`` (``check_target_module_exists``) needs a dot boundary instead.
+    """
+    return any(key.endswith(name) for name in names)
 
 
 class ModulesToSave(nn.Module):
