@@ -89,8 +89,12 @@ class Embedder(nn.Module):
 
     @property
     def dim(self) -> int:
-        """Size of one embedding."""
-        return int(self.backbone.get_input_embeddings().embedding_dim)
+        """Size of one embedding: the width of the last layer's hidden states, the config's ``hidden_size``, as
+        sentence-transformers' ``Transformer.get_word_embedding_dimension`` reads it. The embedding table's
+        width differs where the model projects it (ELECTRA: ``embedding_size`` 128 -> ``hidden_size`` 256), so
+        it is the answer only for a config without ``hidden_size``."""
+        size = getattr(self.backbone.config, "hidden_size", None)
+        return int(size) if isinstance(size, int) else int(self.backbone.get_input_embeddings().embedding_dim)
 
     @property
     def device(self) -> torch.device:
