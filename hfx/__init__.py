@@ -11,7 +11,7 @@ from typing import Any
 
 from hfx.errors import HfxError
 
-__all__ = ["DPOTrainer", "DistillationTrainer", "HfxError", "PPOTrainer", "RewardTrainer", "apply", "embed", "load", "make_student", "rankings_to_pairs", "save"]
+__all__ = ["DPOTrainer", "DistillationTrainer", "GRPOTrainer", "HfxError", "PPOTrainer", "RewardTrainer", "apply", "embed", "load", "make_student", "rankings_to_pairs", "save"]
 __version__ = "0.1.0"
 
 # Names imported on first use: they pull in torch and transformers, which would make every `hfx` command
@@ -23,6 +23,7 @@ _LAZY = {
     "save": "hfx.api",
     "DPOTrainer": "hfx_plugins.dpo",
     "DistillationTrainer": "hfx_plugins.distill",
+    "GRPOTrainer": "hfx_plugins.grpo",
     "make_student": "hfx_plugins.distill",
     "embed": "hfx_plugins.embed",
     "PPOTrainer": "hfx_plugins.ppo",

@@ -22,7 +22,8 @@ _EXPORTS = {  # module beside this file -> the public names it defines, imported
     ".kl": ("AdaptiveKLController", "kl_penalty"),
     ".losses": ("policy_loss", "value_loss"),
     ".recipe": ("PPORecipe",),
-    ".rollout": ("forward_logprobs", "sample"),
+    ".rewards": ("load_prompts", "reward_model_for"),
+    ".rollout": ("build_rollout", "forward_logprobs", "last_token_scores", "sample"),
     ".trainer": ("PPOTrainer", "left_pad"),
 }
 __getattr__ = lazy_exports(__name__, _EXPORTS)
