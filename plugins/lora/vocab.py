@@ -96,6 +96,7 @@ def _path(key: str) -> str:
 
 
 def _digest(weight: torch.Tensor) -> dict[str, object]:
+    """sha256 of the tensor's bytes as stored (any shape, any dtype), with its dtype and shape."""
     data = weight.detach().to("cpu").contiguous()
     return {"sha256": hashlib.sha256(data.view(torch.uint8).numpy().tobytes()).hexdigest(),
             "dtype": str(data.dtype).removeprefix("torch."), "shape": list(data.shape)}
@@ -108,12 +109,15 @@ def _depended_on(model: nn.Module) -> dict[str, tuple[str, torch.Tensor]]:
         layers = [model.get_input_embeddings(), model.get_output_embeddings()]
         plain = [_base(layer) for layer in layers if layer is not None]
         for name, module in model.named_modules():
-            if any(module is layer for layer in plain) and isinstance(getattr(module, "weight", None), torch.Tensor):
+            weight = getattr(module, "weight", None)
+            if any(module is layer for layer in plain) and isinstance(weight, torch.Tensor) and not weight.is_meta:
                 out[_path(name)] = ("embedding", module.weight)
     for name, module in model.named_modules():
-        # a merged layer's weight holds the update: its base is not recorded (nor is a quantized one's)
-        if isinstance(module, LoraLayer) and not module.merged_adapters and not is_quantized(module.base_layer):
-            out.setdefault(_path(name), ("weight", module.base_layer.weight))
+        if not isinstance(module, LoraLayer) or module.merged_adapters or is_quantized(module.base_layer):
+            continue  # a merged layer's weight holds the update: its base is not recorded (nor is a quantized one's)
+        weight = getattr(module.base_layer, "weight", None)
+        if isinstance(weight, torch.Tensor) and not weight.is_meta:
+            out.setdefault(_path(name), ("weight", weight))
     return out
 
 
@@ -146,9 +150,12 @@ def check_dependencies(model: nn.Module, recorded: dict[str, dict[str, object]],
     differ: dict[str, list[str]] = {"embedding": [], "weight": []}
     for path, saved in recorded.items():
         try:
-            module = _base(model.get_submodule(path))
+            wrapper = model.get_submodule(path)
         except AttributeError:
             continue
+        if isinstance(wrapper, LoraLayer) and wrapper.merged_adapters:
+            continue  # an adapter already merged into this base weight (loading a second adapter)
+        module = _base(wrapper)
         weight = getattr(module, "weight", None)
         if path in carried or is_quantized(module) or not isinstance(weight, torch.Tensor) or weight.is_meta:
             continue
