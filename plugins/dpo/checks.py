@@ -93,7 +93,7 @@ def one_update_diffs(loss_type: str, beta: float = 0.5) -> dict[str, float]:
     """``{"losses", "weights", "moved"}``: |hfx - trl| of the per-pair losses and LoRA weights after one SGD step
     (and how far the LoRA weights moved, so a step that changed nothing cannot pass unnoticed)."""
     import datasets
-    from transformers import TrainingArguments
+    from transformers import PrinterCallback, TrainingArguments
     from trl import DPOConfig as TrlDPOConfig
     from trl import DPOTrainer as TrlDPOTrainer
 
@@ -108,14 +108,21 @@ def one_update_diffs(loss_type: str, beta: float = 0.5) -> dict[str, float]:
     common = dict(use_cpu=True, bf16=False, report_to=[], per_device_train_batch_size=len(PAIRS), max_steps=1,
                   optim="sgd", learning_rate=2.0, lr_scheduler_type="constant", save_strategy="no", seed=0,
                   disable_tqdm=True, logging_strategy="no")
-    with warnings.catch_warnings(), tempfile.TemporaryDirectory() as tmp:
-        warnings.simplefilter("ignore")
-        trl = TrlDPOTrainer(theirs, args=TrlDPOConfig(output_dir=tmp, beta=beta, loss_type=[loss_type], **common),
-                            train_dataset=datasets.Dataset.from_list(PAIRS), processing_class=tok)
-        trl.train()
-        hfx = DPOTrainer(ours, args=TrainingArguments(output_dir=tmp, **common), train_dataset=PAIRS,
-                         processing_class=tok, dpo_config=DPOConfig(beta=beta, loss_type=loss_type))
-        hfx.train()
+    were_on = datasets.is_progress_bar_enabled()
+    datasets.disable_progress_bars()  # trl's dataset preparation, 4 rows
+    try:
+        with warnings.catch_warnings(), tempfile.TemporaryDirectory() as tmp:
+            warnings.simplefilter("ignore")
+            trl = TrlDPOTrainer(theirs, args=TrlDPOConfig(output_dir=tmp, beta=beta, loss_type=[loss_type], **common),
+                                train_dataset=datasets.Dataset.from_list(PAIRS), processing_class=tok)
+            hfx = DPOTrainer(ours, args=TrainingArguments(output_dir=tmp, **common), train_dataset=PAIRS,
+                             processing_class=tok, dpo_config=DPOConfig(beta=beta, loss_type=loss_type))
+            for trainer in (trl, hfx):
+                trainer.remove_callback(PrinterCallback)  # disable_tqdm=True prints every log dict otherwise
+                trainer.train()
+    finally:
+        if were_on:
+            datasets.enable_progress_bars()
     ours.eval()
     theirs.eval()
     with torch.no_grad():

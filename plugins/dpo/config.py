@@ -35,7 +35,8 @@ class DPOConfig:
     beta: float = 0.1
     """beta of DPO: the strength of the implicit KL constraint to the reference (IPO's tau for loss_type=ipo)."""
     loss_type: str = "sigmoid"
-    """sigmoid: -log sigmoid(beta h) (DPO); hinge: relu(1 - beta h) (SLiC, https://arxiv.org/abs/2305.10425);
+    """With h = log(pi/ref) of the chosen answer minus that of the rejected one (sums over completion tokens):
+    sigmoid: -log sigmoid(beta h) (DPO); hinge: relu(1 - beta h) (SLiC, https://arxiv.org/abs/2305.10425);
     ipo: (h' - 1/(2 beta))^2 with h' from per-token averaged log-probs (IPO, https://arxiv.org/abs/2310.12036)."""
     max_length: int = 1024
     """Longest prompt + completion in tokens; a longer one keeps its start (trl's truncation_mode keep_start)."""
