@@ -85,7 +85,8 @@ class IclRunConfig(IclConfig):
     """The ``icl:`` section of ``hfx run``: :class:`IclConfig` plus the table the recipe prints."""
 
     classification_task: str = "sentiment_foobar"
-    """Bundled multiple-choice task (text, label; label names are the choices) for zero-/few-shot rows."""
+    """Bundled multiple-choice task (text, label; label names are the choices) for zero-/few-shot rows;
+    empty: no classification rows (``preset=cot``)."""
     natural_labels: list[str] = field(default_factory=lambda: ["negative", "positive"])
     """Label words of a zero-shot control row on the same texts (the words the model has a prior for);
     empty: no control row."""
@@ -97,8 +98,15 @@ class IclRunConfig(IclConfig):
     """Test problems for the chain-of-thought rows (0: all)."""
     self_consistency: bool = True
     """Add the self-consistency row (icl.repeats sampled chains per problem)."""
+    vote_sizes: list[int] = field(default_factory=list)
+    """More self-consistency rows: the majority of the first m sampled chains for each m (e.g. [1, 5, 10]);
+    one sampling of the largest m serves them all. Empty: only the icl.repeats row."""
+    direct_rows: bool = True
+    """Add the zero-shot and k-shot direct-answer rows of the chain-of-thought task."""
 
     def __post_init__(self) -> None:
         super().__post_init__()
         if self.classification_limit < 0 or self.cot_limit < 0:
             raise HfxError("icl.classification_limit and icl.cot_limit must be >= 0 (0: the whole test split)")
+        if any(m < 1 for m in self.vote_sizes):
+            raise HfxError(f"icl.vote_sizes must be chain counts >= 1, got {list(self.vote_sizes)}")

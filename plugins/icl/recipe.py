@@ -6,7 +6,11 @@ Rows (``configs/default.yaml``, smollm2-135m):
   lm-eval does (``acc``, ``acc_norm``): zero-shot; a zero-shot control with the words negative/positive;
   k-shot with lm-eval's seeded random sampler; k-shot with the k nearest examples (KATE, minilm).
 - ``arithmetic_cot`` (exact match of the extracted number): zero-shot and k-shot direct answers; k-shot
-  chain of thought, greedy and with self-consistency (``icl.repeats`` chains at ``icl.temperature``).
+  chain of thought, greedy and with self-consistency (``icl.repeats`` chains at ``icl.temperature``; with
+  ``icl.vote_sizes`` one row per vote size, from one sampling). ``preset=cot``: these rows alone, on all 64
+  problems, at 1, 5 and 10 chains.
+
+Every row gives its n and the Wilson 95% interval of its score (``hfx.metrics.proportion``).
 
 Nothing trains, so the recipe is a comparison: the runner calls ``compare()`` (the whole table, returned as
 the run's metrics) where a training recipe's ``train()`` goes, and ``evaluate()`` before and after it has no
@@ -24,6 +28,7 @@ from typing import Any
 import torch
 
 from hfx.io import atomic_write_json, atomic_write_text
+from hfx.metrics import proportion
 from hfx.registry import Recipe
 from hfx.tables import markdown_table, print_table
 from hfx_plugins.icl.tasks import (
@@ -35,12 +40,20 @@ from hfx_plugins.icl.tasks import (
 
 __all__ = ["IclRecipe", "table_markdown"]
 
-_COLUMNS = ("task", "prompting", "k", "selection", "metric", "score", "notes", "seconds")
+_COLUMNS = ("task", "prompting", "k", "selection", "metric", "score", "95% CI", "n", "notes", "seconds")
 
 
 def table_markdown(rows: list[dict[str, Any]]) -> str:
     """The rows as a Markdown table (scores with 3 decimals, other values as they are)."""
     return markdown_table(rows, columns=_COLUMNS, float_format="", formats={"score": ".3f"})
+
+
+def _ci_text(score: float, n: int) -> str:
+    """Wilson 95% interval of ``score`` (a share of ``n`` problems or queries) as "[lo, hi]"."""
+    if not n:
+        return ""
+    lo, hi = proportion(score, n).ci95
+    return f"[{lo:.3f}, {hi:.3f}]"
 
 
 class IclRecipe(Recipe):
@@ -54,13 +67,15 @@ class IclRecipe(Recipe):
         self.cfg = ctx.config("icl")
         self.model, self.tokenizer = ctx.load_model("causal-lm")
         self.model.eval()
-        self.cls_task = load_classification_task(self.cfg.classification_task, self.cfg.classification_limit)
+        self.cls_task = (load_classification_task(self.cfg.classification_task, self.cfg.classification_limit)
+                         if self.cfg.classification_task else None)
         self.cot_task = load_cot_task(self.cfg.cot_task, self.cfg.cot_limit)
         self.rows: list[dict[str, Any]] = []
         self.metrics: dict[str, float] = {}
         self.seconds = 0.0
-        ctx.print(f"icl: {ctx.run.model}; {self.cls_task.name} {len(self.cls_task.test)} queries "
-                  f"(pool {len(self.cls_task.train)}), {self.cot_task.name} {len(self.cot_task.test)} problems")
+        cls = f"{self.cls_task.name} {len(self.cls_task.test)} queries (pool {len(self.cls_task.train)}), " \
+            if self.cls_task else ""
+        ctx.print(f"icl: {ctx.run.model}; {cls}{self.cot_task.name} {len(self.cot_task.test)} problems")
 
     def _cfg(self, **changes: Any) -> Any:
         return dataclasses.replace(self.cfg, **changes)
@@ -70,12 +85,14 @@ class IclRecipe(Recipe):
             f"pattern misses {res['pattern_misses']}/{res['chains']}, invalid {res['invalid']}")
         if res.get("dropped_examples"):
             notes += f", {res['dropped_examples']} examples dropped to fit"
+        score = float(res[metric])
         row = {"task": task, "prompting": prompting, "k": k, "selection": selection, "metric": metric,
-               "score": float(res[metric]), "notes": notes, "seconds": round(res["seconds"], 1), "n": res["n"]}
+               "score": score, "95% CI": _ci_text(score, res["n"]), "n": res["n"], "notes": notes,
+               "seconds": round(res["seconds"], 1)}
         self.rows.append(row)
         self.metrics[f"{task} {prompting} k={k} {selection} {metric}".replace("  ", " ")] = row["score"]
-        self.ctx.print(f"  {task:<17} {prompting:<28} k={k} {selection:<8} {metric} {row['score']:.3f}  ({notes}; "
-                       f"{row['seconds']} s)")
+        self.ctx.print(f"  {task:<17} {prompting:<28} k={k} {selection:<8} {metric} {row['score']:.3f} "
+                       f"{row['95% CI']} of {row['n']}  ({notes}; {row['seconds']} s)")
 
     def evaluate(self) -> dict[str, float]:
         """No metrics: nothing trains, so the model before and after the comparison is the same model."""
@@ -87,7 +104,25 @@ class IclRecipe(Recipe):
         self.rows, self.metrics = [], {}
         m, tok, cls, cot, k = self.model, self.tokenizer, self.cls_task, self.cot_task, self.cfg.num_fewshot
         started = time.perf_counter()
-        name = cls.name
+        if cls is not None:
+            self._classification_rows(cls)
+        name = cot.name
+        if self.cfg.direct_rows:
+            self._add(name, "zero-shot direct answer", 0, "-",
+                      evaluate_cot(m, tok, cot, self._cfg(num_fewshot=0), "direct"), "accuracy")
+            self._add(name, "few-shot direct answer", k, "first_n", evaluate_cot(m, tok, cot, self.cfg, "direct"),
+                      "accuracy")
+        self._add(name, "chain of thought, greedy", k, "first_n", evaluate_cot(m, tok, cot, self.cfg, "cot"), "accuracy")
+        if self.cfg.self_consistency:
+            res = evaluate_cot(m, tok, cot, self.cfg, "cot", self_consistency_vote=True, vote_sizes=self.cfg.vote_sizes)
+            for size, vote in res["votes"].items():  # one sampling; the majority of its first `size` chains
+                self._add(name, f"chain of thought, maj@{size}", k, "first_n", {**res, **vote}, "accuracy")
+        self.seconds = time.perf_counter() - started
+        self._print_table()
+        return self.metrics
+
+    def _classification_rows(self, cls: Any) -> None:
+        m, tok, k, name = self.model, self.tokenizer, self.cfg.num_fewshot, cls.name
         self._add(name, "zero-shot", 0, "-", evaluate_classification(m, tok, cls, self._cfg(num_fewshot=0)), "acc")
         if self.cfg.natural_labels:
             words = list(self.cfg.natural_labels)
@@ -96,17 +131,6 @@ class IclRecipe(Recipe):
         for selection in ("random", "knn"):
             res = evaluate_classification(m, tok, cls, self._cfg(fewshot_selection=selection))
             self._add(name, "few-shot", k, selection, res, "acc")
-        name = cot.name
-        self._add(name, "zero-shot direct answer", 0, "-", evaluate_cot(m, tok, cot, self._cfg(num_fewshot=0), "direct"),
-                  "accuracy")
-        self._add(name, "few-shot direct answer", k, "first_n", evaluate_cot(m, tok, cot, self.cfg, "direct"), "accuracy")
-        self._add(name, "chain of thought, greedy", k, "first_n", evaluate_cot(m, tok, cot, self.cfg, "cot"), "accuracy")
-        if self.cfg.self_consistency:
-            res = evaluate_cot(m, tok, cot, self.cfg, "cot", self_consistency_vote=True)
-            self._add(name, f"chain of thought, maj@{self.cfg.repeats}", k, "first_n", res, "accuracy")
-        self.seconds = time.perf_counter() - started
-        self._print_table()
-        return self.metrics
 
     def _print_table(self) -> None:
         if self.ctx.is_main:

@@ -9,6 +9,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -118,17 +119,25 @@ def evaluate_classification(model: Any, tokenizer: Any, task: ClassificationTask
 
 
 def evaluate_cot(model: Any, tokenizer: Any, task: CotTask, cfg: IclConfig, mode: str = "cot",
-                 self_consistency_vote: bool = False) -> dict[str, float]:
+                 self_consistency_vote: bool = False, vote_sizes: Sequence[int] = ()) -> dict[str, Any]:
     """Exact match of generated answers on ``task.test``.
 
     Args:
         mode: ``cot`` (exemplars with their rationale, "The answer is N."), ``direct`` (exemplars with the
             answer only) or ``zero_cot`` (no exemplars, "Let's think step by step."; Kojima et al. 2022).
         self_consistency_vote: Sample ``cfg.repeats`` chains at ``cfg.temperature`` and take the majority answer.
+        vote_sizes: With ``self_consistency_vote``, also score the majority of the first m chains for each m
+            here (one sampling of ``max(repeats, *vote_sizes)`` chains serves every m, as Wang et al. 2022
+            plot accuracy against the number of sampled paths).
 
     Returns:
-        accuracy, pattern_misses (chains where ``cfg.answer_pattern`` did not match), invalid (no answer at
-        all), n, dropped_examples, seconds.
+        accuracy and correct (of the ``cfg.repeats``-chain vote, or the greedy chain), pattern_misses (chains
+        where ``cfg.answer_pattern`` did not match), invalid (no answer at all), chains, n, dropped_examples,
+        seconds, and (with ``self_consistency_vote``) ``votes``: ``{m: {"accuracy", "correct",
+        "pattern_misses", "invalid", "chains"}}`` for each vote size m, counted on the first m chains.
+
+    Raises:
+        HfxError: an unknown mode, or a vote size < 1.
     """
     if mode not in ("cot", "direct", "zero_cot"):
         raise HfxError(f"mode must be cot, direct or zero_cot, got {mode!r}")
@@ -145,17 +154,26 @@ def evaluate_cot(model: Any, tokenizer: Any, task: CotTask, cfg: IclConfig, mode
                                new_tokens, cfg.use_chat_template, **_layout(cfg))
         prompts.append(prompt)
         dropped += n
-    n_ret = cfg.repeats if self_consistency_vote else 1
+    if any(m < 1 for m in vote_sizes):
+        raise HfxError(f"vote sizes must be >= 1 chains, got {list(vote_sizes)}")
+    sizes = sorted({cfg.repeats, *vote_sizes}) if self_consistency_vote else [1]
+    n_ret = sizes[-1]
     texts = generate_answers(model, tokenizer, prompts, new_tokens, do_sample=self_consistency_vote,
                              temperature=cfg.temperature, num_return_sequences=n_ret, seed=cfg.fewshot_random_seed,
                              shared_prefix_delimiter=cfg.fewshot_delimiter if k and not cfg.use_chat_template else "")
-    correct = misses = invalid = 0
+    n = len(prompts)
+    votes = {m: {"correct": 0, "pattern_misses": 0, "invalid": 0, "chains": n * m} for m in sizes}
     for chains, row in zip(texts, task.test, strict=True):
         found = [extract_answer(t, cfg.answer_pattern, cfg.answer_fallback) for t in chains]
-        misses += sum(how != "pattern" for _, how in found)
-        invalid += sum(how == "invalid" for _, how in found)
-        answer = self_consistency([a for a, _ in found])
-        correct += answer == normalize_number(str(row["answer"]))
-    n = len(prompts)
-    return {"accuracy": correct / max(n, 1), "pattern_misses": misses, "invalid": invalid, "chains": n * n_ret,
-            "n": n, "dropped_examples": dropped, "seconds": time.perf_counter() - started}
+        gold = normalize_number(str(row["answer"]))
+        for m, vote in votes.items():  # the majority of the first m chains, and how their answers were found
+            vote["correct"] += self_consistency([a for a, _ in found[:m]]) == gold
+            vote["pattern_misses"] += sum(how != "pattern" for _, how in found[:m])
+            vote["invalid"] += sum(how == "invalid" for _, how in found[:m])
+    for vote in votes.values():
+        vote["accuracy"] = vote["correct"] / max(n, 1)
+    shown = cfg.repeats if self_consistency_vote else 1  # the row's own vote
+    out: dict[str, Any] = {**votes[shown], "n": n, "dropped_examples": dropped, "seconds": time.perf_counter() - started}
+    if self_consistency_vote:
+        out["votes"] = votes
+    return out
