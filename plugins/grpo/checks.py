@@ -57,7 +57,7 @@ def _stand_in(logps: torch.Tensor, **attrs: Any) -> SimpleNamespace:
 
 
 def _trl_grpo(logps: torch.Tensor, inputs: dict[str, torch.Tensor], loss_type: str, beta: float, eps: float,
-              eps_high: float, max_len: int) -> torch.Tensor:
+              eps_high: float, max_len: int, bias_correction: bool) -> torch.Tensor:
     from trl import GRPOTrainer
 
     stand_in = _stand_in(logps, top_entropy_quantile=1.0, off_policy_mask_threshold=None, beta=beta,
@@ -65,7 +65,7 @@ def _trl_grpo(logps: torch.Tensor, inputs: dict[str, torch.Tensor], loss_type: s
                          epsilon_high=eps_high, use_vllm=False, vllm_importance_sampling_correction=False,
                          current_gradient_accumulation_steps=1, max_completion_length=max_len,
                          _entropy_bonus_enabled=False,
-                         args=SimpleNamespace(use_bias_correction_kl=False, delta=None, steps_per_generation=1))
+                         args=SimpleNamespace(use_bias_correction_kl=bias_correction, delta=None, steps_per_generation=1))
     return GRPOTrainer._compute_loss(stand_in, None, inputs)
 
 
@@ -76,7 +76,8 @@ def _trl_rloo(logps: torch.Tensor, inputs: dict[str, torch.Tensor], eps: float, 
 
 
 @functools.cache
-def formula_diffs(estimator: str, loss_type: str = "dapo", beta: float = 0.0) -> dict[str, float]:
+def formula_diffs(estimator: str, loss_type: str = "dapo", beta: float = 0.0, bias_correction: bool = True
+                  ) -> dict[str, float]:
     """``{"per_token", "loss"}``: largest |hfx - trl| of the per-token (RLOO: per-completion) losses and the loss."""
     g = torch.Generator().manual_seed(0)
     b, t, eps, eps_high = 6, 5, 0.2, 0.28
@@ -99,14 +100,15 @@ def formula_diffs(estimator: str, loss_type: str = "dapo", beta: float = 0.0) ->
                             eps, eps_high) for i in range(b)]
         return {"per_token": (per_seq - torch.stack(theirs)).abs().max().item(),
                 "loss": (mine - _trl_rloo(logps, inputs(mask), eps, eps_high)).abs().item()}
-    mine, per_token, _ = grpo_loss(logps, old, adv, mask, eps, eps_high, loss_type, beta, ref, t, num_items)
+    mine, per_token, _ = grpo_loss(logps, old, adv, mask, eps, eps_high, loss_type, beta, ref, t, num_items,
+                                   bias_correction)
     worst = 0.0
     for i, j in mask.nonzero().tolist():
         one = torch.zeros_like(mask)
         one[i, j] = 1
-        theirs = _trl_grpo(logps, inputs(one), "bnpo", beta, eps, eps_high, t)
+        theirs = _trl_grpo(logps, inputs(one), "bnpo", beta, eps, eps_high, t, bias_correction)
         worst = max(worst, (per_token[i, j] - theirs).abs().item())
-    total = _trl_grpo(logps, inputs(mask), loss_type, beta, eps, eps_high, t)
+    total = _trl_grpo(logps, inputs(mask), loss_type, beta, eps, eps_high, t, bias_correction)
     return {"per_token": worst, "loss": (mine - total).abs().item()}
 
 
@@ -198,9 +200,7 @@ def one_update_diffs(estimator: str, loss_type: str = "dapo", beta: float = 0.0,
 
 
 UPDATES = {  # name -> one_update_diffs arguments
-    # lr 0.3: with beta > 0 the second iteration's weights part from trl's as lr^3 (7e-7 at 0.3, 2.5e-5 at 1.0;
-    # 2e-8 at 1.0 with beta = 0), though its inputs and loss agree to 5e-7: see the README.
-    "grpo dapo beta=0.04 (2 iterations)": ("grpo", "dapo", 0.04, "group", False, 2, 0.3),
+    "grpo dapo beta=0.04 (2 iterations)": ("grpo", "dapo", 0.04, "group", False, 2),
     "grpo grpo scale_rewards=batch": ("grpo", "grpo", 0.0, "batch", False, 1),
     "grpo bnpo beta=0.04": ("grpo", "bnpo", 0.04, "group", False, 1),
     "grpo dr_grpo scale_rewards=none": ("grpo", "dr_grpo", 0.0, "none", False, 1),
@@ -223,6 +223,8 @@ def checks() -> list[Check]:
             what = "per-token losses" if key == "per_token" else "loss"
             out.append(Check(f"grpo {loss_type} beta=0.04: {what} vs trl GRPOTrainer._compute_loss",
                              "trl", TOL, lambda lt=loss_type, k=key: formula_diffs("grpo", lt, 0.04)[k]))
+    out.append(Check("grpo dapo beta=0.04 use_bias_correction_kl=false: loss vs trl GRPOTrainer._compute_loss", "trl",
+                     TOL, lambda: formula_diffs("grpo", "dapo", 0.04, False)["loss"]))
     for key in ("per_token", "loss"):
         what = "per-completion losses" if key == "per_token" else "loss"
         out.append(Check(f"rloo: {what} vs trl RLOOTrainer._compute_loss",

@@ -3,7 +3,7 @@
 :class:`GRPOConfig` holds the fields with trl 1.16's ``GRPOConfig`` / ``RLOOConfig`` names and meanings
 (``num_generations``, ``beta``, ``epsilon``, ``epsilon_high``, ``loss_type``, ``scale_rewards``,
 ``normalize_advantages``, ``temperature``, ``max_completion_length``, ``num_iterations``,
-``steps_per_generation``, ``mask_truncated_completions``, ``max_grad_norm``), plus ``estimator``: "grpo" (trl's
+``steps_per_generation``, ``mask_truncated_completions``, ``use_bias_correction_kl``, ``max_grad_norm``), plus ``estimator``: "grpo" (trl's
 ``GRPOTrainer``) or "rloo" (trl's ``RLOOTrainer``). It is what :class:`hfx_plugins.grpo.trainer.GRPOTrainer`
 takes. :class:`GRPORunConfig` adds what only ``hfx run plugin=grpo`` uses (prompts, reward model, held-out
 evaluation); the policy's LoRA adapter is the run's ``lora:`` section. No torch import here.
@@ -54,6 +54,9 @@ class GRPOConfig:
     beta: float = 0.0
     """KL coefficient: grpo adds beta * k3(pi, ref) to each token's loss (trl GRPO's default 0); rloo subtracts
     beta * (summed k1) from each reward (trl RLOO's default 0.05)."""
+    use_bias_correction_kl: bool = True
+    """grpo only: multiply the k3 term by the importance ratio (trl's default; DeepSeek-V3.2's unbiased KL
+    gradient). It changes the gradient even at ratio 1."""
     epsilon: float = 0.2
     """Lower clip of the ratio (1 - epsilon), and the upper one unless epsilon_high is set."""
     epsilon_high: float = -1.0

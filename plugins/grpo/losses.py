@@ -3,8 +3,12 @@
 GRPO (trl 1.16 ``GRPOTrainer._compute_loss``, ``importance_sampling_level="token"``), per token, with
 rho = exp(log p - log p_old) and the completion's advantage A:
 
-    l_t = -min(rho_t A, clip(rho_t, 1 - eps_low, 1 + eps_high) A) + beta * k3_t,
+    l_t = -min(rho_t A, clip(rho_t, 1 - eps_low, 1 + eps_high) A) + beta * rho_t * k3_t,
     k3_t = exp(log p_ref - log p) - (log p_ref - log p) - 1        (Schulman's k3, http://joschu.net/blog/kl-approx.html)
+
+the ratio rho_t on the KL term being trl's ``use_bias_correction_kl`` (its default, DeepSeek-V3.2,
+https://arxiv.org/abs/2512.02556): it makes the KL gradient the unbiased reverse-KL gradient, and changes the
+gradient even where rho = 1 (rho is differentiable: it adds k3 * grad log p).
 
 then averaged by ``loss_type``: "grpo" mean over each completion's tokens, then over completions (Shao et al.
 2024); "bnpo" mean over all the step's tokens; "dr_grpo" sum / (B * max_completion_length) (Liu et al. 2025,
@@ -40,7 +44,7 @@ def sequence_kl(logps: torch.Tensor, ref_logps: torch.Tensor, mask: torch.Tensor
 def grpo_loss(logps: torch.Tensor, old_logps: torch.Tensor, advantages: torch.Tensor, mask: torch.Tensor,
               epsilon: float, epsilon_high: float, loss_type: str = "dapo", beta: float = 0.0,
               ref_logps: torch.Tensor | None = None, max_completion_length: int | None = None,
-              num_items: float | None = None) -> tuple[torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]:
+              num_items: float | None = None, use_bias_correction_kl: bool = True) -> tuple[torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]:
     """GRPO's loss of one optimizer step, as trl 1.16.
 
     Args:
@@ -54,6 +58,7 @@ def grpo_loss(logps: torch.Tensor, old_logps: torch.Tensor, advantages: torch.Te
         ref_logps: (B, T) the reference's log-probs (needed when beta > 0).
         max_completion_length: dr_grpo's divisor per completion (default T).
         num_items: dapo's divisor (default: the tokens of this step, mask.sum()).
+        use_bias_correction_kl: multiply the k3 term by the ratio (trl's default).
 
     Returns:
         ``(loss, per_token_loss (B, T), stats)``; ``stats``: detached ``clip_ratio`` (share of valid tokens whose
@@ -74,6 +79,8 @@ def grpo_loss(logps: torch.Tensor, old_logps: torch.Tensor, advantages: torch.Te
         if ref_logps is None:
             raise HfxError("grpo_loss: beta > 0 needs ref_logps (the reference's log-probs)")
         kl = k3(logps, ref_logps)
+        if use_bias_correction_kl:
+            kl = kl * ratio
         per_token = per_token + beta * kl
     tokens = mask.sum().clamp(min=1.0)
     if loss_type == "grpo":

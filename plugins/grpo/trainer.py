@@ -169,7 +169,8 @@ class GRPOTrainer:
                     loss, _, st = rloo_loss(logps, before, adv[i], mask[i], a.epsilon, a.clip_high)
                 else:
                     loss, _, st = grpo_loss(logps, before, adv[i], mask[i], a.epsilon, a.clip_high, a.loss_type,
-                                            a.beta, ref[i], a.max_completion_length, num_items)
+                                            a.beta, ref[i], a.max_completion_length, num_items,
+                                            a.use_bias_correction_kl)
                 if not torch.isfinite(loss):
                     raise HfxError(f"grpo: the loss is {loss.item()} at update {self.update_count + 1} (pass {it + 1}, "
                                    f"step from completion {s}); stopped before the optimizer step; lower the learning rate")

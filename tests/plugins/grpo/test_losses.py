@@ -9,7 +9,7 @@ import torch
 
 from hfx.errors import HfxError
 from hfx_plugins.grpo import grpo_loss, k3, rloo_loss
-from hfx_plugins.grpo.checks import TOL, formula_diffs
+from hfx_plugins.grpo.checks import TOL, _trl_grpo, formula_diffs
 
 
 def test_clipped_token_loss_by_hand() -> None:
@@ -45,6 +45,28 @@ def test_k3_is_zero_at_the_reference_and_positive_elsewhere() -> None:
 def test_grpo_loss_equals_trl(loss_type: str) -> None:
     diffs = formula_diffs("grpo", loss_type, 0.04)
     assert diffs["per_token"] <= TOL and diffs["loss"] <= TOL
+
+
+def test_kl_without_bias_correction_equals_trl() -> None:
+    assert formula_diffs("grpo", "dapo", 0.04, bias_correction=False)["loss"] <= TOL
+
+
+@pytest.mark.parametrize("bias_correction", [True, False])
+def test_gradient_at_ratio_one_equals_trl(bias_correction: bool) -> None:
+    # on-policy (old = the step's own log-probs, detached): trl's ratio on the KL term still adds k3 * grad log p
+    g = torch.Generator().manual_seed(1)
+    logps = (-torch.rand(3, 4, generator=g) * 2).requires_grad_()
+    ref, adv = logps.detach() + torch.randn(3, 4, generator=g) * 0.5, torch.randn(3, generator=g)
+    mask = torch.tensor([[1, 1, 1, 1], [1, 1, 0, 0], [1, 0, 0, 0]])
+    inputs = {"prompt_ids": torch.ones(3, 1, dtype=torch.long), "prompt_mask": torch.ones(3, 1, dtype=torch.long),
+              "completion_ids": torch.ones(3, 4, dtype=torch.long), "completion_mask": mask, "advantages": adv,
+              "ref_per_token_logps": ref, "num_items_in_batch": torch.tensor(7.0)}
+    theirs = torch.autograd.grad(_trl_grpo(logps, inputs, "dapo", 0.1, 0.2, 0.2, 4, bias_correction), logps)[0]
+    loss = grpo_loss(logps, logps.detach(), adv, mask, 0.2, 0.2, "dapo", 0.1, ref, 4, 7.0, bias_correction)[0]
+    mine = torch.autograd.grad(loss, logps)[0]
+    assert torch.allclose(mine, theirs, atol=1e-7)
+    other = grpo_loss(logps, logps.detach(), adv, mask, 0.2, 0.2, "dapo", 0.1, ref, 4, 7.0, not bias_correction)[0]
+    assert not torch.allclose(torch.autograd.grad(other, logps)[0], theirs, atol=1e-4)  # the option matters
 
 
 def test_rloo_loss_equals_trl() -> None:
