@@ -9,30 +9,27 @@ from hfx.runner.report import save_figure
 
 __all__ = ["plot_grpo_curves", "print_answers"]
 
-PANELS = (("kl", "KL to reference (nats / completion)"), ("entropy", "entropy (nats / token)"),
-          ("reward_std", "std of the proxy reward in the batch"))
+PANELS = ((("proxy_reward", "gold"), "proxy reward (reward model) and gold (VADER)"),
+          (("kl",), "KL to reference (nats / completion)"), (("entropy",), "entropy (nats / token)"),
+          (("reward_std",), "std of the proxy reward in the batch"))
 
 
 def plot_grpo_curves(history: list[dict[str, float]], path: Path, title: str) -> Path:
-    """Four panels against the update: proxy reward with the gold score; KL; entropy; the reward's spread."""
+    """Four panels against the update: proxy reward and gold score; KL; entropy; the reward's spread."""
     import matplotlib
 
     matplotlib.use("Agg")  # no screen on these machines
     import matplotlib.pyplot as plt
 
     x = [r["step"] for r in history]
-    fig, axes = plt.subplots(1, 1 + len(PANELS), figsize=(17, 3.8))
-    axes[0].plot(x, [r["proxy_reward"] for r in history], label="proxy reward (reward model)")
-    twin = axes[0].twinx()
-    twin.plot(x, [r["gold"] for r in history], color="tab:orange", label="gold (VADER compound)")
-    axes[0].legend(loc="upper left", fontsize=8)
-    twin.legend(loc="lower right", fontsize=8)
-    for ax, (key, label) in zip(axes[1:], PANELS, strict=True):
-        ax.plot(x, [r[key] for r in history])
+    fig, axes = plt.subplots(1, len(PANELS), figsize=(17, 3.8))
+    for ax, (keys, label) in zip(axes, PANELS, strict=True):
+        for key in keys:
+            ax.plot(x, [r[key] for r in history], label=key)
         ax.set_title(label, fontsize=10)
-    for ax in axes:
         ax.set_xlabel("update")
         ax.grid(alpha=0.3)
+    axes[0].legend(fontsize=8)
     return save_figure(fig, path, title)
 
 

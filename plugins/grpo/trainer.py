@@ -95,11 +95,9 @@ class GRPOTrainer:
 
     def _prompts(self, data: Any) -> list[list[int]]:
         rows = list(data)
-        if rows and "input_ids" in rows[0]:
-            return [list(r["input_ids"]) for r in rows]
-        if rows and "prompt" in rows[0]:
-            return [self.tokenizer(r["prompt"])["input_ids"] for r in rows]
-        raise HfxError("GRPOTrainer: train_dataset must have rows with 'input_ids' (token ids) or 'prompt' (text)")
+        if not all("input_ids" in r or "prompt" in r for r in rows):
+            raise HfxError("GRPOTrainer: train_dataset must have rows with 'input_ids' (token ids) or 'prompt' (text)")
+        return [list(r["input_ids"]) if "input_ids" in r else self.tokenizer(r["prompt"])["input_ids"] for r in rows]
 
     def reference(self) -> tuple[nn.Module, Any]:
         """The reference and the context to run it in: the policy inside ``disable_adapters`` (ppo's contract)."""
