@@ -29,7 +29,7 @@ def check_groups(n: int, num_generations: int) -> None:
                        f"per prompt), got {num_generations}")
     if n % num_generations:
         raise HfxError(f"grpo: {n} completions do not split into whole groups of num_generations="
-                       f"{num_generations}; make the batch a multiple of num_generations")
+                       f"{num_generations}; make batch_size x steps_per_generation (or the prompts x G) a multiple of it")
 
 
 @dataclass
