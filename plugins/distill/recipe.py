@@ -33,7 +33,7 @@ from hfx.data.collate import collator_for_task, tokenize_for_task
 from hfx.data.loading import load_data
 from hfx.errors import HfxError
 from hfx.io import atomic_dir
-from hfx.metrics import pairs_spearman, pairwise_spearman
+from hfx.metrics import pairs_spearman, pairwise_spearman, proportion
 from hfx.models.limits import max_input_length
 from hfx.models.loading import load_config, load_model, model_family
 from hfx.models.zoo import resolve_model
@@ -140,8 +140,8 @@ class DistillRecipe(Recipe):
                                      metrics.encode(model, self.tokenizer, te["text"], self.objective, bs, ml), te["label"])
         pairs = pairs_spearman(lambda texts: metrics.encode(model, self.tokenizer, texts, self.objective, bs, ml),
                                self.pairs)
-        return {"spearman_vs_teacher": pairwise_spearman(emb, self._teacher_held_out), "sentiment_accuracy": acc,
-                "pairs_spearman": pairs}
+        return {"spearman_vs_teacher": pairwise_spearman(emb, self._teacher_held_out),
+                "sentiment_accuracy": proportion(acc, len(te)), "pairs_spearman": pairs}  # acc: with n and 95% CI
 
     @torch.no_grad()
     def _speed(self) -> dict[str, float]:

@@ -24,7 +24,7 @@ import torch
 
 from hfx.errors import HfxError
 from hfx.io import atomic_dir, atomic_write_text
-from hfx.metrics import paired_cosine, scored_pairs, spearman
+from hfx.metrics import paired_cosine, proportion, scored_pairs, spearman
 from hfx.registry import Recipe
 from hfx.runner.loop import TrainLoop
 from hfx_plugins.embed.cached import CachedMNRL
@@ -130,8 +130,10 @@ class EmbedRecipe(Recipe):
         # Rows are consecutive sentences, so a query can also be another row's positive: not an answer to itself.
         ids = drop_query_texts(found, corpus, anchors, k_max)  # (Q, k)
         relevant = [corpus.index(p) for p in positives]
-        out = {"triplet_accuracy": float((cos_p > cos_n).mean())}
-        out.update({f"recall@{k}": recall_at_k(ids, relevant, k) for k in sorted(set(self.cfg.recall_k))})
+        out = {"triplet_accuracy": proportion(float((cos_p > cos_n).mean()), len(anchors))}  # with its n and 95% CI
+        # one relevant document per query: recall@k is the share of queries that find it
+        out.update({f"recall@{k}": proportion(recall_at_k(ids, relevant, k), len(relevant))
+                    for k in sorted(set(self.cfg.recall_k))})
         if self.trained:
             self._demo(anchors, ids, relevant)
         return out
@@ -147,7 +149,7 @@ class EmbedRecipe(Recipe):
                for m in ("kmeans", "agglomerative")}
         # classification head: fit on even rows, score on odd rows (topics are interleaved: rows are shuffled)
         head = EmbeddingClassifier(seed=self.ctx.run.seed).fit(x[0::2], y[0::2])
-        out["topic_accuracy"] = float((head.predict(x[1::2]) == y[1::2]).mean())
+        out["topic_accuracy"] = proportion(float((head.predict(x[1::2]) == y[1::2]).mean()), len(y[1::2]))
         return out
 
     def _demo(self, queries: list[str], ids: np.ndarray, relevant: list[int]) -> None:

@@ -27,6 +27,7 @@ import torch
 import hfx
 from hfx.errors import HfxError
 from hfx.io import atomic_dir, atomic_write_json
+from hfx.metrics import mean, proportion
 from hfx.registry import Recipe
 from hfx.runner.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from hfx_plugins.ppo.gold import response_texts, vader_scores
@@ -94,8 +95,11 @@ class PPORecipe(Recipe):
                 kls += ((logp - ref_logp) * valid).sum(1).tolist()  # k1 summed over each response: KL(pi || ref)
         key = "after" if self.training_started else "before"  # train.eval_before=false: no "before" answers
         self.answers[key] = [texts[i:i + cfg.eval_samples] for i in range(0, len(texts), cfg.eval_samples)]
-        return {"gold": statistics.fmean(gold), "gold_std": statistics.pstdev(gold), "proxy_reward": statistics.fmean(proxy),
-                "kl": statistics.fmean(kls), "positive_share": sum(g > 0.05 for g in gold) / len(gold)}
+        # gold and positive_share carry n and a 95% CI (hfx.metrics.Estimate; the same numbers); the samples of
+        # one prompt are not independent, so the intervals are narrower than the truth when eval_samples > 1
+        return {"gold": mean(gold) if len(gold) > 1 else statistics.fmean(gold), "gold_std": statistics.pstdev(gold),
+                "proxy_reward": statistics.fmean(proxy), "kl": statistics.fmean(kls),
+                "positive_share": proportion(sum(g > 0.05 for g in gold) / len(gold), len(gold))}
 
     def train(self) -> dict[str, float]:
         """Run ``ppo.updates`` PPO updates (resuming from the last checkpoint); log and print each.

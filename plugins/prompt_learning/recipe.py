@@ -26,6 +26,7 @@ from torch import nn
 from hfx import registry
 from hfx.errors import HfxError
 from hfx.io import atomic_dir
+from hfx.metrics import mean, proportion
 from hfx.registry import Recipe
 from hfx.runner.loop import TrainLoop
 from hfx_plugins.prompt_learning.label_words import collate, encode_rows, label_word_scores
@@ -92,8 +93,10 @@ class LabelWordRecipe(Recipe):
         seconds = time.perf_counter() - started
         model.train(was_training)
         gold = scores.gather(1, self.eval_labels[:, None])[:, 0]  # (N,)
-        return {"accuracy": float((scores.argmax(-1) == self.eval_labels).float().mean()),
-                "label_nll": float(-gold.mean()), "ms_per_example": 1000 * seconds / max(len(self.eval_prompts), 1)}
+        n = len(self.eval_labels)  # the same numbers as before, carrying n and a 95% CI (hfx.metrics.Estimate)
+        return {"accuracy": proportion(float((scores.argmax(-1) == self.eval_labels).float().mean()), n),
+                "label_nll": mean((-gold).tolist(), float(-gold.mean())) if n > 1 else float(-gold.mean()),
+                "ms_per_example": 1000 * seconds / max(len(self.eval_prompts), 1)}
 
     def train(self) -> dict[str, float]:
         started = time.perf_counter()

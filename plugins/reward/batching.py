@@ -16,7 +16,7 @@ from torch import nn
 from transformers import PreTrainedTokenizerBase
 
 from hfx.errors import HfxError
-from hfx.metrics import spearman
+from hfx.metrics import mean, proportion, spearman
 from hfx_plugins.reward.config import RewardConfig
 from hfx_plugins.reward.data import Group
 from hfx_plugins.reward.losses import preference_loss
@@ -110,7 +110,12 @@ def evaluate_groups(model: nn.Module, tokenizer: PreTrainedTokenizerBase, groups
             right += s[w] > s[lo]
             diffs.append(s[w] - s[lo])
         start += len(g.texts)
-    out = {"accuracy": right / len(diffs), "margin": sum(diffs) / len(diffs), "mean_score": sum(scores) / len(scores)}
+    margin = sum(diffs) / len(diffs)
+    # n and 95% CI for the runner's table; the pairs of one prompt share completions, so they are not
+    # independent and these intervals are narrower than the truth
+    out = {"accuracy": proportion(right / len(diffs), len(diffs)),
+           "margin": mean(diffs, margin) if len(diffs) > 1 and math.isfinite(margin) else margin,
+           "mean_score": sum(scores) / len(scores)}
     if all(len(g.gold) == len(g.texts) for g in groups):
         gold = [x for g in groups for x in g.gold]
         out["spearman"] = spearman(scores, gold)
