@@ -95,9 +95,12 @@ class PPORecipe(Recipe):
                 kls += ((logp - ref_logp) * valid).sum(1).tolist()  # k1 summed over each response: KL(pi || ref)
         key = "after" if self.training_started else "before"  # train.eval_before=false: no "before" answers
         self.answers[key] = [texts[i:i + cfg.eval_samples] for i in range(0, len(texts), cfg.eval_samples)]
-        # gold and positive_share carry n and a 95% CI (hfx.metrics.Estimate; the same numbers); the samples of
-        # one prompt are not independent, so the intervals are narrower than the truth when eval_samples > 1
-        return {"gold": mean(gold) if len(gold) > 1 else statistics.fmean(gold), "gold_std": statistics.pstdev(gold),
+        # gold and positive_share carry n and a 95% CI (hfx.metrics.Estimate; the same numbers). The answers to
+        # one prompt are not independent: gold's t interval is over the per-prompt means (n = prompts; their
+        # mean is the same number, every prompt having eval_samples answers); positive_share's counts answers
+        per_prompt = [statistics.fmean(gold[i:i + cfg.eval_samples]) for i in range(0, len(gold), cfg.eval_samples)]
+        return {"gold": mean(per_prompt, statistics.fmean(gold)) if len(per_prompt) > 1 else statistics.fmean(gold),
+                "gold_std": statistics.pstdev(gold),
                 "proxy_reward": statistics.fmean(proxy), "kl": statistics.fmean(kls),
                 "positive_share": proportion(sum(g > 0.05 for g in gold) / len(gold), len(gold))}
 
