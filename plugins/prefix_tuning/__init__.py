@@ -17,6 +17,7 @@ _EXPORTS = {  # module beside this file -> the public names it defines, imported
     ".cache": ("PrefixInjector", "layer_states"),
     ".encoder": ("PrefixEncoder",),
     ".recipe": ("PrefixTuningRecipe",),
+    ".text_init": ("init_from_text",),
 }
 __getattr__ = lazy_exports(__name__, _EXPORTS)
 __all__ = ["PrefixTuningConfig", "PrefixTuningRunConfig", "plugin", *export_names(_EXPORTS)]

@@ -3,7 +3,7 @@
 :class:`PrefixTuningConfig` is what ``hfx.apply(model, "prefix_tuning", ...)`` takes: peft 0.21.2's
 ``PrefixTuningConfig`` fields with their names and meanings (the sizes left unset are read from the model
 config, as peft does). :class:`PrefixTuningRunConfig` adds what only ``hfx run`` uses (the label-word
-classification task of the recipe).
+classification task of the recipe, and the prefix's text init).
 """
 
 from __future__ import annotations
@@ -58,3 +58,13 @@ class PrefixTuningRunConfig(LabelWordTask, PrefixTuningConfig):
     (``template``, ``label_words``: :class:`hfx_plugins.prompt_learning.LabelWordTask`)."""
 
     section = "prefix_tuning"
+
+    init_text: str = ""
+    """Start the prefix from the keys and values this text leaves in the model's cache (Li & Liang 2021, §7.2;
+    hfx only, see text_init.py): the prefix-tuned model starts as the frozen model reading the text. Empty:
+    peft's init (init_weights). Needs prefix_projection false."""
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.init_text and self.prefix_projection:
+            raise HfxError("prefix_tuning.init_text writes the prefix itself; it needs prefix_projection=false")

@@ -6,7 +6,9 @@ each sentence followed by the label word of its class (" foo" / " bar", words th
 
 1. setup: load the model; ``hfx.apply(model, "prefix_tuning")`` freezes it, adds ``model.prefix_encoder``
    (``n`` virtual tokens x layers x keys and values, optionally through an MLP) and the forward pre-hook that
-   puts the prefix into every layer's KV cache; one training row per sentence, the loss on the label word only.
+   puts the prefix into every layer's KV cache; with ``init_text`` the prefix starts as that text's keys and
+   values (:func:`hfx_plugins.prefix_tuning.init_from_text`); one training row per sentence, the loss on the
+   label word only.
 2. evaluate: every label word scored after every prompt with the prefix in the cache (lm-eval's ``acc``);
    ``label_nll``.
 3. train: AdamW on ``model.prefix_encoder`` alone (gradient checkpointing is refused: it would replay the
@@ -23,6 +25,7 @@ from __future__ import annotations
 from torch import nn
 
 from hfx_plugins.prefix_tuning.apply import get_encoder
+from hfx_plugins.prefix_tuning.text_init import init_from_text
 from hfx_plugins.prompt_learning import LabelWordRecipe
 
 __all__ = ["PrefixTuningRecipe"]
@@ -32,6 +35,14 @@ class PrefixTuningRecipe(LabelWordRecipe):
     """setup -> evaluate -> train -> evaluate -> save, training only ``model.prefix_encoder``."""
 
     plugin = "prefix_tuning"
+
+    def setup(self) -> None:
+        """:meth:`LabelWordRecipe.setup`, then the prefix started from ``prefix_tuning.init_text`` if set."""
+        super().setup()
+        if self.cfg.init_text:
+            ids = init_from_text(self.model, self.tokenizer, self.cfg.init_text)
+            self.ctx.print(f"prefix_tuning: prefix started from the keys and values of {len(ids)} tokens of "
+                           f"{self.cfg.init_text!r}")
 
     def describe(self, model: nn.Module) -> str:
         """E.g. "a 10-token key/value prefix in each of 30 layers (3 KV heads of 64)"."""
