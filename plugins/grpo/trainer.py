@@ -187,10 +187,10 @@ class GRPOTrainer:
         self.last = {"rollout": ro, "scores": scores, "rewards": rewards, "advantages": adv, "mask": mask, "ref": ref,
                      "old": old if old is not None else now}
         kl = sequence_kl(self.last["old"], ref, mask)  # (N,) k1 summed over each completion
-        mean = lambda key: sum(r[key] for r in rows if key in r) / max(1, sum(key in r for r in rows))  # noqa: E731
-        return {"reward": scores.mean().item(), "reward_std": scores.std().item(), "kl": kl.mean().item(),
-                "entropy": mean("entropy"), "clip_ratio": mean("clip_ratio"), "loss": mean("loss"),
-                "completion_length": mask.sum(1).float().mean().item(),
+        means = {k: sum(r[k] for r in rows if k in r) / max(1, sum(k in r for r in rows))
+                 for k in ("entropy", "clip_ratio", "loss")}  # over the optimizer steps (entropy: the first pass)
+        return {"reward": scores.mean().item(), "reward_std": scores.std().item(), "kl": kl.mean().item(), **means,
+                "completion_length": (ro.seq_lengths + 1).float().mean().item(),
                 "eos_fraction": ro.contains_stop.float().mean().item(), "lr": self.scheduler.get_last_lr()[0]}
 
     def batches(self) -> Iterator[list[list[int]]]:
