@@ -86,13 +86,16 @@ class ScoreModel(nn.Module):
 
     @property
     def backbone(self) -> PreTrainedModel:
+        """The transformer trunk, under transformers' attribute name (``bert``, ``model``, ...)."""
         return getattr(self, self.prefix)
 
     @property
     def head(self) -> nn.Linear:
+        """The output layer: ``classifier`` (encoder) or ``score`` (decoder), transformers' names."""
         return self.classifier if self.family == "encoder" else self.score
 
     def gradient_checkpointing_enable(self, **kwargs: object) -> None:
+        """Turn on the backbone's gradient checkpointing (transformers' method; ``kwargs`` passed on)."""
         self.backbone.gradient_checkpointing_enable(**kwargs)
 
     def _takes_positions(self) -> bool:

@@ -95,6 +95,7 @@ class Lazy:
         return self.target.partition(":")[0]
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        """Import the target (first call only) and call it with the same arguments."""
         return self.resolve()(*args, **kwargs)
 
     def __repr__(self) -> str:

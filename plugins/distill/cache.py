@@ -136,6 +136,15 @@ class TeacherCacheCollator:
         self.collate_fn, self.task = collate_fn, task
 
     def __call__(self, examples: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
+        """The wrapped collator's batch plus the examples' cached teacher outputs under ``CACHE_KEY``.
+
+        Per-example outputs stack to (B, C) or (B, D); per-token outputs are placed at each example's output
+        positions in a (B, T, V) tensor (zeros elsewhere, masked by the loss).
+
+        Raises:
+            HfxError: an example's cached rows do not match its output positions (a cache from another
+                tokenization).
+        """
         cached = [ex.pop(CACHE_KEY) for ex in examples]
         batch = dict(self.collate_fn(examples))
         positions = output_positions(batch, self.task)  # None or (B, T) bool

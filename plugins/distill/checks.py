@@ -90,6 +90,9 @@ def _full_student_is_teacher() -> float:
 
 
 def checks() -> list[Check]:
+    """``hfx validate plugin=distill``: the KD losses vs trl's ``generalized_jsd_loss`` and DistilBERT's KL
+    term, mean-pooled embeddings vs sentence-transformers, and a full-depth student vs its teacher.
+    """
     return [
         Check("forward KL / T^2 vs generalized_jsd_loss(beta=0, T=2)", "trl", TOL, lambda: _vs_trl(0.0, 2.0)),
         Check("reverse KL / T^2 vs generalized_jsd_loss(beta=1, T=2)", "trl", TOL, lambda: _vs_trl(1.0, 2.0)),

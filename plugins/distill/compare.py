@@ -55,9 +55,11 @@ class BaselineContext:
         return getattr(self._ctx, name)
 
     def log(self, record: dict[str, Any]) -> None:
+        """Log ``record`` to the run with each metric renamed ``<prefix><name>`` (``step`` kept)."""
         self._ctx.log({k if k == "step" else f"{self._prefix}{k}": v for k, v in record.items()})
 
     def progress(self, total: int, desc: str, initial: int = 0) -> Any:
+        """The run's progress bar, its description marked ``(no teacher)``."""
         return self._ctx.progress(total=total, desc=f"{desc} (no teacher)", initial=initial)
 
 

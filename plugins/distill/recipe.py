@@ -158,6 +158,7 @@ class DistillRecipe(Recipe):
         return metrics.throughput(forwards, batches, lambda b: int(b["input_ids"].shape[0]), self.cfg.speed_repeats)
 
     def evaluate(self) -> dict[str, float]:
+        """The student's quality (perplexity, or agreement and accuracy); after training, train()'s."""
         if self._after is not None:  # train() already scored the distilled student for its table
             return self._after
         scores = self._quality(self.student)
@@ -175,6 +176,10 @@ class DistillRecipe(Recipe):
         return default_loss(model, batch)  # hard labels: the model's own next-token cross-entropy
 
     def train(self) -> dict[str, Any]:
+        """Distil the student (optionally from cached teacher outputs), then score teacher, student, the
+        no-teacher baseline and the untrained student, time them, and write ``comparison.json``; returns the
+        run's metrics.
+        """
         ctx, run = self.ctx, self.ctx.run
         train_set, collate = self.train_set, self.collate
         if self.cfg.cache_teacher:
@@ -231,6 +236,7 @@ class DistillRecipe(Recipe):
         return row
 
     def save(self, out_dir: Path) -> list[Path]:
+        """Write ``student/``: the student, its tokenizer (embeddings: sentence-transformers' files)."""
         path = out_dir / "student"
         with atomic_dir(path) as tmp:
             save_student(self.ctx.accelerator.unwrap_model(self.student), tmp, self.cfg)

@@ -134,6 +134,10 @@ class DistillationTrainer(Trainer):
 
     def compute_loss(self, model: nn.Module, inputs: dict[str, Any], return_outputs: bool = False,
                      num_items_in_batch: torch.Tensor | int | None = None) -> Any:
+        """The distillation objective's scalar loss on ``inputs`` (its terms are kept for the next log).
+
+        ``num_items_in_batch`` is unused: the objective already averages over its own positions.
+        """
         loss, terms, outputs = self.objective(model, inputs, self.teacher)
         if self.model.training and self.state.global_step % max(self.args.logging_steps, 1) == 0:
             self._distill_terms = {k: float(v.detach()) for k, v in terms.items()}

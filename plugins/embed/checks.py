@@ -193,6 +193,7 @@ def _saved_folder(name: str) -> float:
 
 
 def checks() -> list[Check]:
+    """``hfx validate plugin=embed``: pooling, encoding, losses and gradients vs sentence-transformers."""
     ref = "sentence-transformers"
     out = [Check(f"tiny bert {m} pooling vs Pooling('{m}'), same padded batch", ref, TOL, lambda m=m: _tiny("bert", m))
            for m in ("mean", "max", "cls", "weightedmean", "lasttoken")]

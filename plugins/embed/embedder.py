@@ -98,6 +98,7 @@ class Embedder(nn.Module):
 
     @property
     def device(self) -> torch.device:
+        """The device of the embedder's parameters (where ``encode`` puts its batches)."""
         return next(self.parameters()).device
 
     def limit(self) -> int:

@@ -60,6 +60,7 @@ def save(model: nn.Module, path: Path) -> None:
 
 
 def can_load(path: Path) -> bool:
+    """Whether ``path`` holds an embedder this plugin saved (its ``hfx.io`` config marker)."""
     return has_config_marker(path, "embed")
 
 

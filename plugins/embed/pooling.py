@@ -71,6 +71,12 @@ class Pooling(nn.Module):
         self.normalize = normalize
 
     def forward(self, hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """(B, T, H) token states and (B, T) attention mask -> (B, H) sentence embeddings, L2-normalised if
+        asked.
+
+        Pooling by :func:`hfx.pooling.pool` in this module's mode; normalisation as sentence-transformers'
+        ``Normalize``.
+        """
         out = pool(hidden, mask, self.mode)  # (B, H)
         if self.normalize:
             # F.normalize divides by max(norm, 1e-12): sentence-transformers' Normalize module exactly.
@@ -78,4 +84,5 @@ class Pooling(nn.Module):
         return out
 
     def extra_repr(self) -> str:
+        """Pooling mode and normalisation, shown by ``print(model)``."""
         return f"mode={self.mode!r}, normalize={self.normalize}"

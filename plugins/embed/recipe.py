@@ -106,6 +106,7 @@ class EmbedRecipe(Recipe):
 
     @torch.no_grad()
     def evaluate(self) -> dict[str, float]:
+        """Held-out pairs' cosine-vs-score Spearman, plus retrieval (triplets) and topic metrics."""
         ev = self.data["eval"]
         pairs = scored_pairs(ev)
         vec = self._encode([t for a, b, _ in pairs for t in (a, b)] + (list(ev["anchor"]) if self.triplets else []))
@@ -161,11 +162,13 @@ class EmbedRecipe(Recipe):
         self.ctx.print("(* = the query's own next sentence)")
 
     def train(self) -> dict[str, float]:
+        """Train with the runner's loop; returns its metrics."""
         out = self.loop.run()
         self.trained = True
         return out
 
     def save(self, out_dir: Path) -> list[Path]:
+        """Write ``model/`` (a sentence-transformers folder) and any index built, with its texts."""
         embedder = self.ctx.accelerator.unwrap_model(self.loop.model)
         path = out_dir / "model"
         with atomic_dir(path) as tmp:  # a sentence-transformers folder: SentenceTransformer(path) loads it

@@ -70,6 +70,9 @@ def _seq2seq_loss() -> float:
 
 
 def checks() -> list[Check]:
+    """``hfx validate plugin=finetune``: the classifier's outputs and losses vs
+    ``*ForSequenceClassification``, and the causal-LM and seq2seq losses vs transformers' own (``labels=``).
+    """
     out = [
         Check(f"{fam} classifier ({problem}) vs *ForSequenceClassification", "transformers", TOL,
               lambda fam=fam, problem=problem: _classifier_vs_transformers(fam, problem))

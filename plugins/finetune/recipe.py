@@ -93,9 +93,11 @@ class FinetuneRecipe(Recipe):
         return metrics
 
     def train(self) -> dict[str, float]:
+        """Train with the runner's loop; returns its metrics."""
         return self.loop.run()
 
     def save(self, out_dir: Path) -> list[Path]:
+        """Write ``model/``: the fine-tuned model and its tokenizer, together or not at all."""
         model = self.ctx.accelerator.unwrap_model(self.loop.model)
         path = out_dir / "model"
         with atomic_dir(path) as tmp:  # model and tokenizer appear together or not at all

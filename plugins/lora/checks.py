@@ -103,6 +103,7 @@ def _merged(family: str) -> float:
 
 
 def checks() -> list[Check]:
+    """``hfx validate plugin=lora``: init, outputs, counts, files, training and merges vs peft."""
     out = [Check("initial A and B, same seed (llama)", "peft", 0.0, lambda: _init("llama"))]
     for fam in ("bert", "llama", "gpt2", "t5"):  # the tiny families' model types, keys of peft's table
         label = f"outputs, {fam} ({', '.join(DEFAULT_TARGETS[fam])})"

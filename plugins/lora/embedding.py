@@ -39,6 +39,14 @@ class LoraEmbedding(LoraLayer):
 
     def add_adapter(self, name: str, r: int, lora_alpha: float, scaling: float, dropout: float,
                     init: bool | str, use_dora: bool) -> None:
+        """Add adapter ``name``: A (r, vocab) zeros and B (dim, r) normal, as peft's ``lora.Embedding``.
+
+        Embeddings take no dropout (``dropout`` is ignored, as in peft). Both are drawn with ``randn`` first,
+        as peft does, so one seed gives peft's B; ``use_dora`` adds the magnitude per embedding dimension.
+
+        Raises:
+            HfxError: this layer already has an adapter called ``name``.
+        """
         del dropout  # peft applies no dropout to embeddings
         self._register(name, r, lora_alpha, scaling)
         base = self.base_layer.weight
@@ -80,6 +88,20 @@ class LoraEmbedding(LoraLayer):
         return weight / factor.view(1, -1) - self.delta_weight(name).to(weight.dtype)
 
     def forward(self, x: torch.Tensor, *args: Any, **kwargs: Any) -> torch.Tensor:
+        """The base lookup E[x] plus s * (B A)^T[x] for each active, unmerged adapter (peft's
+        ``lora.Embedding``).
+
+        A^T is looked up with the base table's ``padding_idx``, ``max_norm`` and other options, so the padding
+        row gets no gradient; a scaled embedding (``embed_scale``, Gemma's) scales the update alike; DoRA
+        rescales each embedding dimension by m / ||E + s (B A)^T|| over the vocabulary (norm detached, DoRA
+        section 4.3).
+
+        Args:
+            x: (...) token ids (long); ``args``/``kwargs`` go to the base embedding unchanged.
+
+        Returns:
+            (..., dim) embeddings in the base table's dtype.
+        """
         result = self.base_layer(x, *args, **kwargs)  # (..., dim)
         if self.disabled:
             return result
@@ -106,4 +128,5 @@ class LoraEmbedding(LoraLayer):
         return result
 
     def extra_repr(self) -> str:
+        """Vocabulary size, embedding dimension and the adapters' ranks, shown by ``print(model)``."""
         return f"vocab={self.in_features}, dim={self.out_features}, adapters={self.r}"

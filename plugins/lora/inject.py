@@ -45,6 +45,11 @@ _LINEAR = (nn.Linear, Conv1D)
 
 
 def name_matches(names: Any, key: str) -> bool:
+    """Whether module path ``key`` is selected by ``names``, with peft's rules for ``target_modules``.
+
+    A string is a regular expression matched against the whole path; a list matches a path equal to one of its
+    names or ending in ``.<name>`` (``q_proj`` matches ``model.layers.0.self_attn.q_proj``).
+    """
     if isinstance(names, str):
         return re.fullmatch(names, key) is not None
     return key in names or any(key.endswith(f".{n}") for n in names)

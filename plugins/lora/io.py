@@ -119,6 +119,7 @@ def save(model: nn.Module, path: Path) -> None:
 
 
 def can_load(path: Path) -> bool:
+    """Whether ``path`` holds a peft LoRA adapter (``adapter_config.json``, peft_type LORA or unset)."""
     file = Path(path) / CONFIG_NAME
     if not file.is_file():
         return False

@@ -76,14 +76,17 @@ class LoraLayer(nn.Module):
     # transformers code sometimes reads `module.weight` (dtype checks, weight tying): answer with the base's.
     @property
     def weight(self) -> torch.Tensor:
+        """The base layer's weight (transformers reads it for dtype checks and weight tying)."""
         return self.base_layer.weight
 
     @property
     def bias(self) -> torch.Tensor | None:
+        """The base layer's bias, or None."""
         return getattr(self.base_layer, "bias", None)
 
     @property
     def adapters(self) -> list[str]:
+        """Names of the adapters this layer holds, in the order they were added."""
         return list(self.r)
 
     def max_rank(self) -> int:
@@ -130,6 +133,7 @@ class LoraLayer(nn.Module):
 
     # --- merging: subclasses give delta_weight(name) in the base weight's own layout -------------------------
     def delta_weight(self, name: str) -> torch.Tensor:
+        """s * B @ A of adapter ``name`` in the base weight's layout; each layer kind defines it."""
         raise NotImplementedError
 
     def _merge_one(self, name: str, weight: torch.Tensor) -> torch.Tensor:
@@ -228,6 +232,16 @@ class LoraLinear(LoraLayer):
 
     def add_adapter(self, name: str, r: int, lora_alpha: float, scaling: float, dropout: float,
                     init: bool | str, use_dora: bool) -> None:
+        """Add adapter ``name``: A (r, in) and B (out, r) as peft builds them, from the global random state.
+
+        With ``init=True`` A is Kaiming-uniform and B zero (Microsoft's loralib, peft's default),
+        ``"gaussian"`` draws A from N(0, 1/r); ``False`` keeps nn.Linear's draws for both. The factors are
+        fp32 on a half-precision base (peft's ``autocast_adapter_dtype``); ``use_dora`` adds the magnitude m =
+        ||W + s B A|| per output row.
+
+        Raises:
+            HfxError: this layer already has an adapter called ``name``.
+        """
         self._register(name, r, lora_alpha, scaling)
         # peft builds A and B as nn.Linear, whose constructors draw Kaiming-uniform weights from the global RNG
         # before LoRA's own init draws A again. Building them the same way makes one seed give peft's A.
@@ -292,6 +306,20 @@ class LoraLinear(LoraLayer):
         return weight / self._row_factor(factor).to(weight.dtype) - self.delta_weight(name).to(weight.dtype)
 
     def forward(self, x: torch.Tensor, *args: Any, **kwargs: Any) -> torch.Tensor:
+        """base(x) + s * B A dropout(x) for each active, unmerged adapter (LoRA: Hu et al. 2021).
+
+        LoRA is https://arxiv.org/abs/2106.09685; the order of operations is peft's ``lora.Linear.forward``:
+        the adapters run in their own dtype (fp32 on a half-precision base), their sum is added in the base
+        output's dtype; a DoRA adapter (Liu et al. 2024, https://arxiv.org/abs/2402.09353) rescales each
+        output row by m / ||W + s B A|| instead (:meth:`_dora_forward`). Disabled or merged adapters add
+        nothing.
+
+        Args:
+            x: (..., in) inputs; ``args``/``kwargs`` go to the base layer unchanged.
+
+        Returns:
+            (..., out) in the base layer's output dtype.
+        """
         result = self.base_layer(x, *args, **kwargs)  # (..., out)
         if self.disabled:
             return result
@@ -330,4 +358,5 @@ class LoraLinear(LoraLayer):
         return (result + (scale - 1) * base_d + scale * lora * s).to(result.dtype)
 
     def extra_repr(self) -> str:
+        """Sizes, the adapters' ranks and the Conv1D layout flag, shown by ``print(model)``."""
         return f"in={self.in_features}, out={self.out_features}, adapters={self.r}, fan_in_fan_out={self.fan_in_fan_out}"

@@ -114,6 +114,7 @@ class LoraRecipe(Recipe):
         return exact_match(got, list(rows["target"]))
 
     def train(self) -> dict[str, float]:
+        """Train the adapters with the runner's loop; every evaluation from here on counts as "after"."""
         self.training_started = True  # every later evaluation is "after" (train.eval_before=false: no "before")
         return self.loop.run()
 
@@ -132,6 +133,9 @@ class LoraRecipe(Recipe):
         return table
 
     def save(self, out_dir: Path) -> list[Path]:
+        """Write the held-out answers (``answers.json``), ``adapter/`` (peft's format + tokenizer) and, with
+        ``lora.merge``, ``merged/`` (the adapters merged into the base); returns the paths written.
+        """
         model = self.ctx.accelerator.unwrap_model(self.loop.model)
         written = []
         table = self._print_answers()

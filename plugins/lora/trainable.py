@@ -41,10 +41,12 @@ class ModulesToSave(nn.Module):
         self.disabled = False
 
     def add_adapter(self, name: str) -> None:
+        """Add a trainable copy of the wrapped module for ``name`` (peft's ``ModulesToSaveWrapper``)."""
         self.modules_to_save[name] = copy.deepcopy(self.original_module)
 
     @property
     def adapters(self) -> list[str]:
+        """Names of the adapters that have their own copy, in the order they were added."""
         return list(self.modules_to_save)
 
     def current(self) -> nn.Module:
@@ -54,6 +56,7 @@ class ModulesToSave(nn.Module):
         return self.modules_to_save[self.active_adapters[0]]
 
     def set_active(self, names: list[str]) -> None:
+        """Make ``names`` active; the first one's copy is used and trains (peft uses one at a time)."""
         self.active_adapters = [n for n in names if n in self.modules_to_save]
         for p in self.original_module.parameters():
             p.requires_grad_(False)
@@ -62,11 +65,13 @@ class ModulesToSave(nn.Module):
                 p.requires_grad_(name in self.active_adapters[:1])
 
     def delete_adapter(self, name: str) -> None:
+        """Drop adapter ``name``'s copy (nothing happens for an unknown name)."""
         if name in self.modules_to_save:
             del self.modules_to_save[name]
         self.active_adapters = [n for n in self.active_adapters if n != name]
 
     def forward(self, *args: Any, **kwargs: Any) -> Any:
+        """The module in use (:meth:`current`) called on the same arguments; its output unchanged."""
         return self.current()(*args, **kwargs)
 
     def __getattr__(self, name: str) -> Any:

@@ -103,6 +103,10 @@ def _int8_codes_vs_bnb() -> float:
 
 
 def checks() -> list[Check]:
+    """``hfx validate plugin=qat``: the fake quantizer and its straight-through gradient vs torch's
+    ``fake_quantize_per_channel_affine``, the converted layer vs the fake-quantized forward, int8 codes vs
+    bitsandbytes.
+    """
     return [
         Check("fake-quantized weight int4 g32 vs torch.fake_quantize_per_channel_affine", "torch", 0.0,
               _weight_vs_torch),

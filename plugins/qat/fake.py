@@ -88,6 +88,13 @@ class FakeQuantLinear(nn.Module):
         return ungroup(fq, (self.out_features, self.in_features))
 
     def fake_input(self, x: torch.Tensor) -> torch.Tensor:
+        """``x`` (..., in) fake-quantized to 8 bits as the converted layer will see it, or unchanged when
+        ``act_bits=0``.
+
+        Dynamic (no observer): per-token absmax int8, as ``QuantLinear(act_mode="dynamic")``; static: the
+        observer's range (updated in training mode, frozen in eval mode), asymmetric 8-bit codes. Gradients
+        pass straight through inside the range (torch.ao's ``FakeQuantize``).
+        """
         if not self.act_bits:
             return x
         if self.observer is None:  # dynamic per-token int8, as QuantLinear(act_mode="dynamic")
@@ -100,9 +107,11 @@ class FakeQuantLinear(nn.Module):
         return fake_quant_ste(x, scale, zero, *code_range(8))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """(..., in) -> (..., out): ``F.linear`` of fake-quantized input and weight (STE gradients)."""
         return F.linear(self.fake_input(x), self.fake_weight(), self.bias)
 
     def extra_repr(self) -> str:
+        """Sizes, bits, group size and activation bits, shown by ``print(model)``."""
         return (f"in_features={self.in_features}, out_features={self.out_features}, bits={self.bits}, "
                 f"group_size={self.group_size}, act_bits={self.act_bits}")
 

@@ -79,6 +79,7 @@ class QatRecipe(Recipe):
         return {"accuracy": (all_logits.argmax(-1) == gold).float().mean().item(), "loss": loss / n}, all_logits
 
     def evaluate(self) -> dict[str, float]:
+        """Accuracy and loss of the current model; after training, those of the QAT model kept."""
         return self.after if self.after is not None else self._eval(self.model)[0]
 
     def _train(self, model: torch.nn.Module, steps: int | None = None, lr: float | None = None) -> None:
@@ -96,6 +97,7 @@ class QatRecipe(Recipe):
         self.ctx.print(f"  {method}: accuracy {m['accuracy']:.4f}")
 
     def train(self) -> dict[str, float]:
+        """fp32 fine-tuning, then PTQ vs QAT at each of ``qat.compare_bits``, one table row each."""
         cfg, ctx = self.cfg, self.ctx
         self._train(self.model)  # 1. fp32 fine-tuning
         fp32, _ = self._eval(self.model)
@@ -134,6 +136,7 @@ class QatRecipe(Recipe):
         return {"convert_max_diff": max(r["convert max diff"] for r in self.rows if r["convert max diff"] != "")}
 
     def save(self, out_dir: Path) -> list[Path]:
+        """Write ``model/`` (packed, with its tokenizer) and ``qat_table.json`` / ``.md``."""
         path = out_dir / "model"
         with atomic_dir(path) as tmp:
             save_packed(self.model, tmp, self.cfg)

@@ -99,6 +99,9 @@ def _cast_mismatches(fmt: FloatFormat) -> float:
 
 
 def checks() -> list[Check]:
+    """``hfx validate plugin=quant``: int8 codes vs bitsandbytes' ``int8_vectorwise_quant``, int4 error vs bnb
+    nf4, and the simulated float formats vs torch's own casts.
+    """
     out = [
         Check("int8 row-wise absmax codes vs int8_vectorwise_quant (steps)", "bitsandbytes", 1.0, _int8_vs_bnb),
         Check("bnb nf4 bs64 MAE on randn(1024^2) vs its published 0.0728", "bitsandbytes", 5e-4, _nf4_reference_mae),

@@ -39,24 +39,29 @@ class FloatFormat:
 
     @property
     def bias(self) -> int:
+        """Exponent bias, 2^(e - 1) - 1 (IEEE 754; OCP's FP8 formats use the same)."""
         return 2 ** (self.exponent_bits - 1) - 1
 
     @property
     def max_exponent(self) -> int:
+        """Largest unbiased exponent of a finite number (all-ones field: inf/NaN unless finite_only)."""
         top = 2**self.exponent_bits - 1  # all-ones exponent field
         return (top if self.finite_only else top - 1) - self.bias
 
     @property
     def max_finite(self) -> float:
+        """Largest finite value (fp16: 65504; e4m3fn: 448, its top code being NaN)."""
         mant = 2 - 2.0 ** (1 - self.mantissa_bits) if self.finite_only else 2 - 2.0**-self.mantissa_bits
         return mant * 2.0**self.max_exponent
 
     @property
     def min_normal(self) -> float:
+        """Smallest positive normal number, 2^(1 - bias)."""
         return 2.0 ** (1 - self.bias)
 
     @property
     def min_subnormal(self) -> float:
+        """Smallest positive subnormal number, 2^(1 - bias - mantissa bits)."""
         return 2.0 ** (1 - self.bias - self.mantissa_bits)
 
     @property
@@ -65,6 +70,7 @@ class FloatFormat:
         return 2.0**-self.mantissa_bits
 
     def describe(self) -> dict[str, float | str]:
+        """One table row: name, bit widths, range, epsilon and decimal digits."""
         return {"format": self.name, "bits": 1 + self.exponent_bits + self.mantissa_bits,
                 "exponent": self.exponent_bits, "mantissa": self.mantissa_bits, "max": self.max_finite,
                 "min_normal": self.min_normal, "min_subnormal": self.min_subnormal, "epsilon": self.epsilon,

@@ -95,6 +95,7 @@ class Hessians:
         return None if n == 0 else self.xtx[name] * (2.0 / n)
 
     def remove(self) -> None:
+        """Remove the forward hooks that accumulate the Hessians and forget the last batch seen."""
         for h in self.handles:
             h.remove()
         self._last = (None, None, 0)

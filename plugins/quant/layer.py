@@ -288,6 +288,7 @@ class QuantLinear(nn.Linear):
 
     @weight.setter
     def weight(self, value: torch.Tensor) -> None:
+        """Refuse assignment: the weight is packed integers (quantize a new layer instead)."""
         raise HfxError("a QuantLinear's weight is stored as packed integers and cannot be assigned; "
                        "quantize a new layer with QuantLinear.from_float instead")
 
@@ -302,6 +303,23 @@ class QuantLinear(nn.Linear):
         return acc * sx * self.scales.float().t()  # (M, N) * (M, 1) * (1, N)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """x W_q^T + b with W_q = (codes - Z) * s, on the path the layer's settings and the device select.
+
+        - 8-bit codes per channel (or tensor), ``act_mode="dynamic"``: integer matmul of per-token int8 inputs
+          and the codes, exact int32 sums, then the scales (:meth:`_int8_matmul`);
+        - ``act_mode="dynamic"`` otherwise: inputs fake-quantized per token to int8, then the dequantized
+          matmul;
+        - ``act_mode="static"``: inputs fake-quantized with the calibrated 8-bit (scale, zero), likewise;
+        - no activation quantization, CPU, no gradient needed: the fastest exact kernel for the shape
+          (kernels.py);
+        - otherwise (training, another device): dequantize, then ``F.linear``: the path with a backward.
+
+        Args:
+            x: (..., in_features) inputs.
+
+        Returns:
+            (..., out_features) in ``x``'s dtype.
+        """
         shape = x.shape  # (..., K)
         if self.act_mode == "dynamic" and self.bits == 8 and self.group_size <= 0:
             y = self._int8_matmul(x.reshape(-1, shape[-1]).float()).view(*shape[:-1], self.out_features)
@@ -335,6 +353,7 @@ class QuantLinear(nn.Linear):
         return self.qweight.numel() * 8 + self.scales.numel() * self.scales.element_size() * 8 + zeros
 
     def extra_repr(self) -> str:
+        """Sizes, bits, grouping, symmetry and activation mode, shown by ``print(model)``."""
         g = {-1: "per-tensor", 0: "per-channel"}.get(self.group_size, f"group={self.group_size}")
         return (f"in_features={self.in_features}, out_features={self.out_features}, bits={self.bits}, {g}, "
                 f"{'symmetric' if self.symmetric else 'asymmetric'}, act={self.act_mode}")

@@ -35,9 +35,11 @@ class Observer(nn.Module):
         self.register_buffer("seen", torch.tensor(0, dtype=torch.long))
 
     def batch_range(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(min, max) of one batch ``x`` (any shape) as two () tensors; subclasses may differ."""
         return x.min(), x.max()
 
     def combine(self, lo: torch.Tensor, hi: torch.Tensor) -> None:
+        """Fold one batch's () ``lo`` and ``hi`` into the running range; each observer defines how."""
         raise NotImplementedError
 
     @torch.no_grad()
@@ -65,6 +67,7 @@ class Observer(nn.Module):
 
 class MinMaxObserver(Observer):
     def combine(self, lo: torch.Tensor, hi: torch.Tensor) -> None:
+        """Widen the running range to this batch's () ``lo``/``hi`` (torch.ao's ``MinMaxObserver``)."""
         self.lo.copy_(torch.minimum(self.lo, lo))
         self.hi.copy_(torch.maximum(self.hi, hi))
 
@@ -83,6 +86,7 @@ class MovingAverageObserver(Observer):
         self.momentum = momentum
 
     def combine(self, lo: torch.Tensor, hi: torch.Tensor) -> None:
+        """Move the running ``lo``/``hi`` towards this batch's () values by ``momentum`` (an EMA)."""
         self.lo.lerp_(lo, self.momentum)
         self.hi.lerp_(hi, self.momentum)
 
@@ -101,6 +105,7 @@ class PercentileObserver(MovingAverageObserver):
         self.percentile, self.max_samples = percentile, max_samples
 
     def batch_range(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The (100 - p, p) percentiles of ``x`` (any shape; subsampled to max_samples), as () tensors."""
         flat = x.reshape(-1)
         if flat.numel() > self.max_samples:
             flat = flat[:: -(-flat.numel() // self.max_samples)]  # evenly strided subsample

@@ -41,6 +41,7 @@ __all__ = ["QuantRecipe"]
 
 class QuantRecipe(Recipe):
     def setup(self) -> None:
+        """Load the model for its family (decoder: causal LM + perplexity windows; encoder: base)."""
         ctx = self.ctx
         self.cfg = ctx.config("quant")
         self.family = model_family(load_config(resolve_model(ctx.run.model)))
@@ -65,6 +66,7 @@ class QuantRecipe(Recipe):
         return self.calibration
 
     def evaluate(self) -> dict[str, float]:
+        """Perplexity on the pydoc windows (decoders; the first call is fp32's); then the quantized one."""
         if self.after is not None:
             return self.after
         if self.windows is None:
@@ -122,6 +124,7 @@ class QuantRecipe(Recipe):
         return {"bits_per_param": s["bits_per_param"], "model_MB": s["model_bytes"] / 1e6}
 
     def save(self, out_dir: Path) -> list[Path]:
+        """Write ``model/`` (packed, with its tokenizer) and ``quant_tables.json`` / ``.md``."""
         path = out_dir / "model"
         with atomic_dir(path) as tmp:
             save_quantized(self.model, tmp, self.cfg)

@@ -45,6 +45,9 @@ Row = dict[str, Any]
 
 
 def groups_note(group: int, in_features: set[int]) -> str:
+    """How a group size reads in a table: ``per channel`` (0), ``per tensor`` (-1) or ``g<size>``, naming the
+    input widths it does not divide (their last group is short).
+    """
     if group <= 0:
         return "per channel" if group == 0 else "per tensor"
     short = sorted(i for i in in_features if i % group)

@@ -47,6 +47,12 @@ class GroupCollator:
         self.pad_token_id, self.padding_side = pad_token_id, padding_side
 
     def __call__(self, items: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
+        """One batch of ranking groups: every text of every group padded together, plus the ranked pairs.
+
+        Returns ``input_ids``/``attention_mask`` (N, T) over the N texts, ``winners``/``losers`` (P,) row
+        indices of each pair's texts, ``groups`` (P,) the group of each pair, ``texts`` (the unpadded ids, the
+        frozen-block cache's keys) and, when any pair has one, ``margin`` (P,).
+        """
         ids, winners, losers, groups, margins = [], [], [], [], []
         for g, item in enumerate(items):
             offset = len(ids)

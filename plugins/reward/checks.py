@@ -62,6 +62,7 @@ def _pairwise_diff(with_margin: bool, center: float | None) -> float:
 
 
 def checks() -> list[Check]:
+    """``hfx validate plugin=reward``: the pairwise loss (margin, centering) vs trl's RewardTrainer."""
     return [
         Check("pairwise loss vs trl RewardTrainer.compute_loss", "trl", 1e-6, lambda: _pairwise_diff(False, None)),
         Check("pairwise loss with margin vs trl", "trl", 1e-6, lambda: _pairwise_diff(True, None)),

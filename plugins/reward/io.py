@@ -99,6 +99,7 @@ def _copy_with_pad(tokenizer: PreTrainedTokenizerBase, pad: str | None) -> PreTr
 
 
 def can_load(path: Path) -> bool:
+    """Whether ``path`` holds a reward model this plugin saved (its ``hfx.io`` config marker)."""
     return has_config_marker(path, "reward")
 
 

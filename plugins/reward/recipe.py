@@ -114,6 +114,7 @@ class RewardRecipe(Recipe):
         return evaluate_groups(model, self.tokenizer, self.eval_groups, self.cfg, self.cfg.eval_batch_size)
 
     def train(self) -> dict[str, float]:
+        """Train with the runner's loop, then shift the scores to a zero training mean (if asked)."""
         out = self.loop.run()
         if self.cfg.shift_to_zero_mean:
             model = self.ctx.accelerator.unwrap_model(self.loop.model)
@@ -139,6 +140,7 @@ class RewardRecipe(Recipe):
         return float(scores.mean())
 
     def save(self, out_dir: Path) -> list[Path]:
+        """Write ``model/``: reward model, tokenizer and ``hfx_reward.json``, all or nothing."""
         model = self.ctx.accelerator.unwrap_model(self.loop.model)
         path = out_dir / "model"
         with atomic_dir(path) as tmp:  # model, tokenizer and hfx_reward.json appear together or not at all

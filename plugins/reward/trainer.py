@@ -97,6 +97,7 @@ class RewardTrainer(Trainer):
 
     def prediction_step(self, model: nn.Module, inputs: dict[str, torch.Tensor], prediction_loss_only: bool,
                         ignore_keys: list[str] | None = None) -> tuple[torch.Tensor, None, None]:
+        """The evaluation loss of one batch (no logits: the ranking metrics come from :meth:`evaluate`)."""
         with torch.no_grad():
             loss = batch_loss(model, self._prepare_inputs(inputs), self.reward_config)
         return loss.detach(), None, None
