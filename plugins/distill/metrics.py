@@ -84,7 +84,10 @@ def default_sentences(eval_sentences: int, docstring_sentences: int = 0) -> tupl
 
 def probe_accuracy(train_emb: torch.Tensor, train_labels: Sequence[int],
                    test_emb: torch.Tensor, test_labels: Sequence[int]) -> float:
-    """Accuracy of a logistic-regression probe (scikit-learn, L2, C=1) trained on frozen embeddings."""
+    """Accuracy of a logistic-regression probe (scikit-learn, L2, C=1) trained on frozen embeddings.
+
+    ``train_emb`` (N, H) and ``test_emb`` (M, H) on the CPU, one label per row.
+    """
     from sklearn.linear_model import LogisticRegression
 
     probe = LogisticRegression(max_iter=2000)

@@ -130,7 +130,11 @@ class DistillationObjective:
 
     @torch.no_grad()
     def teacher_outputs(self, teacher: nn.Module, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, Any]:
-        """The teacher's logits (or embeddings) and its raw output, without gradients, in eval mode."""
+        """The teacher's logits (or embeddings) and its raw output, without gradients, in eval mode.
+
+        Logits are (B, C) for classification, (B, T, V) for language modelling; embeddings are (B, H), with
+        None for the raw output.
+        """
         teacher.eval()  # every call: a Trainer or loop may have switched modes; dropout must stay off
         if self.task == "embedding":
             return self.embed(teacher, batch), None

@@ -17,7 +17,10 @@ PROBLEM_TYPES = ("regression", "single_label_classification", "multi_label_class
 
 
 def infer_problem_type(num_labels: int, labels: torch.Tensor) -> str:
-    """transformers' rule: one output is regression, integer labels are single-label, else multi-label."""
+    """transformers' rule: one output is regression, integer labels are single-label, else multi-label.
+
+    ``labels`` is (B,) class ids or targets, or (B, C) multi-hot floats; only its dtype is read.
+    """
     if num_labels == 1:
         return "regression"
     if labels.dtype in (torch.long, torch.int):

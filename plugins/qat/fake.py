@@ -53,6 +53,8 @@ class _FakeQuantSTE(torch.autograd.Function):
 def fake_quant_ste(x: torch.Tensor, scale: torch.Tensor, zero: torch.Tensor, qmin: float, qmax: float) -> torch.Tensor:
     """(clamp(round(x / s) + Z, qmin, qmax) - Z) * s with the straight-through gradient; s, Z broadcast to x.
 
+    ``x`` has any shape; the result has ``x``'s shape.
+
     The forward is ``hfx_plugins.quant.fake_quantize`` (torch's ``fake_quantize_per_channel_affine`` bit for bit);
     the backward passes the gradient where the code fell inside [qmin, qmax], as torch.ao's ``FakeQuantize``.
     """

@@ -82,7 +82,7 @@ def round_scales(scale: torch.Tensor) -> torch.Tensor:
 
 
 def scale_storage_dtype(scale: torch.Tensor) -> torch.dtype:
-    """fp16 when every value of ``scale`` is exactly an fp16 normal number, else fp32 (no scale is changed)."""
+    """fp16 when every value of ``scale`` (any shape) is exactly an fp16 normal number, else fp32."""
     fits = (scale >= MIN_SCALE) & (scale <= FP16_MAX) & (scale.to(SCALE_DTYPE).float() == scale.float())
     return SCALE_DTYPE if bool(fits.all()) else torch.float32
 

@@ -28,7 +28,10 @@ __all__ = ["checks", "error_table", "fake_quant_weight", "sqnr_db"]
 
 
 def sqnr_db(x: torch.Tensor, y: torch.Tensor) -> float:
-    """Signal-to-quantization-noise ratio, 20 log10(||x|| / ||x - y||) (torchao's ``compute_error``)."""
+    """Signal-to-quantization-noise ratio, 20 log10(||x|| / ||x - y||) in dB (torchao's ``compute_error``).
+
+    ``x`` (the reference) and ``y`` have the same shape; the norms are over every element.
+    """
     return 20 * math.log10(x.norm().item() / max((x - y).norm().item(), 1e-30))
 
 
@@ -47,7 +50,10 @@ def _bnb_4bit(w: torch.Tensor, quant_type: str, blocksize: int = 64) -> torch.Te
 
 
 def error_table(w: torch.Tensor, group_size: int = 64) -> list[dict[str, float | str]]:
-    """Mean absolute error and SQNR of hfx int4 (clip search and plain min/max) and bnb nf4 / fp4 on ``w``."""
+    """Mean absolute error and SQNR of hfx int4 (clip search and plain min/max) and bnb nf4 / fp4 on ``w``.
+
+    ``w`` is an (out, in) float weight; bitsandbytes' 4-bit blocks take ``group_size`` consecutive values.
+    """
     rows = {
         f"hfx int4 g{group_size} asym (clip search)": fake_quant_weight(w, 4, group_size, False, 20),
         f"hfx int4 g{group_size} asym (min/max)": fake_quant_weight(w, 4, group_size, False, 0),

@@ -168,7 +168,10 @@ def _one_cpu_thread(device: torch.device) -> Iterator[None]:
 
 
 def gptq_layer(module: nn.Module, h: torch.Tensor, cfg: QuantConfig, name: str = "") -> QuantLinear:
-    """A :class:`QuantLinear` for ``module`` (``nn.Linear`` or ``Conv1D``) with GPTQ codes from Hessian ``h``."""
+    """A :class:`QuantLinear` for ``module`` (``nn.Linear`` or ``Conv1D``) with GPTQ codes from Hessian ``h``.
+
+    ``h`` is (in, in): H = 2 X^T X / n over the n calibration tokens' inputs X (n, in) (Frantar et al. 2022).
+    """
     w = checked_weight(module, name)  # (out, in)
     with _one_cpu_thread(w.device):
         codes, scale, zero = gptq_quantize(w, h, cfg.bits, cfg.group_size, cfg.sym, cfg.clip_steps, cfg.damp_percent,

@@ -85,7 +85,10 @@ def embed(model: nn.Module, tokenizer, sentences: list[str], batch_size: int = 6
 
 
 def embedding_agreement(ref: torch.Tensor, got: torch.Tensor) -> dict[str, float]:
-    """Mean cosine to the fp32 embeddings, Spearman of all pairwise similarities, top-1 neighbour agreement."""
+    """Mean cosine to the fp32 embeddings, Spearman of all pairwise similarities, top-1 neighbour agreement.
+
+    ``ref`` and ``got`` are (N, H) L2-normalised sentence embeddings of the same N sentences.
+    """
     from scipy.stats import spearmanr
 
     cos = (ref * got).sum(-1).mean().item()
