@@ -66,7 +66,7 @@ class EpochSampler(Sampler[int]):
 
 
 def default_loss(model: nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-    """The model's own loss: ``model(**batch).loss`` (transformers computes it when labels are given)."""
+    """The model's own loss, ``model(**batch).loss``: a () tensor (transformers computes it from labels)."""
     return model(**batch).loss
 
 

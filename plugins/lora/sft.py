@@ -56,6 +56,7 @@ def completion_loss(model: nn.Module, batch: dict[str, torch.Tensor]) -> torch.T
     """Mean next-token cross-entropy over the labelled tokens, as ``model(**batch).loss``, without full logits.
 
     Falls back to the model's own loss where its head does more than a linear map (e.g. logit soft-capping).
+    ``batch`` holds (B, T) ``input_ids``, ``attention_mask`` and ``labels`` (-100: not scored); returns ().
     """
     head = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
     body = getattr(model, getattr(model, "base_model_prefix", ""), None)
