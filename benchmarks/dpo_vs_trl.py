@@ -8,17 +8,18 @@ updates of ``--batch`` pairs (AdamW, constant lr, the same TrainingArguments), t
 adapter-free base (hfx: the adapter disabled; trl: its frozen copy of the fresh adapter, whose B is zero). Time
 per update is the mean over the updates after the first (warm-up); peak memory is CUDA's peak allocation on a
 GPU, else the peak resident set size above the process's size before the trainer was built, sampled every
-10 ms. Both run in this one process, one after the other, on a shared machine: compare the ratios only.
+10 ms. Each trainer runs in a process of its own (freed memory that the allocator keeps would otherwise hide
+the second one's growth), one after the other, on a shared machine: compare the ratios only.
 The final training loss of each is reported too (the same data, so they should agree closely).
 """
 
 from __future__ import annotations
 
 import argparse
-import copy
 import json
 import os
 import platform
+import subprocess
 import sys
 import tempfile
 import threading
@@ -87,11 +88,26 @@ def main() -> None:
     parser.add_argument("--beta", type=float, default=0.1)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--model", default="smollm2-135m", help="offline name or folder")
+    parser.add_argument("--only", choices=["hfx", "trl"], help="run one trainer and print its row (used internally)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
+    if args.only:
+        print("RESULT " + json.dumps(_run(args.only, args)))
+        return
+    results = {}
+    for name in ("hfx", "trl"):
+        out = subprocess.run([sys.executable, __file__, *sys.argv[1:], "--only", name], capture_output=True, text=True)
+        rows = [line for line in out.stdout.splitlines() if line.startswith("RESULT ")]
+        if out.returncode or not rows:
+            raise SystemExit(f"{name} run failed:\n{out.stderr[-3000:]}")
+        results[name] = json.loads(rows[-1][len("RESULT "):])
+    _report(results, args)
 
+
+def _run(name: str, args: argparse.Namespace) -> dict[str, Any]:
+    """Train ``name``'s DPOTrainer for ``args.steps`` updates; its time per update, peak memory and last loss."""
     import datasets
-    from transformers import AutoModelForCausalLM, AutoTokenizer, TrainingArguments
+    from transformers import AutoModelForCausalLM, AutoTokenizer, PrinterCallback, TrainingArguments
     from trl import DPOConfig as TrlConfig
     from trl import DPOTrainer as TrlTrainer
 
@@ -108,36 +124,37 @@ def main() -> None:
     common = dict(max_steps=args.steps, per_device_train_batch_size=args.batch, learning_rate=args.lr,
                   lr_scheduler_type="constant", seed=0, report_to="none", save_strategy="no", logging_steps=1,
                   use_cpu=not cuda, bf16=False, disable_tqdm=True)
+    tok = AutoTokenizer.from_pretrained(path)
     base = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)
-    results: dict[str, dict[str, Any]] = {}
-    for name in ("hfx", "trl"):
-        tok = AutoTokenizer.from_pretrained(path)
-        model = adapt_with("hfx" if name == "hfx" else "peft", copy.deepcopy(base), "lora", "LoraConfig",
-                           "CAUSAL_LM", seed=0, **lora)
-        if cuda:
-            model = model.cuda()
-        with tempfile.TemporaryDirectory() as tmp, _Peak(cuda) as peak:
-            if name == "hfx":
-                trainer = hfx.DPOTrainer(model, TrainingArguments(output_dir=tmp, **common), train_dataset=pairs,
-                                         processing_class=tok, dpo_config=DPOConfig(beta=args.beta, max_length=128))
-            else:
-                trainer = TrlTrainer(model, args=TrlConfig(output_dir=tmp, beta=args.beta, max_length=128, **common),
-                                     train_dataset=datasets.Dataset.from_list(pairs), processing_class=tok)
-            times = _step_times(trainer)
-            trainer.train()
-        losses = [r["loss"] for r in trainer.state.log_history if "loss" in r]
-        warm = times[1:] or times
-        results[name] = {"s_per_update": round(sum(warm) / len(warm), 3), "peak_mib": round(peak.peak / 2**20, 1),
-                         "final_loss": round(float(losses[-1]), 5) if losses else None}
-        del trainer, model
+    model = adapt_with("hfx" if name == "hfx" else "peft", base, "lora", "LoraConfig", "CAUSAL_LM", seed=0, **lora)
+    if cuda:
+        model = model.cuda()
+    with tempfile.TemporaryDirectory() as tmp, _Peak(cuda) as peak:
+        if name == "hfx":
+            trainer = hfx.DPOTrainer(model, TrainingArguments(output_dir=tmp, **common), train_dataset=pairs,
+                                     processing_class=tok, dpo_config=DPOConfig(beta=args.beta, max_length=128))
+        else:
+            trainer = TrlTrainer(model, args=TrlConfig(output_dir=tmp, beta=args.beta, max_length=128, **common),
+                                 train_dataset=datasets.Dataset.from_list(pairs), processing_class=tok)
+        trainer.remove_callback(PrinterCallback)
+        times = _step_times(trainer)
+        trainer.train()
+    losses = [r["loss"] for r in trainer.state.log_history if "loss" in r]
+    warm = times[1:] or times
+    return {"s_per_update": round(sum(warm) / len(warm), 3), "peak_mib": round(peak.peak / 2**20, 1),
+            "final_loss": round(float(losses[-1]), 5) if losses else None, "train_pairs": len(pairs),
+            "device": torch.cuda.get_device_name() if cuda else "cpu"}
+
+
+def _report(results: dict[str, dict[str, Any]], args: argparse.Namespace) -> None:
     h, t = results["hfx"], results["trl"]
     result = {
         "command": "python " + " ".join(sys.argv),
         "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "machine": (torch.cuda.get_device_name() if cuda else
+        "machine": (results["hfx"]["device"] if results["hfx"]["device"] != "cpu" else
                     f"{platform.machine()}, {os.cpu_count()} cores shared (load average {os.getloadavg()[0]:.1f} at "
                     f"the end), {args.threads} threads") + f", torch {torch.__version__}",
-        "settings": vars(args), "train_pairs": len(pairs), "results": results,
+        "settings": vars(args), "train_pairs": results["hfx"]["train_pairs"], "results": results,
         "hfx_over_trl_time": round(h["s_per_update"] / t["s_per_update"], 3),
         "hfx_over_trl_memory": round(h["peak_mib"] / t["peak_mib"], 3) if t["peak_mib"] else None,
     }
