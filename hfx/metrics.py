@@ -311,16 +311,22 @@ def proportion(share: float, n: int) -> Estimate:
     return Estimate(share, n, wilson_interval(round(share * n), n))
 
 
-def mean(values: Sequence[float] | np.ndarray) -> Estimate:
-    """The mean of per-example ``values`` (N,) (``statistics.fmean``, exact summation) with its t 95% interval.
+def mean(values: Sequence[float] | np.ndarray, value: float | None = None) -> Estimate:
+    """The mean of per-example ``values`` (N,) with its t 95% interval (:func:`t_interval`).
+
+    Args:
+        values: Per-example values (N,); a list, numpy array or CPU tensor.
+        value: The mean as the caller computed it (a float32 ``tensor.mean()``), kept as given; None:
+            ``statistics.fmean`` of the values (exact summation).
 
     Raises:
         HfxError: fewer than 2 values or a non-finite one.
     """
     import statistics
 
-    lo, hi = t_interval(values)
-    return Estimate(statistics.fmean(float(v) for v in np.asarray(values, dtype=np.float64).ravel()), len(values), (lo, hi))
+    x = np.asarray(values, dtype=np.float64).ravel()  # (N,)
+    centre = statistics.fmean(x.tolist()) if value is None else value
+    return Estimate(centre, len(x), t_interval(x))
 
 
 def interval_columns(metrics: Mapping[str, Any]) -> dict[str, Any]:

@@ -156,6 +156,8 @@ def test_estimates_are_the_same_numbers_and_serialise_as_floats() -> None:
     values = [0.5, -0.25, 0.75, 0.0]
     m = mean(values)
     assert m == pytest.approx(0.25, abs=0) and m.n == 4 and m.ci95 == t_interval(values)
+    kept = mean(values, value=0.25000001)  # a float32 mean, kept as the caller computed it
+    assert float(kept) == 0.25000001 and kept.ci95 == m.ci95
     assert exact_match(["a", "b"], ["a", "c"]).n == 2  # type: ignore[union-attr]
 
 
