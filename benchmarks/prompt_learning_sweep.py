@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import time
 from pathlib import Path
@@ -24,18 +23,12 @@ from typing import Any
 
 import torch
 
+from hfx.metrics import wilson_interval
+
 RESULTS = Path(__file__).resolve().parent / "results"
 TEMPLATE = "Sentence: {text}\nLabel:"
 WORDS = (" foo", " bar")
 INIT_TEXT = "Label negative sentences foo and positive sentences bar."
-
-
-def wilson(k: int, n: int, z: float = 1.96) -> tuple[float, float]:
-    """95% Wilson score interval of the proportion k / n (Wilson 1927)."""
-    p = k / n
-    mid = (p + z * z / (2 * n)) / (1 + z * z / n)
-    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
-    return mid - half, mid + half
 
 
 def _rows(path: Path) -> list[dict[str, Any]]:
@@ -97,7 +90,7 @@ def evaluate(model: Any, seqs: list[list[int]], labels: torch.Tensor, pad: int, 
                         for i in range(0, len(seqs), 32)])  # (N, C)
     model.train()
     k = int((scores.argmax(-1) == labels).sum())
-    lo, hi = wilson(k, len(seqs))
+    lo, hi = wilson_interval(k, len(seqs))  # Wilson 1927, as statsmodels' proportion_confint
     gold = scores.gather(1, labels[:, None])[:, 0]  # (N,)
     return {"accuracy": k / len(seqs), "ci95": [round(lo, 3), round(hi, 3)], "label_nll": float(-gold.mean())}
 

@@ -26,6 +26,7 @@ import torch
 import hfx
 from hfx.errors import HfxError
 from hfx.io import atomic_dir, atomic_write_json
+from hfx.metrics import mean
 from hfx.registry import Recipe
 from hfx.runner.loop import TrainLoop
 from hfx_plugins.dpo.data import collate_pairs
@@ -35,6 +36,27 @@ from hfx_plugins.ppo import forward_logprobs, left_pad, response_texts, sample, 
 
 __all__ = ["DPORecipe"]
 
+
+def gold_interval(gold: list[float], samples: int) -> tuple[float, float]:
+    """The mean gold score and the half-width of its Student-t 95% interval over prompts (as ppo and grpo).
+
+    The answers to one prompt are not independent, so the interval is over the per-prompt means (n = prompts;
+    their mean is the same number, every prompt having ``samples`` answers): :func:`hfx.metrics.mean`, whose
+    interval is ``scipy.stats.t.interval`` (t with n - 1 degrees of freedom, not the normal 1.96).
+
+    Args:
+        gold: VADER compound score of each answer (N,), prompt by prompt, ``samples`` answers each.
+        samples: Answers per prompt (``dpo.eval_samples``), >= 1.
+
+    Returns:
+        (mean as an :class:`~hfx.metrics.Estimate` carrying n and the interval, or a float for one prompt;
+        half-width, NaN for one prompt).
+    """
+    per_prompt = [statistics.fmean(gold[i:i + samples]) for i in range(0, len(gold), samples)]  # (prompts,)
+    if len(per_prompt) < 2:
+        return statistics.fmean(gold), math.nan
+    est = mean(per_prompt, statistics.fmean(gold))
+    return est, (est.ci95[1] - est.ci95[0]) / 2
 
 class DPORecipe(Recipe):
     """setup -> evaluate -> train -> evaluate -> save."""
@@ -115,10 +137,8 @@ class DPORecipe(Recipe):
         if not texts:
             return {}, []
         gold = vader_scores(texts)
-        per_prompt = [statistics.fmean(gold[i:i + cfg.eval_samples]) for i in range(0, len(gold), cfg.eval_samples)]
-        # normal approximation over the held-out prompts (answers of one prompt are not independent)
-        half = 1.96 * statistics.stdev(per_prompt) / math.sqrt(len(per_prompt)) if len(per_prompt) > 1 else math.nan
-        return {"gold": statistics.fmean(gold), "gold_ci95": half, "kl": statistics.fmean(kls),
+        centre, half = gold_interval(gold, cfg.eval_samples)
+        return {"gold": centre, "gold_ci95": half, "kl": statistics.fmean(kls),
                 "positive_share": sum(g > 0.05 for g in gold) / len(gold)}, texts
 
     def evaluate(self) -> dict[str, float]:

@@ -42,3 +42,21 @@ def test_validate_rows_pass() -> None:
 
     results = run_checks(["dpo"])
     assert len(results) == 9 and all(r.passed for r in results), [(r.name, r.max_diff, r.error) for r in results]
+
+
+def test_gold_interval_is_students_t_over_prompts() -> None:
+    import math
+
+    import pytest
+    from scipy import stats
+
+    from hfx_plugins.dpo.recipe import gold_interval
+
+    gold = [0.5, 0.1, -0.2, 0.0, 0.9, 0.7]  # 3 prompts x 2 answers: per-prompt means 0.3, -0.1, 0.8
+    centre, half = gold_interval(gold, 2)
+    per_prompt = [0.3, -0.1, 0.8]
+    lo, hi = stats.t.interval(0.95, 2, loc=sum(per_prompt) / 3, scale=stats.sem(per_prompt))  # t_2 = 4.303
+    assert centre == pytest.approx(sum(gold) / 6, abs=1e-15) and centre.n == 3
+    assert half == pytest.approx((hi - lo) / 2, rel=1e-12)
+    assert half > 1.96 * stats.tstd(per_prompt) / math.sqrt(3) * 2  # the normal 1.96 understated it 2.2-fold
+    assert math.isnan(gold_interval([0.5, 0.1], 2)[1])  # one prompt: no interval
