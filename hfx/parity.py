@@ -43,7 +43,15 @@ def logits(model: nn.Module, inputs: dict[str, torch.Tensor], start: int = 0) ->
 def hfx_to_peft_gap(ours: nn.Module, fresh_base: nn.Module, inputs: dict[str, torch.Tensor],
                     start: int = 0) -> float:
     """Save ``ours`` with ``hfx.save``, load it onto ``fresh_base`` with ``PeftModel.from_pretrained``; largest
-    logit difference (peft's from position ``start``). Any warning but FutureWarning is an error."""
+    logit difference (peft's from position ``start``). Any warning but FutureWarning is an error.
+
+    ``inputs`` holds (B, T) ``input_ids``/``attention_mask`` (:func:`batch`); the logits compared are (B, T, V),
+    peft's (B, start + T, V) cut at ``start`` (its virtual tokens).
+
+    Raises:
+        Warning: any warning but FutureWarning that peft's load emits, raised as an exception by
+            ``warnings.simplefilter("error")`` (so the check fails).
+    """
     from peft import PeftModel
 
     import hfx
@@ -60,7 +68,11 @@ def hfx_to_peft_gap(ours: nn.Module, fresh_base: nn.Module, inputs: dict[str, to
 def peft_to_hfx_gap(theirs: nn.Module, fresh_base: nn.Module, inputs: dict[str, torch.Tensor],
                     start: int = 0) -> float:
     """Save the peft model ``theirs`` with ``save_pretrained``, load it onto ``fresh_base`` with ``hfx.load``;
-    largest logit difference (peft's from position ``start``)."""
+    largest logit difference (peft's from position ``start``).
+
+    ``inputs`` holds (B, T) ``input_ids``/``attention_mask`` (:func:`batch`); the logits compared are (B, T, V),
+    peft's (B, start + T, V) cut at ``start``. Raises what ``hfx.load`` raises on a file it cannot read.
+    """
     import hfx
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -70,7 +82,11 @@ def peft_to_hfx_gap(theirs: nn.Module, fresh_base: nn.Module, inputs: dict[str, 
 
 
 def with_labels(inputs: dict[str, torch.Tensor], family: str, pad_token_id: int) -> dict[str, torch.Tensor]:
-    """``inputs`` with language-model labels: the input ids (T5: the decoder ids, moved to ``labels``), pads ignored."""
+    """``inputs`` with language-model labels: the input ids (T5: the decoder ids, moved to ``labels``), pads ignored.
+
+    ``labels`` is (B, T) like ``input_ids`` (T5: (B, 5) like ``decoder_input_ids``), ``pad_token_id`` replaced by
+    -100, the index transformers' loss ignores.
+    """
     x = dict(inputs)
     x["labels"] = (x.pop("decoder_input_ids") if family == "t5" else x["input_ids"]).clone()
     x["labels"][x["labels"] == pad_token_id] = IGNORE_INDEX
@@ -100,6 +116,9 @@ def train_losses(model: nn.Module, inputs: dict[str, torch.Tensor], steps: int =
 def training_gap(models: tuple[nn.Module, ...], inputs: dict[str, torch.Tensor], steps: int = 20,
                  lr: float = 1e-2) -> float:
     """Largest relative difference ``|a - b| / |b|`` of the losses of two models trained side by side by
-    :func:`train_losses` (hfx's model first, the reference second)."""
+    :func:`train_losses` (hfx's model first, the reference second).
+
+    ``inputs``: one fixed batch with (B, T) ``input_ids``, ``attention_mask`` and ``labels`` (:func:`with_labels`).
+    """
     ours, theirs = (train_losses(m, inputs, steps, lr) for m in models)
     return max(abs(a - b) / abs(b) for a, b in zip(ours, theirs, strict=True))

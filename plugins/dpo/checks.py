@@ -148,6 +148,9 @@ def _update_diff(loss_type: str, key: str) -> float:
 
 
 def checks() -> list[Check]:
+    """``hfx validate plugin=dpo``: for sigmoid, hinge and ipo, the per-pair loss formula, the losses and LoRA
+    weights after one update vs trl 1.16's ``DPOTrainer``.
+    """
     out = []
     for loss_type in ("sigmoid", "hinge", "ipo"):
         out.append(Check(f"{loss_type} per-pair loss vs trl DPOTrainer._compute_loss", "trl", TOL,

@@ -142,6 +142,9 @@ class DPORecipe(Recipe):
                 "positive_share": sum(g > 0.05 for g in gold) / len(gold)}, texts
 
     def evaluate(self) -> dict[str, float]:
+        """Held-out pair metrics (DPO loss, implied-reward accuracy, margin), then the gold score of sampled answers
+        with its t 95% half-width (:func:`gold_interval`) and their KL to the reference; keeps the answers for save.
+        """
         self.policy.eval()
         out = self._pair_metrics()
         gold, texts = self._gold_and_kl()
@@ -155,10 +158,14 @@ class DPORecipe(Recipe):
         return {**out, **gold}
 
     def train(self) -> dict[str, float]:
+        """Train with the runner's loop (``train.max_steps`` optimizer steps); returns its metrics."""
         self.training_started = True
         return self.loop.run()
 
     def save(self, out_dir: Path) -> list[Path]:
+        """Write ``policy/`` (the LoRA adapter in peft's format and the tokenizer) and, once there are answers
+        before and after, ``answers.json``; returns the paths written.
+        """
         policy = out_dir / "policy"
         with atomic_dir(policy) as tmp:  # the adapter (peft's format) and the tokenizer, together or not at all
             hfx.save(self.policy, tmp / "adapter")

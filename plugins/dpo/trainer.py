@@ -109,13 +109,31 @@ class DPOTrainer(Trainer):
         self._dpo_metrics: dict[str, list[float]] = defaultdict(list)
 
     def dpo_loss(self, model: nn.Module, inputs: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        """(mean loss, per-pair parts) of one collated batch (:func:`~hfx_plugins.dpo.logps.dpo_batch_loss`)."""
+        """(mean loss, per-pair parts) of one collated batch (:func:`~hfx_plugins.dpo.logps.dpo_batch_loss`).
+
+        ``inputs`` holds (2P, T) ``input_ids``, ``attention_mask`` and ``completion_mask`` (chosen rows, then
+        rejected ones); the loss is a scalar, the parts (P,) tensors (trl 1.16's ``DPOTrainer._compute_loss``).
+
+        Raises:
+            HfxError: no ``ref_model`` and no LoRA adapter on ``model``; ``beta <= 0`` or an unknown ``loss_type``.
+        """
         cfg = self.dpo_config
         return dpo_batch_loss(model, inputs, cfg.beta, cfg.loss_type, self.ref_model)
 
     def compute_loss(self, model: nn.Module, inputs: dict[str, torch.Tensor], return_outputs: bool = False,
                      num_items_in_batch: Any = None) -> Any:
-        """The mean DPO loss over the batch's pairs; records trl's ``rewards/*`` metrics for the next log."""
+        """The mean DPO loss over the batch's pairs; records trl's ``rewards/*`` metrics for the next log.
+
+        Args:
+            inputs: (2P, T) ``input_ids``, ``attention_mask``, ``completion_mask`` of P pairs (:meth:`dpo_loss`).
+
+        Returns:
+            The scalar loss, or ``(loss, parts)`` with (P,) per-pair tensors when ``return_outputs``
+            (``transformers.Trainer.compute_loss``'s contract).
+
+        Raises:
+            HfxError: what :meth:`dpo_loss` raises.
+        """
         loss, parts = self.dpo_loss(model, inputs)
         prefix = "" if model.training else "eval_"
         c, r = parts["chosen_rewards"], parts["rejected_rewards"]
@@ -126,6 +144,15 @@ class DPOTrainer(Trainer):
 
     def prediction_step(self, model: nn.Module, inputs: dict[str, torch.Tensor], prediction_loss_only: bool,
                         ignore_keys: list[str] | None = None) -> tuple[torch.Tensor, None, None]:
+        """The evaluation loss of one batch without gradients, as trl's ``DPOTrainer.prediction_step`` with
+        ``prediction_loss_only``: no logits or labels are returned.
+
+        Args:
+            inputs: (2P, T) ``input_ids``, ``attention_mask``, ``completion_mask`` of P pairs.
+
+        Returns:
+            ``(loss, None, None)``, the loss a scalar tensor.
+        """
         with torch.no_grad():
             loss = self.compute_loss(model, self._prepare_inputs(inputs))
         return loss.detach(), None, None

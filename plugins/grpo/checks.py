@@ -217,6 +217,9 @@ def _update_diff(name: str, key: str) -> float:
 
 
 def checks() -> list[Check]:
+    """``hfx validate plugin=grpo``: the per-token losses and loss of each loss type, rloo's, and the advantages,
+    loss and LoRA weights of one update vs trl's ``GRPOTrainer`` and ``RLOOTrainer``.
+    """
     out = []
     for loss_type in ("grpo", "bnpo", "dr_grpo", "dapo"):
         for key in ("per_token", "loss"):

@@ -63,6 +63,13 @@ class IclRecipe(Recipe):
     """
 
     def setup(self) -> None:
+        """Load the causal LM (eval mode), the classification task (if ``icl.classification_task``) and the
+        chain-of-thought task, each cut to its limit.
+
+        Raises:
+            HfxError: a bundled set that is not a classification or chain-of-thought task (its columns), or
+                what ``hfx.data.load_bundled`` raises for an unknown name.
+        """
         ctx = self.ctx
         self.cfg = ctx.config("icl")
         self.model, self.tokenizer = ctx.load_model("causal-lm")
@@ -138,6 +145,7 @@ class IclRecipe(Recipe):
                         columns=_COLUMNS, float_format="", formats={"score": ".3f"}, min_width=150)
 
     def save(self, out_dir: Path) -> list[Path]:
+        """Write ``icl_table.json`` (model, seconds, rows) and ``icl_table.md`` (the same table); returns both paths."""
         out_dir.mkdir(parents=True, exist_ok=True)
         atomic_write_json(out_dir / "icl_table.json", {"model": self.ctx.run.model, "seconds": round(self.seconds, 1),
                                                        "rows": self.rows})

@@ -32,7 +32,10 @@ def _pair(family: str, **fields: Any) -> tuple[nn.Module, nn.Module, Any]:
 
 
 def lora_tensors(model: nn.Module) -> dict[str, torch.Tensor]:
-    """The adapter's tensors (``lora_*`` and ``modules_to_save``) by hfx's key (peft's ``base_model.model.`` removed)."""
+    """The adapter's tensors (``lora_*`` and ``modules_to_save``) by hfx's key (peft's ``base_model.model.`` removed).
+
+    Each tensor keeps its parameter's shape: ``lora_A`` (r, in), ``lora_B`` (out, r), copies their module's own.
+    """
     return {k.removeprefix("base_model.model."): v for k, v in model.state_dict().items()
             if "lora_" in k or "modules_to_save" in k}
 

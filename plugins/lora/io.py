@@ -48,7 +48,11 @@ CONFIG_NAME, WEIGHTS_NAME, MANIFEST = "adapter_config.json", "adapter_model.safe
 
 
 def adapter_state_dict(model: nn.Module, name: str) -> dict[str, torch.Tensor]:
-    """peft's checkpoint keys of adapter ``name`` -> the live tensors of ``model`` they hold."""
+    """peft's checkpoint keys of adapter ``name`` -> the live tensors of ``model`` they hold.
+
+    Shapes as peft saves them: ``lora_A.weight`` (r, in), ``lora_B.weight`` (out, r); embeddings' ``lora_embedding_A``
+    (r, vocab) and ``lora_embedding_B`` (dim, r); other tensors their module's own.
+    """
     cfg = get_state(model).configs[name]
     out: dict[str, torch.Tensor] = {}
     for key, module in model.named_modules():

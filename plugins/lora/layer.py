@@ -76,7 +76,7 @@ class LoraLayer(nn.Module):
     # transformers code sometimes reads `module.weight` (dtype checks, weight tying): answer with the base's.
     @property
     def weight(self) -> torch.Tensor:
-        """The base layer's weight (transformers reads it for dtype checks and weight tying)."""
+        """The base layer's weight, (out, in) for a Linear (transformers reads it for dtype checks and weight tying)."""
         return self.base_layer.weight
 
     @property
@@ -133,7 +133,11 @@ class LoraLayer(nn.Module):
 
     # --- merging: subclasses give delta_weight(name) in the base weight's own layout -------------------------
     def delta_weight(self, name: str) -> torch.Tensor:
-        """s * B @ A of adapter ``name`` in the base weight's layout; each layer kind defines it."""
+        """s * B @ A of adapter ``name`` in the base weight's layout and shape (e.g. (out, in)); each layer kind defines it.
+
+        Raises:
+            NotImplementedError: here; each subclass (Linear, Embedding) implements it.
+        """
         raise NotImplementedError
 
     def _merge_one(self, name: str, weight: torch.Tensor) -> torch.Tensor:

@@ -70,7 +70,7 @@ def embedding_state(model: nn.Module, prefix: str) -> dict[str, torch.Tensor]:
         prefix: peft's key prefix (``base_model.model.``).
 
     Returns:
-        The tensors to write next to the adapter (empty when the embeddings are the base's own).
+        The tensors to write next to the adapter, each (vocab, dim) (empty when the embeddings are the base's own).
     """
     rows, base = embedding_rows(model), base_vocab_size(model)
     layers = [model.get_input_embeddings(), model.get_output_embeddings()] if hasattr(model, "get_input_embeddings") else []

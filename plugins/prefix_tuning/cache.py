@@ -93,6 +93,17 @@ class PrefixInjector:
         return cache
 
     def __call__(self, model: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[tuple, dict]:
+        """The forward pre-hook (``register_forward_pre_hook(..., with_kwargs=True)``): the call's new (args, kwargs).
+
+        With ``input_ids`` (B, T) (or embeddings (B, T, d); the decoder's for encoder-decoder models), fills an empty
+        cache with the prefix, per layer (B, H_kv, n, head_dim), extends the (B, T) attention mask to (B, n + T) and
+        moves explicit position ids by ``n``, as peft 0.21.2's ``PeftModelForCausalLM.forward`` does. Disabled: the
+        inputs unchanged.
+
+        Raises:
+            HfxError: gradient checkpointing while training, neither ids nor embeddings to size the prefix, a cache
+                that is not a ``DynamicCache``, or a mask of another length (:func:`extend_mask`).
+        """
         if not self.enabled:
             return args, kwargs
         if model.training and torch.is_grad_enabled() and any(

@@ -35,6 +35,7 @@ def pair(family: str, dropout: float | None = None, **fields: Any) -> tuple[nn.M
 
 
 def outputs_gap(family: str, **fields: Any) -> float:
+    """Largest eval-mode logit difference, hfx vs peft's ``PrefixTuningConfig`` twin, on :func:`hfx.parity.batch`."""
     ours, theirs, tok = pair(family, **fields)
     x = batch(tok, family)
     return (logits(ours, x) - logits(theirs, x)).abs().max().item()
@@ -49,6 +50,7 @@ def hfx_to_peft(family: str, **fields: Any) -> float:
 
 
 def peft_to_hfx(family: str, **fields: Any) -> float:
+    """Save with peft's ``save_pretrained``, load with ``hfx.load``; largest logit difference."""
     from hfx.testing import tiny_model
 
     _, theirs, tok = pair(family, **fields)
@@ -67,6 +69,9 @@ def _generation(family: str, **fields: Any) -> float:
 
 
 def checks() -> list[Check]:
+    """``hfx validate plugin=prefix_tuning``: logits, both save/load directions, 20 AdamW steps and greedy generation vs peft
+    (llama, gpt2, t5).
+    """
     out = []
     for fam in ("llama", "gpt2", "t5"):
         out += [

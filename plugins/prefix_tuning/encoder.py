@@ -49,5 +49,9 @@ class PrefixEncoder(nn.Module):
         return self.transform(weight) if self.prefix_projection else weight
 
     def resume_state(self) -> dict[str, torch.Tensor]:
-        """The MLP's own parameters (empty without projection): what continuing training needs beyond the prefix."""
+        """The MLP's own parameters (empty without projection): what continuing training needs beyond the prefix.
+
+        With projection: ``embedding.weight`` (n, d) and the two Linear layers' weights and biases,
+        ((h, d), (h,), (L * 2 * d, h), (L * 2 * d,)), h = ``encoder_hidden_size``.
+        """
         return {k: v for k, v in self.state_dict().items()} if self.prefix_projection else {}

@@ -52,6 +52,7 @@ def save(model: nn.Module, path: Path) -> None:
 
 
 def can_load(path: Path) -> bool:
+    """Whether ``path`` holds a peft adapter with ``"peft_type": "PREFIX_TUNING"`` in its config."""
     return is_adapter(Path(path), "PREFIX_TUNING")
 
 

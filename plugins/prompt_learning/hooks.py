@@ -51,7 +51,7 @@ def cache_argument(module: nn.Module) -> str:
 def extend_mask(mask: torch.Tensor | None, n: int, needed: int, what: str) -> torch.Tensor | None:
     """Prepend ``n`` ones to a 2-D mask that covers the real tokens only, so it covers ``needed`` positions.
 
-    A mask that already covers ``needed`` positions is returned as is; None stays None (all attended).
+    ``mask`` (B, needed - n) becomes (B, needed), as peft prepends ones for its virtual tokens. A mask that already covers ``needed`` positions is returned as is; None stays None (all attended).
 
     Raises:
         HfxError: a mask of any other length, or not 2-D (a 4-D mask cannot be extended safely).

@@ -39,7 +39,10 @@ def adapter_config(model: nn.Module, peft_type: str, cfg: Any, fields: tuple[str
 
 
 def write_adapter(path: Path, config: dict[str, Any], tensors: dict[str, torch.Tensor]) -> None:
-    """Write ``adapter_config.json`` and ``adapter_model.safetensors`` (metadata ``{"format": "pt"}``) in ``path``."""
+    """Write ``adapter_config.json`` and ``adapter_model.safetensors`` (metadata ``{"format": "pt"}``) in ``path``.
+
+    ``tensors`` of any shape (e.g. prompt tuning's (n, d) embeddings) are saved as float32 CPU copies.
+    """
     path = Path(path)
     path.mkdir(parents=True, exist_ok=True)
     save_file({k: v.detach().to("cpu", torch.float32).clone().contiguous() for k, v in tensors.items()},
@@ -59,6 +62,8 @@ def is_adapter(path: Path, peft_type: str) -> bool:
 
 def read_adapter(path: Path, peft_type: str) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
     """Read a peft prompt-learning adapter: its config and its tensors (``prompt_embeddings`` at least).
+
+    ``prompt_embeddings`` is (n * s, d) for prompt tuning, (n, L * 2 * d) for prefix tuning (peft's layouts).
 
     Raises:
         HfxError: no config, another method's config, a pickle instead of safetensors, a truncated or corrupted

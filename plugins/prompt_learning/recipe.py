@@ -84,6 +84,12 @@ class LabelWordRecipe(Recipe):
         return encode_rows(self.tokenizer, prompts, words, self.ctx.run.data.max_length)
 
     def evaluate(self) -> dict[str, float]:
+        """Score every label word after every held-out prompt (:func:`label_word_scores`, (N, C) log-probs).
+
+        Returns ``accuracy`` (lm-evaluation-harness's ``acc``: the argmax word is the gold one, with its Wilson
+        interval), ``label_nll`` (the gold word's mean negative log-likelihood in nats, with its t interval) and
+        ``ms_per_example`` (milliseconds of scoring per held-out prompt).
+        """
         model = self.ctx.accelerator.unwrap_model(self.loop.model)
         was_training = model.training
         model.eval()
@@ -99,11 +105,15 @@ class LabelWordRecipe(Recipe):
                 "ms_per_example": 1000 * seconds / max(len(self.eval_prompts), 1)}
 
     def train(self) -> dict[str, float]:
+        """AdamW on the trainable parameters through the runner's loop; its metrics plus ``train_seconds`` and
+        ``trainable_params``.
+        """
         started = time.perf_counter()
         out = self.loop.run()
         return {**out, "train_seconds": round(time.perf_counter() - started, 1), "trainable_params": self.trainable}
 
     def save(self, out_dir: Path) -> list[Path]:
+        """Write ``adapter/`` (the plugin's adapter in peft's format, the tokenizer beside it); returns its path."""
         model = self.ctx.accelerator.unwrap_model(self.loop.model)
         with atomic_dir(out_dir / "adapter") as tmp:  # peft's format, with the tokenizer beside it
             registry.get(self.plugin).save(model, tmp)  # type: ignore[misc]

@@ -46,11 +46,13 @@ def start(family: str) -> int:
 
 
 def init_gap(family: str, init: str) -> float:
+    """Largest difference of the initial (n * s, d) prompt embeddings, hfx vs peft, for ``prompt_tuning_init=init``."""
     ours, theirs, _ = pair(family, prompt_tuning_init=init)
     return (ours.prompt_encoder.embedding.weight - theirs.prompt_encoder.default.embedding.weight).abs().max().item()
 
 
 def outputs_gap(family: str, **fields: Any) -> float:
+    """Largest eval-mode logit difference, hfx vs peft's ``PromptTuningConfig`` twin, on :func:`hfx.parity.batch`."""
     ours, theirs, tok = pair(family, **fields)
     x = batch(tok, family)
     return (logits(ours, x) - logits(theirs, x, start(family))).abs().max().item()
@@ -65,6 +67,7 @@ def hfx_to_peft(family: str, **fields: Any) -> float:
 
 
 def peft_to_hfx(family: str, **fields: Any) -> float:
+    """Save with peft's ``save_pretrained``, load with ``hfx.load``; largest logit difference."""
     from hfx.testing import tiny_model
 
     _, theirs, tok = pair(family, **fields)
@@ -83,6 +86,9 @@ def _generation(family: str) -> float:
 
 
 def checks() -> list[Check]:
+    """``hfx validate plugin=prompt_tuning``: logits, both save/load directions, 20 AdamW steps and greedy generation vs peft
+    (llama, gpt2, t5).
+    """
     out = [Check(f"initial prompt, {init} (llama)", "peft", 0.0, lambda i=init: init_gap("llama", i))
            for init in ("RANDOM", "SAMPLE_VOCAB", "TEXT")]
     for fam in ("llama", "gpt2", "t5"):

@@ -45,6 +45,7 @@ def save(model: nn.Module, path: Path) -> None:
 
 
 def can_load(path: Path) -> bool:
+    """Whether ``path`` holds a peft adapter with ``"peft_type": "PROMPT_TUNING"`` in its config."""
     return is_adapter(Path(path), "PROMPT_TUNING")
 
 

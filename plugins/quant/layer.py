@@ -288,7 +288,11 @@ class QuantLinear(nn.Linear):
 
     @weight.setter
     def weight(self, value: torch.Tensor) -> None:
-        """Refuse assignment: the weight is packed integers (quantize a new layer instead)."""
+        """Refuse assignment of any tensor (e.g. an (out, in) float weight): the weight is packed integers.
+
+        Raises:
+            HfxError: always; quantize a new layer with :meth:`from_float` instead.
+        """
         raise HfxError("a QuantLinear's weight is stored as packed integers and cannot be assigned; "
                        "quantize a new layer with QuantLinear.from_float instead")
 

@@ -49,7 +49,13 @@ def pack(codes: torch.Tensor, bits: int) -> torch.Tensor:
 
 
 def unpack(packed: torch.Tensor, bits: int, n: int) -> torch.Tensor:
-    """1-D packed bytes -> the first ``n`` codes as a 1-D uint8 tensor."""
+    """1-D (N,) packed uint8 bytes from :func:`pack` -> the first ``n`` codes as a 1-D (n,) uint8 tensor.
+
+    The inverse of :func:`pack` for the same ``bits`` (its zero padding dropped); the layouts are this module's.
+
+    Raises:
+        HfxError: ``bits`` not one of 2, 3, 4, 8.
+    """
     check_bits(bits)
     if bits == 8:
         return packed[:n]

@@ -90,14 +90,33 @@ class RewardTrainer(Trainer):
 
     def compute_loss(self, model: nn.Module, inputs: dict[str, torch.Tensor], return_outputs: bool = False,
                      num_items_in_batch: Any = None) -> Any:
-        """The configured loss (:func:`hfx_plugins.reward.losses.preference_loss`); stops on NaN/inf with the step."""
+        """The configured loss (:func:`hfx_plugins.reward.losses.preference_loss`); stops on NaN/inf with the step.
+
+        Args:
+            inputs: A :class:`~hfx_plugins.reward.batching.GroupCollator` batch: ``input_ids``/``attention_mask``
+                (N, T) over the N texts, ``winners``/``losers``/``groups`` (P,) over the ranked pairs.
+
+        Returns:
+            The scalar loss, or ``(loss, {})`` when ``return_outputs`` (``transformers.Trainer``'s contract,
+            as trl's ``RewardTrainer.compute_loss``).
+
+        Raises:
+            HfxError: a NaN or infinite score or loss, naming the step.
+        """
         step = self.state.global_step + 1 if model.training else None
         loss = batch_loss(model, inputs, self.reward_config, step)
         return (loss, {}) if return_outputs else loss
 
     def prediction_step(self, model: nn.Module, inputs: dict[str, torch.Tensor], prediction_loss_only: bool,
                         ignore_keys: list[str] | None = None) -> tuple[torch.Tensor, None, None]:
-        """The evaluation loss of one batch (no logits: the ranking metrics come from :meth:`evaluate`)."""
+        """The evaluation loss of one batch (no logits: the ranking metrics come from :meth:`evaluate`).
+
+        ``inputs`` as :meth:`compute_loss` takes them ((N, T) texts, (P,) pairs); returns ``(loss, None, None)``,
+        the loss a scalar tensor.
+
+        Raises:
+            HfxError: a NaN or infinite score or loss.
+        """
         with torch.no_grad():
             loss = batch_loss(model, self._prepare_inputs(inputs), self.reward_config)
         return loss.detach(), None, None
