@@ -1,7 +1,7 @@
 """The embedder: a transformer backbone, a pooling head, and ``encode(texts) -> (N, H)`` numpy array.
 
-Why the same text gets the same vector whatever the batch (sentence-transformers issues #2312, #3197,
-#1839: "known, cannot be fixed" there). Two things change a text's vector with its batch:
+Why the same text gets the same vector whatever the batch (public sentence-transformers bug reports
+answer "known, cannot be fixed"). Two things change a text's vector with its batch:
 
 1. **Padding.** A padded batch runs every matmul and the attention over ``T_max`` positions instead of
    the text's own ``T``; the masked positions add exact zeros, but the kernels block the sums

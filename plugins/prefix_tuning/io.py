@@ -5,7 +5,7 @@ The folder holds ``adapter_config.json`` (peft's ``PrefixTuningConfig`` keys, ``
 peft saves and what ``PeftModel.from_pretrained`` loads (peft 0.21.2, ``BasePromptEncoder``).
 
 With ``prefix_projection`` peft saves only the MLP's output, so its checkpoint cannot continue training with
-the MLP (peft #2256). hfx also writes the MLP's parameters under ``hfx_prefix_encoder.*``: peft loads with
+the MLP (a known peft limitation). hfx also writes the MLP's parameters under ``hfx_prefix_encoder.*``: peft loads with
 ``load_state_dict(strict=False)`` and warns about missing keys only, so it ignores them (checked in the tests),
 and ``hfx.load`` rebuilds the MLP from them. A peft-saved projection prefix loads in hfx as its flat output
 (``prefix_projection`` false), which trains as a plain prefix.
@@ -87,7 +87,7 @@ def load(model: nn.Module, path: Path) -> tuple[nn.Module, PrefixTuningConfig]:
         raise HfxError(f"{folder}: unexpected tensor {unknown[0]!r} beside prompt_embeddings; not a prefix adapter")
     fields = {k: raw[k] for k in _FIELDS if raw.get(k) is not None}
     cfg = PrefixTuningConfig(**fields, init_weights=raw.get("init_weights"), task_type=raw.get("task_type") or "")
-    if cfg.prefix_projection and not resume:  # peft's checkpoint: the MLP's output only (peft #2256)
+    if cfg.prefix_projection and not resume:  # peft's checkpoint: the MLP's output only (a known peft limitation)
         cfg = dataclasses.replace(cfg, prefix_projection=False)
     _check_fits(model, cfg, tuple(flat.shape), folder)
     with torch.random.fork_rng(devices=[]):  # the random init is overwritten: leave the caller's RNG alone

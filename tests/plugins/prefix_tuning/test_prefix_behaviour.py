@@ -74,7 +74,7 @@ def test_projected_prefix_resumes_training_after_hfx_load(tmp_path: Path) -> Non
 
 def test_peft_saved_projected_prefix_loads_as_its_flat_output(tmp_path: Path) -> None:
     ours, theirs, tok = pair("gpt2", prefix_projection=True)
-    theirs.save_pretrained(tmp_path)  # peft writes the MLP's output only (peft #2256)
+    theirs.save_pretrained(tmp_path)  # peft writes the MLP's output only (a known peft limitation)
     loaded = hfx.load(tiny_model("gpt2")[0], tmp_path)
     assert not get_encoder(loaded).prefix_projection
     x = batch(tok, "gpt2")
