@@ -25,7 +25,6 @@ from pathlib import Path
 import hfx
 from hfx.errors import HfxError
 from hfx.io import atomic_dir, atomic_write_json
-from hfx.metrics import mean
 from hfx.runner.checkpoint import save_checkpoint
 from hfx_plugins.grpo.plots import plot_grpo_curves, print_answers
 from hfx_plugins.grpo.trainer import GRPOTrainer
@@ -64,15 +63,6 @@ class GRPORecipe(PPORecipe):
         self.answers: dict[str, list[list[str]]] = {}
         self.training_started = False
         self.history: list[dict[str, float]] = []
-
-    def evaluate(self) -> dict[str, float]:
-        """ppo's held-out evaluation (gold, proxy reward, KL), the gold with its t 95% interval over prompts."""
-        out = super().evaluate()
-        answers = self.answers["after" if self.training_started else "before"]
-        per_prompt = [statistics.fmean(vader_scores(texts)) for texts in answers]  # (prompts,)
-        if len(per_prompt) > 1:  # the answers of one prompt are not independent: the interval is over prompts
-            out["gold"] = mean(per_prompt)
-        return out
 
     def train(self) -> dict[str, float]:
         """Run ``grpo.updates`` updates (resuming from the last checkpoint); log and print each.
