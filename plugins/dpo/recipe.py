@@ -32,7 +32,7 @@ from hfx.runner.loop import TrainLoop
 from hfx_plugins.dpo.data import collate_pairs
 from hfx_plugins.dpo.logps import disable_dropout, dpo_batch_loss, reference
 from hfx_plugins.dpo.trainer import encode_pairs
-from hfx_plugins.ppo import forward_logprobs, left_pad, response_texts, sample, vader_scores
+from hfx_plugins.ppo import forward_logprobs, left_pad, print_answers, response_texts, sample, vader_scores
 
 __all__ = ["DPORecipe"]
 
@@ -174,10 +174,7 @@ class DPORecipe(Recipe):
             return [policy]
         rows = [{"prompt": self.tok.decode(p, skip_special_tokens=True), "before": b, "after": a}
                 for p, b, a in zip(self.eval_prompts, self.answers["before"], self.answers["after"], strict=True)]
-        for row in rows[: self.cfg.shown] if self.ctx.is_main else []:
-            question = row["prompt"].rsplit("user\n", 1)[-1].replace("assistant", "").strip()
-            before, after = vader_scores([row["before"][0], row["after"][0]])
-            self.ctx.print(f"- {question[:80]}\n    before [{before:+.2f}] {row['before'][0][:150]}\n"
-                           f"    after  [{after:+.2f}] {row['after'][0][:150]}")
+        if self.ctx.is_main:
+            print_answers(rows, self.cfg.shown, "DPO")
         atomic_write_json(out_dir / "answers.json", rows)
         return [policy, out_dir / "answers.json"]

@@ -1,13 +1,13 @@
-"""What a GRPO / RLOO run shows: the curves of each update and the held-out answers before and after."""
+"""What a GRPO / RLOO run shows: the curves of each update (the held-out answers are printed by ppo's
+``print_answers``)."""
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 from hfx.runner.report import save_figure
 
-__all__ = ["plot_grpo_curves", "print_answers"]
+__all__ = ["plot_grpo_curves"]
 
 PANELS = ((("proxy_reward", "gold"), "proxy reward (reward model) and gold (VADER)"),
           (("kl",), "KL to reference (nats / completion)"), (("entropy",), "entropy (nats / token)"),
@@ -31,18 +31,3 @@ def plot_grpo_curves(history: list[dict[str, float]], path: Path, title: str) ->
         ax.grid(alpha=0.3)
     axes[0].legend(fontsize=8)
     return save_figure(fig, path, title)
-
-
-def print_answers(rows: list[dict[str, Any]], shown: int, method: str) -> None:
-    """A table of the first ``shown`` held-out prompts with their first answer before and after training."""
-    from hfx.tables import print_table
-    from hfx_plugins.ppo import vader_scores
-
-    table = []
-    for row in rows[:shown]:
-        b, a = row["before"][0], row["after"][0]
-        gb, ga = vader_scores([b, a])
-        question = row["prompt"].rsplit("user\n", 1)[-1].replace("assistant", "").strip()
-        table.append({"prompt": question[:80], "before": f"[{gb:+.2f}] {b}", "after": f"[{ga:+.2f}] {a}"})
-    print_table(f"held-out answers before and after {method} (first {shown}; gold = VADER compound)", table,
-                min_width=160)

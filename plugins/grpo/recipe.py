@@ -26,9 +26,16 @@ import hfx
 from hfx.errors import HfxError
 from hfx.io import atomic_dir, atomic_write_json
 from hfx.runner.checkpoint import save_checkpoint
-from hfx_plugins.grpo.plots import plot_grpo_curves, print_answers
+from hfx_plugins.grpo.plots import plot_grpo_curves
 from hfx_plugins.grpo.trainer import GRPOTrainer
-from hfx_plugins.ppo import PPORecipe, load_prompts, response_texts, reward_model_for, vader_scores
+from hfx_plugins.ppo import (
+    PPORecipe,
+    load_prompts,
+    print_answers,
+    response_texts,
+    reward_model_for,
+    vader_scores,
+)
 
 __all__ = ["GRPORecipe"]
 

@@ -21,6 +21,7 @@ _EXPORTS = {  # module beside this file -> the public names it defines, imported
     ".gold": ("VaderReward", "response_texts", "vader_scores"),
     ".kl": ("AdaptiveKLController", "kl_penalty"),
     ".losses": ("policy_loss", "value_loss"),
+    ".plots": ("print_answers",),
     ".recipe": ("PPORecipe",),
     ".rewards": ("load_prompts", "reward_model_for"),
     ".rollout": ("build_rollout", "forward_logprobs", "last_token_scores", "sample"),

@@ -37,8 +37,9 @@ def plot_ppo_curves(history: list[dict[str, float]], path: Path, title: str) -> 
     return save_figure(fig, path, title)
 
 
-def print_answers(rows: list[dict[str, Any]], shown: int) -> None:
-    """A table of the first ``shown`` held-out prompts with their first answer before and after PPO."""
+def print_answers(rows: list[dict[str, Any]], shown: int, method: str = "PPO") -> None:
+    """A table of the first ``shown`` held-out prompts with their first answer before and after ``method``
+    (ppo, grpo and dpo runs print their held-out answers with it), each cut to 160 characters."""
     from hfx.tables import print_table
     from hfx_plugins.ppo.gold import vader_scores
 
@@ -48,4 +49,5 @@ def print_answers(rows: list[dict[str, Any]], shown: int) -> None:
         gb, ga = vader_scores([b, a])
         question = row["prompt"].rsplit("user\n", 1)[-1].replace("assistant", "").strip()
         table.append({"prompt": question[:80], "before": f"[{gb:+.2f}] {b[:160]}", "after": f"[{ga:+.2f}] {a[:160]}"})
-    print_table(f"held-out answers before and after PPO (first {shown}; gold = VADER compound)", table, min_width=160)
+    print_table(f"held-out answers before and after {method} (first {shown}; gold = VADER compound)", table,
+                min_width=160)
