@@ -32,7 +32,7 @@ from hfx.runner.loop import TrainLoop
 from hfx_plugins.dpo.data import collate_pairs
 from hfx_plugins.dpo.logps import disable_dropout, dpo_batch_loss, reference
 from hfx_plugins.dpo.trainer import encode_pairs
-from hfx_plugins.ppo import forward_logprobs, left_pad, print_answers, response_texts, sample, vader_scores
+from hfx_plugins.ppo import held_out_rollouts, print_answers, response_texts, vader_scores
 
 __all__ = ["DPORecipe"]
 
@@ -119,21 +119,11 @@ class DPORecipe(Recipe):
         """Gold (VADER) of sampled held-out answers with a 95% interval over prompts, and their KL to the reference."""
         cfg, pad, eos = self.cfg, self.tok.pad_token_id, self.tok.eos_token_id
         texts, kls = [], []
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(self.ctx.run.seed + 1_000_003)  # the same draws before and after training
-            for start in range(0, len(self.eval_prompts), 16):
-                rows = [p for p in self.eval_prompts[start:start + 16] for _ in range(cfg.eval_samples)]
-                q, m = left_pad(rows, pad)
-                ro = sample(self.policy, q, m, cfg.max_new_tokens, cfg.temperature, eos, pad)
-                texts += response_texts(self.tok, ro.query_responses, ro.attention_mask, ro.context_length)
-                logp, _, _ = forward_logprobs(self.policy, ro.query_responses, ro.attention_mask, ro.context_length,
-                                              cfg.temperature, entropy=False)
-                ref, ctx = reference(self.policy, None)
-                with ctx:
-                    ref_logp, _, _ = forward_logprobs(ref, ro.query_responses, ro.attention_mask, ro.context_length,
-                                                      cfg.temperature, entropy=False)
-                valid = ro.attention_mask[:, ro.context_length:]  # (B, T) response tokens up to and with EOS
-                kls += ((logp - ref_logp) * valid).sum(1).tolist()  # k1 summed over each answer: KL(pi || ref)
+        for ro, kl in held_out_rollouts(self.policy, lambda: reference(self.policy, None), self.eval_prompts,
+                                        cfg.eval_samples, cfg.max_new_tokens, cfg.temperature, eos, pad,
+                                        seed=self.ctx.run.seed + 1_000_003):  # the same draws before and after
+            texts += response_texts(self.tok, ro.query_responses, ro.attention_mask, ro.context_length)
+            kls += kl
         if not texts:
             return {}, []
         gold = vader_scores(texts)

@@ -19,6 +19,7 @@ _EXPORTS = {  # module beside this file -> the public names it defines, imported
     ".advantages": ("gae", "masked_whiten", "per_token_rewards"),
     ".apply": ("value_head",),
     ".gold": ("VaderReward", "response_texts", "vader_scores"),
+    ".heldout": ("held_out_rollouts",),
     ".kl": ("AdaptiveKLController", "kl_penalty"),
     ".losses": ("policy_loss", "value_loss"),
     ".plots": ("print_answers",),

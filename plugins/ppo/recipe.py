@@ -31,10 +31,11 @@ from hfx.metrics import mean, proportion
 from hfx.registry import Recipe
 from hfx.runner.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from hfx_plugins.ppo.gold import response_texts, vader_scores
+from hfx_plugins.ppo.heldout import held_out_rollouts
 from hfx_plugins.ppo.plots import plot_ppo_curves, print_answers
 from hfx_plugins.ppo.rewards import load_prompts, reward_model_for
-from hfx_plugins.ppo.rollout import forward_logprobs, last_token_scores, sample
-from hfx_plugins.ppo.trainer import PPOTrainer, left_pad
+from hfx_plugins.ppo.rollout import last_token_scores
+from hfx_plugins.ppo.trainer import PPOTrainer
 
 __all__ = ["PPORecipe"]
 
@@ -75,24 +76,14 @@ class PPORecipe(Recipe):
         """Gold (VADER), proxy reward and KL to the reference on the held-out prompts, sampled with a fixed seed."""
         cfg, tr = self.cfg, self.trainer
         texts, gold, proxy, kls = [], [], [], []
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(self.ctx.run.seed + 1_000_003)
-            for start in range(0, len(self.eval_prompts), 16):
-                rows = [p for p in self.eval_prompts[start:start + 16] for _ in range(cfg.eval_samples)]
-                q, m = left_pad(rows, tr.pad_token_id)
-                ro = sample(self.policy, q, m, cfg.response_length, cfg.temperature, tr.stop_token_id, tr.pad_token_id)
-                got = response_texts(self.tok, ro.query_responses, ro.attention_mask, ro.context_length)
-                texts += got
-                gold += vader_scores(got)
-                proxy += last_token_scores(self.reward, ro.query_responses, ro.attention_mask, ro.context_length).tolist()
-                logp, _, _ = forward_logprobs(self.policy, ro.query_responses, ro.attention_mask, ro.context_length,
-                                              cfg.temperature, entropy=False)
-                ref, ref_ctx = tr.reference()
-                with ref_ctx:
-                    ref_logp, _, _ = forward_logprobs(ref, ro.query_responses, ro.attention_mask, ro.context_length,
-                                                      cfg.temperature, entropy=False)
-                valid = ro.attention_mask[:, ro.context_length:]
-                kls += ((logp - ref_logp) * valid).sum(1).tolist()  # k1 summed over each response: KL(pi || ref)
+        for ro, kl in held_out_rollouts(self.policy, tr.reference, self.eval_prompts, cfg.eval_samples,
+                                        cfg.response_length, cfg.temperature, tr.stop_token_id, tr.pad_token_id,
+                                        seed=self.ctx.run.seed + 1_000_003):
+            got = response_texts(self.tok, ro.query_responses, ro.attention_mask, ro.context_length)
+            texts += got
+            gold += vader_scores(got)
+            proxy += last_token_scores(self.reward, ro.query_responses, ro.attention_mask, ro.context_length).tolist()
+            kls += kl
         key = "after" if self.training_started else "before"  # train.eval_before=false: no "before" answers
         self.answers[key] = [texts[i:i + cfg.eval_samples] for i in range(0, len(texts), cfg.eval_samples)]
         # gold and positive_share carry n and a 95% CI (hfx.metrics.Estimate; the same numbers). The answers to
