@@ -29,16 +29,35 @@ from hfx_plugins.lora.embedding import LoraEmbedding
 from hfx_plugins.lora.layer import LoraLayer, LoraLinear
 from hfx_plugins.lora.trainable import ModulesToSave, selects_to_save
 
-__all__ = ["DEFAULT_TARGETS", "candidate_names", "inject", "internal_prefixes", "modules_to_save_paths",
-           "name_matches", "resolve_targets", "wrap_modules_to_save"]
+__all__ = ["DEFAULT_TARGETS", "PEFT_DEFAULT_TARGETS", "candidate_names", "inject", "internal_prefixes",
+           "modules_to_save_paths", "name_matches", "resolve_targets", "wrap_modules_to_save"]
 
-# model_type -> the usual attention projections (the same choice as peft's default table for these types)
-DEFAULT_TARGETS: dict[str, list[str]] = {
-    **{t: ["q_proj", "v_proj"] for t in ("llama", "mistral", "mixtral", "qwen2", "qwen3", "gemma", "gemma2",
-                                         "bart", "opt", "smollm3", "olmo", "granite")},
-    **{t: ["query", "value"] for t in ("bert", "roberta", "xlm-roberta", "electra", "encoder-decoder")},
-    "distilbert": ["q_lin", "v_lin"], "gpt2": ["c_attn"], "t5": ["q", "v"], "mt5": ["q", "v"],
-    "gpt_neox": ["query_key_value"], "phi3": ["qkv_proj"], "falcon": ["query_key_value"],
+# model_type -> default targets. PEFT_DEFAULT_TARGETS is peft 0.21.2's table, copied entry for entry
+# (``peft.utils.constants.TRANSFORMERS_MODELS_TO_LORA_TARGET_MODULES_MAPPING``; tests/plugins/lora/
+# test_default_targets.py checks it against the installed peft), so that an unset target_modules adapts the layers
+# peft's ``get_peft_model`` would adapt. A string is one regular expression (gemma4's text layers only).
+PEFT_DEFAULT_TARGETS: dict[str, list[str] | str] = {
+    "t5": ["q", "v"], "mt5": ["q", "v"], "bart": ["q_proj", "v_proj"], "gpt2": ["c_attn"],
+    "bloom": ["query_key_value"], "blip-2": ["q", "v", "q_proj", "v_proj"], "opt": ["q_proj", "v_proj"],
+    "gptj": ["q_proj", "v_proj"], "gpt_neox": ["query_key_value"], "gpt_neo": ["q_proj", "v_proj"],
+    "bert": ["query", "value"], "roberta": ["query", "value"], "xlm-roberta": ["query", "value"],
+    "electra": ["query", "value"], "deberta-v2": ["query_proj", "value_proj"], "deberta": ["in_proj"],
+    "layoutlm": ["query", "value"], "llama": ["q_proj", "v_proj"], "llama4": ["q_proj", "v_proj"],
+    "chatglm": ["query_key_value"], "gpt_bigcode": ["c_attn"], "mpt": ["Wqkv"],
+    "RefinedWebModel": ["query_key_value"], "RefinedWeb": ["query_key_value"], "falcon": ["query_key_value"],
+    "btlm": ["c_proj", "c_attn"], "codegen": ["qkv_proj"], "mistral": ["q_proj", "v_proj"],
+    "mixtral": ["q_proj", "v_proj"], "stablelm": ["q_proj", "v_proj"], "phi": ["q_proj", "v_proj", "fc1", "fc2"],
+    "gemma": ["q_proj", "v_proj"], "gemma2": ["q_proj", "v_proj"], "gemma3_text": ["q_proj", "v_proj"],
+    "gemma4": r".*language_model\..*\.(q_proj|v_proj)", "qwen2": ["q_proj", "v_proj"],
+    "qwen3": ["q_proj", "v_proj"], "nemotron_h": ["q_proj", "k_proj", "v_proj", "o_proj"],
+    "rwkv": ["key", "value", "receptance", "output"],
+    "rwkv7": ["r_proj", "k_proj", "v_proj", "o_proj", "key", "value"],
+}
+# Types peft's table lacks, for which hfx picks the attention's query and value projections (or the fused qkv).
+DEFAULT_TARGETS: dict[str, list[str] | str] = {
+    **{t: ["q_proj", "v_proj"] for t in ("smollm3", "olmo", "granite")},
+    "encoder-decoder": ["query", "value"], "distilbert": ["q_lin", "v_lin"], "phi3": ["qkv_proj"],
+    **PEFT_DEFAULT_TARGETS,
 }
 _SUPPORTED = (nn.Linear, Conv1D, nn.Embedding)
 _LINEAR = (nn.Linear, Conv1D)
