@@ -71,6 +71,9 @@ class DPORunConfig(DPOConfig):
     """Held-out prompts longer than this many tokens keep their last tokens."""
     shown: int = 6
     """Held-out answers printed before/after side by side."""
+    proxy_reward_model: str = ""
+    """Folder of a reward model (hfx.save of the reward plugin) that also scores the held-out answers, reported as
+    proxy_reward for comparison with ppo and grpo (DPO does not train on it); empty: none."""
 
     def __post_init__(self) -> None:
         super().__post_init__()

@@ -32,7 +32,14 @@ from hfx.runner.loop import TrainLoop
 from hfx_plugins.dpo.data import collate_pairs
 from hfx_plugins.dpo.logps import disable_dropout, dpo_batch_loss, reference
 from hfx_plugins.dpo.trainer import encode_pairs
-from hfx_plugins.ppo import held_out_rollouts, print_answers, response_texts, vader_scores
+from hfx_plugins.ppo import (
+    held_out_rollouts,
+    last_token_scores,
+    print_answers,
+    response_texts,
+    reward_model_for,
+    vader_scores,
+)
 
 __all__ = ["DPORecipe"]
 
@@ -95,6 +102,8 @@ class DPORecipe(Recipe):
                   f"{len(self.eval_prompts)} held-out prompts; loss {cfg.loss_type}, beta {cfg.beta}")
         self.answers: dict[str, list[list[str]]] = {}
         self.training_started = False
+        # a reward model to score the held-out answers with (a statistic, comparable with ppo's and grpo's proxy)
+        self.proxy = reward_model_for(cfg.proxy_reward_model, self.tok, ctx) if cfg.proxy_reward_model else None
 
     def _loss(self, model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         return dpo_batch_loss(model, batch, self.cfg.beta, self.cfg.loss_type)[0]
@@ -118,18 +127,22 @@ class DPORecipe(Recipe):
     def _gold_and_kl(self) -> tuple[dict[str, float], list[str]]:
         """Gold (VADER) of sampled held-out answers with a 95% interval over prompts, and their KL to the reference."""
         cfg, pad, eos = self.cfg, self.tok.pad_token_id, self.tok.eos_token_id
-        texts, kls = [], []
+        texts, kls, proxy = [], [], []
         for ro, kl in held_out_rollouts(self.policy, lambda: reference(self.policy, None), self.eval_prompts,
                                         cfg.eval_samples, cfg.max_new_tokens, cfg.temperature, eos, pad,
                                         seed=self.ctx.run.seed + 1_000_003):  # the same draws before and after
             texts += response_texts(self.tok, ro.query_responses, ro.attention_mask, ro.context_length)
             kls += kl
+            if self.proxy is not None:
+                proxy += last_token_scores(self.proxy, ro.query_responses, ro.attention_mask,
+                                           ro.context_length).tolist()
         if not texts:
             return {}, []
         gold = vader_scores(texts)
         centre, half = gold_interval(gold, cfg.eval_samples)
         return {"gold": centre, "gold_ci95": half, "kl": statistics.fmean(kls),
-                "positive_share": sum(g > 0.05 for g in gold) / len(gold)}, texts
+                "positive_share": sum(g > 0.05 for g in gold) / len(gold),
+                **({"proxy_reward": statistics.fmean(proxy)} if proxy else {})}, texts
 
     def evaluate(self) -> dict[str, float]:
         """Held-out pair metrics (DPO loss, implied-reward accuracy, margin), then the gold score of sampled answers

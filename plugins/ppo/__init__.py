@@ -18,6 +18,7 @@ from hfx_plugins.ppo.config import PPOConfig, PPORunConfig
 _EXPORTS = {  # module beside this file -> the public names it defines, imported on first use
     ".advantages": ("gae", "masked_whiten", "per_token_rewards"),
     ".apply": ("value_head",),
+    ".bestofn": ("BestOfN", "best_of_n", "best_of_n_kl"),
     ".gold": ("VaderReward", "response_texts", "vader_scores"),
     ".heldout": ("held_out_rollouts",),
     ".kl": ("AdaptiveKLController", "kl_penalty"),

@@ -60,3 +60,32 @@ def test_gold_interval_is_students_t_over_prompts() -> None:
     assert half == pytest.approx((hi - lo) / 2, rel=1e-12)
     assert half > 1.96 * stats.tstd(per_prompt) / math.sqrt(3) * 2  # the normal 1.96 understated it 2.2-fold
     assert math.isnan(gold_interval([0.5, 0.1], 2)[1])  # one prompt: no interval
+
+
+def test_dpo_proxy_reward_scores_the_held_out_answers(tmp_path: Path) -> None:
+    """dpo.proxy_reward_model: the held-out answers' mean reward-model score, as ppo's evaluate computes it."""
+    import argparse
+
+    import torch
+
+    from hfx_plugins.ppo import held_out_rollouts, last_token_scores, reward_model_for
+
+    policy = save_tiny_model(tmp_path / "policy", "llama", "causal-lm")
+    base, tok = tiny_model("llama", "base", seed=1)
+    hfx.save(hfx.apply(base, "reward"), tmp_path / "rm")
+    tok.save_pretrained(tmp_path / "rm")
+    data = _rankings(tmp_path / "rankings")
+    result = run([f"model={policy}", "plugin=dpo", f"output_dir={tmp_path / 'runs'}", f"data.path={data}",
+                  "train.max_steps=1", "train.batch_size=2", "dpo.eval_prompts=2", "dpo.max_new_tokens=4",
+                  f"dpo.proxy_reward_model={tmp_path / 'rm'}", "lora.r=2", "lora.target_modules=[q_proj,v_proj]"])
+    # By hand: the untrained policy (LoRA's B = 0: the base model) answers the same held-out prompts with the
+    # same seed; the reward model, loaded as ppo loads it, scores each answer at its last real token.
+    model, ptok = tiny_model("llama", "causal-lm")
+    rm = reward_model_for(str(tmp_path / "rm"), ptok, argparse.Namespace(print=print))
+    prompts = [ids for ids in ptok([w + " " for w in WORDS[4:]])["input_ids"]]
+    scores = []
+    for ro, _ in held_out_rollouts(model, lambda: (model, torch.no_grad()), prompts, 2, 4, 0.8, ptok.eos_token_id,
+                                   ptok.pad_token_id, seed=1_000_003):
+        scores += last_token_scores(rm, ro.query_responses, ro.attention_mask, ro.context_length).tolist()
+    assert abs(result.before["proxy_reward"] - sum(scores) / len(scores)) < 1e-5
+    assert "proxy_reward" in result.after
