@@ -113,6 +113,19 @@ def _all_linear(model: nn.Module) -> list[str]:
             if (isinstance(m, _LINEAR) or isinstance(m, LoraLinear)) and m is not out_layer and k]
 
 
+def _refuse_fused_experts(model: nn.Module) -> None:
+    """all-linear on a MoE whose experts are fused 3-D parameters (transformers 5's Mixtral, Qwen-MoE, OLMoE):
+    peft 0.21 then also adapts the router and each expert weight (its ``target_parameters`` wrapper), which hfx's
+    LoRA does not; picking fewer layers than peft under the same config would be silent, so it is refused."""
+    fused = [f"{k}.{n}" for k, m in model.named_modules() for n, p in m.named_parameters(recurse=False)
+             if p.dim() == 3 and "expert" in type(m).__name__.lower()]
+    if fused:
+        raise HfxError(f"lora.target_modules=all-linear on {type(model).__name__}: peft also adapts its fused 3-D "
+                       f"expert weights ({fused[0]} and {len(fused) - 1} more, peft's target_parameters) and its "
+                       "routers, which hfx's LoRA does not; list the layers instead, e.g. "
+                       "lora.target_modules=[q_proj,k_proj,v_proj,o_proj]")
+
+
 def resolve_targets(model: nn.Module, cfg: LoraConfig) -> list[str]:
     """Paths of the layers ``cfg`` adapts, in model order.
 
@@ -129,6 +142,7 @@ def resolve_targets(model: nn.Module, cfg: LoraConfig) -> list[str]:
                            f"set it, e.g. lora.target_modules=[...] from: {', '.join(candidate_names(model))}")
         targets = DEFAULT_TARGETS[model_type]
     elif isinstance(targets, str) and targets.lower() == "all-linear":
+        _refuse_fused_experts(model)
         targets = _all_linear(model)
     inside, saved = internal_prefixes(model), cfg.modules_to_save or []
     found, excluded = [], []

@@ -13,9 +13,11 @@ from hfx.errors import HfxError
 from hfx.protocols import base_named_modules, base_path
 from hfx.sharing import check_not_shared
 from hfx_plugins.quant.config import QuantConfig
+from hfx_plugins.quant.experts import PackedExperts, fused_expert_params, packed_experts, quantize_experts
 from hfx_plugins.quant.layer import QuantLinear
 
-__all__ = ["apply", "check_not_quantized", "quantized_layers", "select_linear", "set_module", "storage_summary"]
+__all__ = ["apply", "check_not_quantized", "quantized_layers", "select_experts", "select_linear", "set_module",
+           "storage_summary"]
 
 _BNB_CLASSES = ("Linear4bit", "Linear8bitLt", "LinearNF4", "LinearFP4")
 
@@ -28,7 +30,7 @@ def check_not_quantized(model: nn.Module) -> None:
             (to be converted instead), or transformers loaded the model quantized (``quantization_config``).
     """
     for name, m in model.named_modules():
-        if isinstance(m, QuantLinear) or type(m).__name__ in _BNB_CLASSES:
+        if isinstance(m, (QuantLinear, PackedExperts)) or type(m).__name__ in _BNB_CLASSES:
             raise HfxError(f"the model is already quantized ({name}: {type(m).__name__}); "
                            "quantize the full-precision model instead of quantizing twice")
         if type(m).__name__ == "FakeQuantLinear":
@@ -44,7 +46,24 @@ def _matches(name: str, suffixes: list[str]) -> bool:
     return any(name == s or name.endswith("." + s) for s in suffixes)
 
 
-def select_linear(model: nn.Module, target_modules: object, exclude_modules: list[str]) -> list[str]:
+def select_experts(model: nn.Module, target_modules: object, exclude_modules: list[str]) -> list[str]:
+    """Paths (``module.param``) of the fused 3-D expert weights to quantize (:mod:`.experts`), in model order.
+
+    ``all-linear`` selects every one (they are the experts' linear maps); a list selects those whose parameter
+    path or module path ends with one of its names (``experts``, ``gate_up_proj``, ``experts.down_proj``);
+    ``exclude_modules`` is matched the same way.
+    """
+    def hit(path: str, names: list[str]) -> bool:
+        return _matches(path, names) or _matches(path.rpartition(".")[0], names)
+
+    found = fused_expert_params(model)
+    if target_modules != "all-linear":
+        found = [p for p in found if hit(p, list(target_modules))]  # type: ignore[call-overload]
+    return [p for p in found if not (exclude_modules and hit(p, exclude_modules))]
+
+
+def select_linear(model: nn.Module, target_modules: object, exclude_modules: list[str],
+                  allow_empty: bool = False) -> list[str]:
     """Paths of the linear layers (``nn.Linear`` / ``Conv1D``) to quantize, in model order.
 
     Names are matched as the model had them before any wrapping plugin: under LoRA, ``q_proj``'s base layer
@@ -58,7 +77,7 @@ def select_linear(model: nn.Module, target_modules: object, exclude_modules: lis
         exclude_modules: Module-name suffixes never selected.
 
     Raises:
-        HfxError: nothing matches (the message lists the model's first linear layers).
+        HfxError: nothing matches and not ``allow_empty`` (the message lists the model's first linear layers).
     """
     out_layer = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
     names = []
@@ -73,7 +92,7 @@ def select_linear(model: nn.Module, target_modules: object, exclude_modules: lis
         if exclude_modules and _matches(name, exclude_modules):
             continue
         names.append(path)
-    if not names:
+    if not names and not allow_empty:
         sample = ", ".join(n for n, _ in linears[:6]) or "none"
         raise HfxError(f"quant.target_modules={target_modules!r} matches no linear layer; the model has: {sample}, ...")
     return names
@@ -97,27 +116,42 @@ def apply(model: nn.Module, cfg: QuantConfig, calibration: Any = None) -> nn.Mod
 
     Raises:
         HfxError: the model is already quantized, nothing matches ``target_modules``, a weight has NaN/inf
-            values, gptq without calibration (or calibration with rtn), or what GPTQ refuses (see
+            values, gptq without calibration (or calibration with rtn), gptq or ``group_size=-1`` on fused expert
+            weights (:mod:`.experts`), or what GPTQ refuses (see
             :func:`hfx_plugins.quant.gptq_blocks.quantize_gptq`).
     """
     check_not_quantized(model)
+    experts = select_experts(model, cfg.target_modules, cfg.exclude_modules)
     if cfg.method == "gptq":
         if calibration is None:
             raise HfxError("quant.method=gptq needs calibration data: hfx.apply(model, 'quant', method='gptq', "
                            "calibration=[input_ids, ...]) (tensors (B, T) or tokenizer outputs); or use method=rtn")
+        if experts:
+            raise HfxError(f"quant.method=gptq does not quantize fused 3-D expert weights ({experts[0]!r} and "
+                           f"{len(experts) - 1} more: no per-expert Hessian); use method=rtn, or "
+                           "quant.exclude_modules=[experts] to leave them in full precision")
         from hfx_plugins.quant.gptq_blocks import quantize_gptq
 
         check_shared(model, select_linear(model, cfg.target_modules, cfg.exclude_modules))
-        return _report_wide_scales(quantize_gptq(model, cfg, calibration))
+        return _reported(quantize_gptq(model, cfg, calibration))
     if calibration is not None:
         raise HfxError(f"calibration is used by quant.method=gptq only; method={cfg.method!r} is data-free")
-    names = select_linear(model, cfg.target_modules, cfg.exclude_modules)
+    names = select_linear(model, cfg.target_modules, cfg.exclude_modules, allow_empty=bool(experts))
     check_shared(model, names)
     for name in names:
         old = model.get_submodule(name)
         new = QuantLinear.from_float(old, cfg.bits, cfg.group_size, cfg.sym, cfg.clip_steps,
                                      cfg.activations, name=name)
         set_module(model, name, new)
+    quantize_experts(model, experts, cfg.bits, cfg.group_size, cfg.sym, cfg.clip_steps)
+    return _reported(model)
+
+
+def _reported(model: nn.Module) -> nn.Module:
+    """Say what was left in full precision (:func:`.coverage.report_coverage`), then warn about fp32 scales."""
+    from hfx_plugins.quant.coverage import report_coverage
+
+    report_coverage(model)
     return _report_wide_scales(model)
 
 
@@ -137,7 +171,8 @@ def check_shared(model: nn.Module, names: list[str]) -> None:
 
 def _report_wide_scales(model: nn.Module) -> nn.Module:
     """Warn, once per model, about the layers whose scales fp16 cannot hold (kept in fp32, see .affine)."""
-    wide = [n for n, m in quantized_layers(model).items() if m.scales.dtype == torch.float32]
+    layers = {**quantized_layers(model), **packed_experts(model)}
+    wide = [n for n, m in layers.items() if m.scales.dtype == torch.float32]
     if wide:
         warnings.warn(f"{len(wide)} quantized layer(s) keep fp32 scales because their weights are too small or too "
                       f"large for fp16 scales (first: {wide[0]!r}); they take 16 more bits per group", UserWarning,
@@ -152,7 +187,7 @@ def quantized_layers(model: nn.Module) -> dict[str, QuantLinear]:
 
 def storage_summary(model: nn.Module) -> dict[str, float]:
     """Quantized parameters, their storage in bits per parameter (codes + scales + zeros), and the model's bytes."""
-    layers = quantized_layers(model)
+    layers = {**quantized_layers(model), **packed_experts(model)}  # (E * out, in) matrices for fused experts
     n_q = sum(m.in_features * m.out_features for m in layers.values())
     bits_q = sum(m.storage_bits() for m in layers.values())
     seen: set[int] = set()

@@ -4,7 +4,8 @@ A folder written by :func:`save` holds
 
 - ``model.safetensors``: the whole state dict (packed uint8 codes, fp16 scales, uint8 zero points of the
   quantized layers, and every other weight), each tied tensor stored once (metadata ``{"format": "pt"}``);
-- ``hfx_quant.json``: the plugin config, every quantized layer's shape and layout, and the tied names;
+- ``hfx_quant.json``: the plugin config, every quantized layer's shape and layout, every quantized fused expert
+  weight's (``experts``: :mod:`.experts`), and the tied names;
 - ``config.json``: the transformers config, so :func:`load_quantized` rebuilds the model from the folder alone.
 
 :func:`load` restores onto a base model: it swaps the recorded layers for empty :class:`QuantLinear` and
@@ -26,6 +27,7 @@ from hfx.io import config_marker, has_config_marker, load_safetensors, read_conf
 from hfx.protocols import base_path, base_state_dict, config_of, record
 from hfx_plugins.quant.apply import check_not_quantized, quantized_layers, set_module
 from hfx_plugins.quant.config import QuantConfig
+from hfx_plugins.quant.experts import SUFFIX, PackedExperts, install_packed, packed_experts
 from hfx_plugins.quant.layer import QuantLinear
 
 __all__ = ["MARKER", "WEIGHTS", "can_load", "load", "load_quantized", "save"]
@@ -61,8 +63,8 @@ def save(model: nn.Module, path: Path, cfg: QuantConfig | None = None) -> None:
     """
     path = Path(path)
     path.mkdir(parents=True, exist_ok=True)
-    layers = quantized_layers(model)
-    if not layers:
+    layers, experts = quantized_layers(model), packed_experts(model)
+    if not layers and not experts:
         raise HfxError("the model has no quantized layer to save; apply the quant plugin first")
     cfg = cfg or config_of(model, "quant") or QuantConfig()
     state = base_state_dict(model)
@@ -74,7 +76,8 @@ def save(model: nn.Module, path: Path, cfg: QuantConfig | None = None) -> None:
     if hasattr(model, "config") and hasattr(model.config, "to_json_file"):
         model.config.to_json_file(str(path / "config.json"))
     # QuantConfig's fields only: a run's section (QuantRunConfig) also holds the recipe's table settings
-    write_config_marker(path, "quant", cfg, QuantConfig, layers=spec, tied=tied)
+    fused = {base_path(n)[: -len(SUFFIX)]: m.spec() for n, m in experts.items()}  # "...experts.gate_up_proj"
+    write_config_marker(path, "quant", cfg, QuantConfig, layers=spec, tied=tied, experts=fused)
 
 
 def can_load(path: Path) -> bool:
@@ -107,6 +110,16 @@ def load(model: nn.Module, path: Path) -> tuple[nn.Module, QuantConfig]:
             raise HfxError(f"{path} holds a quantized layer {name!r} that the model lacks; "
                            "load onto the same architecture it was saved from") from None
         set_module(model, name, QuantLinear(**spec))
+    for name, spec in meta.get("experts", {}).items():  # fused 3-D expert weights (.experts)
+        mod, _, param = name.rpartition(".")
+        try:
+            module = model.get_submodule(mod)
+        except AttributeError:
+            module = None
+        if module is None or not isinstance(getattr(module, param, None), torch.Tensor):
+            raise HfxError(f"{path} holds quantized fused experts {name!r} that the model lacks; "
+                           "load onto the same architecture it was saved from")
+        install_packed(module, param, PackedExperts(**spec))
     weights = load_safetensors(path / WEIGHTS)
     own = model.state_dict()
     for k, t in weights.items():

@@ -47,7 +47,7 @@ from hfx_plugins.quant.config import ACT_MODES
 from hfx_plugins.quant.kernels import run_kernel
 from hfx_plugins.quant.packing import pack, packed_nbytes, unpack
 
-__all__ = ["ACT_MODES", "DequantizedWeight", "QuantLinear", "checked_weight", "dynamic_int8", "linear_weight"]
+__all__ = ["ACT_MODES", "DequantizedWeight", "PackedCodes", "QuantLinear", "checked_weight", "dynamic_int8", "linear_weight"]
 
 _DATA_GET = torch._C.TensorBase.data.__get__
 
@@ -100,7 +100,53 @@ def checked_weight(module: nn.Module, name: str = "") -> torch.Tensor:
     return w
 
 
-class QuantLinear(nn.Linear):
+class PackedCodes:
+    """Reading packed codes back: what :class:`QuantLinear` and the fused-expert storage
+    (:class:`hfx_plugins.quant.experts.PackedExperts`) share. Needs ``bits``, ``group_size``, ``symmetric``,
+    ``in_features``, ``out_features`` and the buffers ``qweight``, ``scales`` (rows, G) and ``zeros`` (unless
+    symmetric) laid out as :meth:`QuantLinear.from_codes` stores them."""
+
+    bits: int
+    group_size: int
+    symmetric: bool
+    in_features: int
+    out_features: int
+    qweight: torch.Tensor
+    scales: torch.Tensor
+    zeros: torch.Tensor
+
+    def zero_points(self) -> torch.Tensor:
+        """Zero points as floats, (rows, G)."""
+        if self.symmetric:
+            return torch.full(self.scales.shape, float(2 ** (self.bits - 1)), device=self.scales.device)
+        return self.zeros.float()
+
+    def codes(self) -> torch.Tensor:
+        """The unpacked codes, (out, in) uint8."""
+        n = self.out_features * self.in_features
+        return unpack(self.qweight, self.bits, n).view(self.out_features, self.in_features)
+
+    def dequantize(self) -> torch.Tensor:
+        """The weight the layer computes with, W = (q - Z) * s, (out, in) fp32."""
+        codes = self.codes().float()  # (out, in)
+        if self.group_size <= 0:  # one (s, Z) per row or per tensor: broadcast directly
+            return dequantize(codes, self.scales.float(), self.zero_points())  # (out, in) with (rows, 1)
+        g = self.group_size
+        if self.in_features % g == 0:
+            groups = codes.view(self.out_features, -1, g)  # (out, G, g)
+            w = dequantize(groups, self.scales.float()[..., None], self.zero_points()[..., None])
+            return w.view(self.out_features, self.in_features)
+        groups, _ = to_groups(codes, g)  # short last group: padded view, padding dropped by ungroup
+        w = dequantize(groups, self.scales.float()[..., None], self.zero_points()[..., None])  # (out, G, g)
+        return ungroup(w, (self.out_features, self.in_features))
+
+    def storage_bits(self) -> int:
+        """Bits the weight takes in memory and on disk: packed codes + scales + zero points (bias excluded)."""
+        zeros = 0 if self.symmetric else self.zeros.numel() * 8
+        return self.qweight.numel() * 8 + self.scales.numel() * self.scales.element_size() * 8 + zeros
+
+
+class QuantLinear(PackedCodes, nn.Linear):
     """y = x W^T + b with W stored as packed ``bits``-bit codes (see the module docstring).
 
     Args:
@@ -206,31 +252,6 @@ class QuantLinear(nn.Linear):
         if bias is not None:
             layer.bias.data = bias.detach().float().clone()
         return layer.to(codes.device)
-
-    def zero_points(self) -> torch.Tensor:
-        """Zero points as floats, (rows, G)."""
-        if self.symmetric:
-            return torch.full(self.scales.shape, float(2 ** (self.bits - 1)), device=self.scales.device)
-        return self.zeros.float()
-
-    def codes(self) -> torch.Tensor:
-        """The unpacked codes, (out, in) uint8."""
-        n = self.out_features * self.in_features
-        return unpack(self.qweight, self.bits, n).view(self.out_features, self.in_features)
-
-    def dequantize(self) -> torch.Tensor:
-        """The weight the layer computes with, W = (q - Z) * s, (out, in) fp32."""
-        codes = self.codes().float()  # (out, in)
-        if self.group_size <= 0:  # one (s, Z) per row or per tensor: broadcast directly
-            return dequantize(codes, self.scales.float(), self.zero_points())  # (out, in) with (rows, 1)
-        g = self.group_size
-        if self.in_features % g == 0:
-            groups = codes.view(self.out_features, -1, g)  # (out, G, g)
-            w = dequantize(groups, self.scales.float()[..., None], self.zero_points()[..., None])
-            return w.view(self.out_features, self.in_features)
-        groups, _ = to_groups(codes, g)  # short last group: padded view, padding dropped by ungroup
-        w = dequantize(groups, self.scales.float()[..., None], self.zero_points()[..., None])  # (out, G, g)
-        return ungroup(w, (self.out_features, self.in_features))
 
     # --- hfx.protocols.FoldableBase: how a wrapping layer (LoRA) reads this weight and folds an update in ----
     def effective_weight(self) -> torch.Tensor:
@@ -350,11 +371,6 @@ class QuantLinear(nn.Linear):
         if saved is not None and saved.dtype != self.scales.dtype:  # fp32 scales of a tiny/huge layer
             self.scales = torch.empty(self.scales.shape, dtype=saved.dtype, device=self.scales.device)
         super()._load_from_state_dict(*args, **kwargs)
-
-    def storage_bits(self) -> int:
-        """Bits the weight takes in memory and on disk: packed codes + scales + zero points (bias excluded)."""
-        zeros = 0 if self.symmetric else self.zeros.numel() * 8
-        return self.qweight.numel() * 8 + self.scales.numel() * self.scales.element_size() * 8 + zeros
 
     def extra_repr(self) -> str:
         """Sizes, bits, grouping, symmetry and activation mode, shown by ``print(model)``."""
