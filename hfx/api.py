@@ -38,7 +38,8 @@ def apply(model: nn.Module, plugin: str, cfg: Any = None, **fields: Any) -> nn.M
 
     Raises:
         HfxError: an unknown plugin, a plugin without a drop-in ``apply``, a field only ``hfx run`` uses, an
-            unknown field or a wrong value, or both ``cfg`` and keyword fields.
+            unknown field or a wrong value, or both ``cfg`` and keyword fields; the plugin's own refusal, led by
+            the plugins already applied when there are any (``hfx.apply(model, 'qat') after quant: ...``).
     """
     p = registry.get(plugin)
     if p.apply is None:
@@ -49,10 +50,23 @@ def apply(model: nn.Module, plugin: str, cfg: Any = None, **fields: Any) -> nn.M
         cfg = p.make_config(**fields)
     elif fields:
         raise HfxError("give either a config object or keyword fields to hfx.apply, not both")
-    out = registry.resolve(p.apply)(model, cfg, **inputs)  # the plugin's own function, called directly
+    before = [name for name, _ in applied(model)]
+    try:
+        out = registry.resolve(p.apply)(model, cfg, **inputs)  # the plugin's own function, called directly
+    except HfxError as err:
+        lead = f"hfx.apply(model, {plugin!r}) after {' + '.join(before)}"
+        raise _naming(err, lead, [*before, p.name]) from err
     record(out, p.name, cfg, replace=p.record_once)
     return out
 
+
+def _naming(err: HfxError, lead: str, involved: list[str]) -> HfxError:
+    """``err`` led by ``lead``, which names the plugins involved, when there are several: a refusal of one plugin
+    on a model another changed (lora on an Embedder, qat on quant's layers) names the pair, so the user knows
+    which two do not compose. One plugin alone, or a more specific error class (a full disk): ``err`` unchanged."""
+    if len(set(involved)) < 2 or type(err) is not HfxError:
+        return err
+    return HfxError(f"{lead}: {err}")
 
 
 def save(obj: nn.Module, path: str | Path) -> Path:
@@ -67,11 +81,21 @@ def save(obj: nn.Module, path: str | Path) -> Path:
 
     Raises:
         HfxError: nothing to save (no plugin applied and no ``save_pretrained``), a plugin of the record that
-            is no longer installed, or a full disk (the previous folder, if any, is left intact).
+            is no longer installed, or a full disk (the previous folder, if any, is left intact); with several
+            plugins applied, a plugin's refusal is led by their names (``hfx.save of a model with quant + reward``).
     """
     path = Path(path)
     steps = [(registry.get(name), cfg) for name, cfg in applied(obj)]
     savers = [(p, cfg) for p, cfg in steps if p.save is not None]
+    try:
+        _save(obj, path, savers)
+    except HfxError as err:
+        names = [name for name, _ in applied(obj)]
+        raise _naming(err, f"hfx.save of a model with {' + '.join(names)}", names) from err
+    return path
+
+
+def _save(obj: nn.Module, path: Path, savers: list[tuple[registry.Plugin, Any]]) -> None:
     with atomic_dir(path) as tmp:
         if not savers:
             if not hasattr(obj, "save_pretrained"):
@@ -83,7 +107,6 @@ def save(obj: nn.Module, path: str | Path) -> Path:
             for p, _ in savers:
                 p.save(obj, tmp / p.name)  # type: ignore[misc]
             atomic_write_json(tmp / MANIFEST, {"plugins": [p.name for p, _ in savers]})
-    return path
 
 
 def load(model: nn.Module, path: str | Path) -> nn.Module:
