@@ -24,7 +24,7 @@ def _artifacts(out: Path) -> Path:
 def test_registered_through_its_entry_point() -> None:
     plugin = registry.get("lora")
     assert plugin.config_cls.__name__ == "LoraConfig" and plugin.recipe is not None
-    assert {p.stem for p in plugin.presets_dir.glob("*.yaml")} == {"default", "encoder", "seq2seq"}
+    assert {p.stem for p in plugin.presets_dir.glob("*.yaml")} == {"default", "encoder", "foobar", "seq2seq"}
 
 
 def test_run_instruction_tuning_saves_adapter_and_merged_model(cli, tiny_llama_dir: Path, tmp_path: Path) -> None:
