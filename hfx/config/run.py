@@ -55,6 +55,14 @@ class TrainConfig:
     Master weights, optimizer state, LoRA A/B and quantization scales stay float32; summary.json says what was used."""
     eval_batch_size: int = 64
     """Examples per batch during evaluation."""
+    fsdp: bool = False
+    """Shard parameters, gradients and optimizer state across processes (FSDP2, one unit per transformer block),
+    launched with `torchrun --nproc_per_node N -m hfx run ...`: on CPU hfx applies torch's fully_shard over gloo
+    (tested), on CUDA accelerate's FSDP2 plugin (untested here). Frozen weights are sharded too; the saved model
+    or adapter is gathered whole. In one process: a warning, then plain training."""
+    fsdp_cpu_offload: bool = False
+    """With train.fsdp on CUDA: keep parameter shards, gradients and optimizer state in CPU memory between uses
+    (slower, less GPU memory). No effect on CPU, where they already are."""
 
     def __post_init__(self) -> None:
         for name in ("max_steps", "batch_size", "gradient_accumulation_steps", "eval_batch_size"):

@@ -18,7 +18,7 @@ import hashlib
 import json
 import random
 import shutil
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -96,12 +96,18 @@ def _set_rng_state(tensors: dict[str, torch.Tensor], rest: dict[str, Any]) -> No
 def save_checkpoint(
     folder: Path, step: int, model: nn.Module, optimizer: torch.optim.Optimizer, scheduler: Any,
     rank: int = 0, world_size: int = 1, keep: int = 2,
+    states: tuple[dict[str, torch.Tensor], dict[str, Any]] | None = None,
 ) -> Path:
-    """Write the checkpoint of ``step`` under ``folder/step-XXXXXX`` atomically; keep the newest ``keep``."""
+    """Write the checkpoint of ``step`` under ``folder/step-XXXXXX`` atomically; keep the newest ``keep``.
+
+    ``states``: the model's trainable state and the optimizer's state dict already gathered (a sharded model:
+    :func:`hfx.runner.fsdp.gathered_state`); by default they are read from ``model`` and ``optimizer``.
+    """
     path = folder / f"step-{step:06d}"
+    model_state, optimizer_state = states or (_trainable_state(model), optimizer.state_dict())
     with atomic_dir(path) as tmp:
-        save_file(_trainable_state(model), str(tmp / "model.safetensors"), metadata={"format": "pt"})
-        tensors, rest = _optimizer_split(optimizer.state_dict())
+        save_file(model_state, str(tmp / "model.safetensors"), metadata={"format": "pt"})
+        tensors, rest = _optimizer_split(optimizer_state)
         save_file(tensors, str(tmp / "optimizer.safetensors"))
         atomic_write_json(tmp / "optimizer.json", rest)
         atomic_write_json(tmp / "scheduler.json", scheduler.state_dict())
@@ -158,15 +164,23 @@ def verify_checkpoint(path: Path) -> dict[str, Any]:
     return state
 
 
-def load_checkpoint(path: Path, model: nn.Module, optimizer: torch.optim.Optimizer, scheduler: Any, rank: int = 0) -> int:
+def load_checkpoint(path: Path, model: nn.Module, optimizer: torch.optim.Optimizer, scheduler: Any, rank: int = 0,
+                    restore: Callable[..., tuple[list[str], list[str]]] | None = None) -> int:
     """Restore a checkpoint written by :func:`save_checkpoint`; return its step.
+
+    ``restore(model, optimizer, model_state, optimizer_state) -> (missing, unexpected)`` puts the states back
+    where ``load_state_dict`` cannot (a sharded model: :func:`hfx.runner.fsdp.restore_state`).
 
     Raises:
         HfxError: a file is missing, truncated or changed, or the checkpoint does not fit ``model``.
     """
     state = verify_checkpoint(path)
+    optimizer_state = _optimizer_join(load_safetensors(path / "optimizer.safetensors"), _json(path / "optimizer.json"))
     try:
-        missing, unexpected = model.load_state_dict(load_safetensors(path / "model.safetensors"), strict=False)
+        if restore is not None:
+            missing, unexpected = restore(model, optimizer, load_safetensors(path / "model.safetensors"), optimizer_state)
+        else:
+            missing, unexpected = model.load_state_dict(load_safetensors(path / "model.safetensors"), strict=False)
     except RuntimeError as err:  # shapes differ: another model or another plugin config
         raise HfxError(f"checkpoint {str(path)!r} does not fit the model: {str(err).splitlines()[-1].strip()}; "
                        "resume with the config it was written with") from err
@@ -174,7 +188,8 @@ def load_checkpoint(path: Path, model: nn.Module, optimizer: torch.optim.Optimiz
     if unexpected or set(missing) - frozen:
         raise HfxError(f"checkpoint {str(path)!r} does not fit the model: missing {sorted(set(missing) - frozen)[:5]}, "
                        f"unexpected {unexpected[:5]}; resume with the config it was written with")
-    optimizer.load_state_dict(_optimizer_join(load_safetensors(path / "optimizer.safetensors"), _json(path / "optimizer.json")))
+    if restore is None:
+        optimizer.load_state_dict(optimizer_state)
     scheduler.load_state_dict(_json(path / "scheduler.json"))
     # Only the main process writes checkpoints; other ranks of a DDP run start from its generators.
     who = rank if (path / f"rng-{rank}.safetensors").is_file() else 0

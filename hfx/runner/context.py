@@ -38,6 +38,8 @@ class RunContext:
     accelerator: Accelerator
     run_dir: RunDir
     logged: list[dict[str, Any]] = field(default_factory=list)
+    sharded: list[nn.Module] = field(default_factory=list)
+    """Models the training loop sharded with train.fsdp (hfx.runner.fsdp); gathered whole before saving."""
 
     @property
     def is_main(self) -> bool:

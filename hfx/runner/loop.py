@@ -35,6 +35,7 @@ from transformers import PreTrainedModel, get_scheduler
 
 from hfx.data.collate import IGNORE_INDEX
 from hfx.errors import HfxError
+from hfx.runner import fsdp
 from hfx.runner.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 
 __all__ = ["EpochSampler", "TrainLoop", "default_loss", "shifts_labels", "target_count"]
@@ -158,6 +159,10 @@ class TrainLoop:
         params = param_groups or [{"params": [p for p in model.parameters() if p.requires_grad]}]
         if not any(p.requires_grad for g in params for p in g["params"]):
             raise HfxError("the model has no trainable parameters; check the plugin config (e.g. target_modules)")
+        self.sharded = fsdp.wanted(t, acc.num_processes)
+        if self.sharded:  # before the optimizer exists: fully_shard replaces the parameters (hfx.runner.fsdp)
+            model, params = fsdp.shard_for_loop(acc, model, params, t.fsdp_cpu_offload)
+            ctx.sharded.append(model)
         self.optimizer = torch.optim.AdamW(params, lr=t.learning_rate, weight_decay=t.weight_decay)
         self.scheduler = get_scheduler(t.lr_scheduler, self.optimizer, t.warmup_steps, t.max_steps)
         self.sampler = EpochSampler(len(train_dataset), ctx.run.seed)  # type: ignore[arg-type]
@@ -169,13 +174,18 @@ class TrainLoop:
                             collate_fn=collate_fn, drop_last=drop_last,
                             generator=torch.Generator().manual_seed(ctx.run.seed))
         self.raw_model = model
-        self.model, self.prepared_optimizer, self.loader = acc.prepare(model, self.optimizer, loader)
+        if self.sharded and fsdp.is_sharded(model):  # prepare() would wrap it in DDP as well
+            self.model = model
+            self.prepared_optimizer, self.loader = acc.prepare(self.optimizer, loader)
+        else:
+            self.model, self.prepared_optimizer, self.loader = acc.prepare(model, self.optimizer, loader)
 
     def _resume(self) -> int:
         ckpt = latest_checkpoint(self.ctx.run_dir.checkpoints) if self.ctx.run_dir.resumed else None
         if ckpt is None:
             return 0
-        step = load_checkpoint(ckpt, self.raw_model, self.optimizer, self.scheduler, self.ctx.accelerator.process_index)
+        step = load_checkpoint(ckpt, self.raw_model, self.optimizer, self.scheduler, self.ctx.accelerator.process_index,
+                               restore=fsdp.restore_state if self.sharded else None)
         self.ctx.run_dir.truncate_metrics(step)
         self.ctx.print(f"resumed from {ckpt} (step {step})")
         return step
@@ -244,6 +254,7 @@ class TrainLoop:
                         acc.backward(mean * (n * undo / total))
                         if acc.sync_gradients and t.max_grad_norm > 0:
                             norm = acc.clip_grad_norm_(self.model.parameters(), t.max_grad_norm)
+                            norm = norm.full_tensor() if hasattr(norm, "full_tensor") else norm  # FSDP: DTensor
                             if norm is not None and not torch.isfinite(torch.as_tensor(norm)):
                                 raise HfxError(f"gradient norm is {float(norm)} at step {step + 1} (weights not "
                                                "updated); lower train.learning_rate or check the data")
@@ -278,7 +289,9 @@ class TrainLoop:
 
     def _checkpoint(self, step: int) -> None:
         acc = self.ctx.accelerator
+        # Sharded: every rank hands its slices to rank 0, which writes the same files as an unsharded run.
+        states = fsdp.gathered_state(self.raw_model, self.optimizer) if self.sharded else None
         if acc.is_main_process:
             save_checkpoint(self.ctx.run_dir.checkpoints, step, self.raw_model, self.optimizer, self.scheduler,
-                            keep=self.cfg.keep_checkpoints, world_size=acc.num_processes)
+                            keep=self.cfg.keep_checkpoints, world_size=acc.num_processes, states=states)
         acc.wait_for_everyone()

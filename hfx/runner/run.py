@@ -18,6 +18,7 @@ from hfx.errors import HfxError
 from hfx.metrics import interval_columns
 from hfx.precision import PrecisionChoice, resolve_mixed_precision
 from hfx.quiet import quiet_libraries
+from hfx.runner import fsdp
 from hfx.runner.context import RunContext
 from hfx.runner.report import plot_curves, print_results
 from hfx.runner.run_dir import RunDir
@@ -35,8 +36,14 @@ class RunResult:
     summary: dict[str, Any]
 
 
-def _accelerator(mixed_precision: str, accumulation: int) -> tuple[Accelerator, PrecisionChoice]:
-    """accelerate's Accelerator with ``train.mixed_precision`` resolved (``auto`` measures the device)."""
+def _accelerator(mixed_precision: str, accumulation: int, fsdp: bool = False,
+                 fsdp_cpu_offload: bool = False) -> tuple[Accelerator, PrecisionChoice]:
+    """accelerate's Accelerator with ``train.mixed_precision`` resolved (``auto`` measures the device).
+
+    ``cpu=True`` on a machine without CUDA: accelerate otherwise turns ``torchrun --nproc_per_node N`` into N
+    unrelated single processes there. ``fsdp`` on CUDA under a multi-process launch: accelerate's FSDP2 plugin
+    (:func:`hfx.runner.fsdp.accelerate_plugin`, untested here); on CPU hfx shards in the training loop.
+    """
     import torch
 
     use_cpu = str_to_bool(os.environ.get("ACCELERATE_USE_CPU", "0")) or not torch.cuda.is_available()
@@ -44,7 +51,12 @@ def _accelerator(mixed_precision: str, accumulation: int) -> tuple[Accelerator, 
     if choice.warning:
         print(f"hfx: warning: {choice.warning}", file=sys.stderr)
     plugin = GradientAccumulationPlugin(num_steps=accumulation, sync_with_dataloader=False)
-    return Accelerator(mixed_precision=choice.mode, gradient_accumulation_plugin=plugin), choice
+    extra = {}
+    if fsdp and not use_cpu and int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        from hfx.runner.fsdp import accelerate_plugin
+
+        extra["fsdp_plugin"] = accelerate_plugin(fsdp_cpu_offload)
+    return Accelerator(cpu=use_cpu, mixed_precision=choice.mode, gradient_accumulation_plugin=plugin, **extra), choice
 
 
 def _warn_single_cpu_launch(acc: Accelerator) -> None:
@@ -89,8 +101,10 @@ def run(args: list[str], config_file: str | None = None, composed: Composed | No
     driver = plugins[-1]
     if driver.recipe is None:
         raise HfxError(f"plugin {driver.name!r} has no recipe for hfx run; put a plugin with one last in plugin=[...]")
-    acc, precision = _accelerator(run_cfg.train.mixed_precision, run_cfg.train.gradient_accumulation_steps)
+    t = run_cfg.train
+    acc, precision = _accelerator(t.mixed_precision, t.gradient_accumulation_steps, t.fsdp, t.fsdp_cpu_offload)
     _warn_single_cpu_launch(acc)
+    fsdp.check_launch(t, acc.num_processes, acc.is_main_process)
     # Every process must agree on the folder name, which contains the time.
     stamp = broadcast_object_list([RunDir.stamp()])[0] if acc.num_processes > 1 else RunDir.stamp()
     run_dir = RunDir.plan(run_cfg.output_dir, run_cfg.run_dir, run_cfg.resume, cfg.plugin, stamp)
@@ -99,6 +113,7 @@ def run(args: list[str], config_file: str | None = None, composed: Composed | No
     ctx = RunContext(cfg, run_cfg, plugin_cfgs, plugins, acc, run_dir)
     recipe = registry.resolve(driver.recipe)(ctx)  # the recipe class itself, imported on first use
     recipe.setup()  # loads model and data: input errors surface here, before any folder exists
+    fsdp.check_recipe(ctx, driver.name)  # train.fsdp with a recipe that trains outside the shared loop
     run_dir.create(cfg)
     started = time.time()
     try:
@@ -114,6 +129,8 @@ def run(args: list[str], config_file: str | None = None, composed: Composed | No
         after = recipe.evaluate()
         last_step = getattr(recipe, "total_steps", run_cfg.train.max_steps)  # any class with the four steps works
         ctx.log({"step": last_step, **{f"eval_{k}": v for k, v in after.items()}})
+        for model in ctx.sharded:  # every rank hands its slices over; rank 0 then holds each model whole
+            fsdp.unshard_for_save(model)
         artifacts = recipe.save(run_dir.artifacts) if acc.is_main_process else []
         acc.wait_for_everyone()
     except BaseException:
