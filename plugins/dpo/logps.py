@@ -13,6 +13,7 @@ from torch import nn
 from hfx.errors import HfxError
 from hfx.protocols import config_of
 from hfx_plugins.dpo.losses import dpo_loss
+from hfx_plugins.prompt_learning import check_reference
 
 __all__ = ["completion_logps", "disable_dropout", "dpo_batch_loss", "reference", "require_adapter"]
 
@@ -44,7 +45,9 @@ def _takes_logits_to_keep(model: nn.Module) -> bool:
 
 
 def require_adapter(model: nn.Module) -> None:
-    """Raise a one-line HfxError when ``model`` has no LoRA adapter for its reference to disable."""
+    """Raise a one-line HfxError when ``model`` has no LoRA adapter for its reference to disable, or a trained
+    prompt_tuning / prefix_tuning module that disabling the adapter would leave in the reference."""
+    check_reference(model, "dpo")
     if config_of(getattr(model, "module", model), "lora") is None:
         raise HfxError(f"DPO's reference is the policy with its LoRA adapter disabled, and this {type(model).__name__} "
                        "has none: apply one first (hfx.apply(model, 'lora', ...)) or pass ref_model=<a frozen copy>")

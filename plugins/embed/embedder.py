@@ -18,10 +18,20 @@ With both, a text's arithmetic no longer depends on which texts, or how many, sh
 tests and ``benchmarks/embed_vs_st.py`` measure 0.0 difference across batch sizes on minilm. Texts are
 processed longest bucket first (length-sorted batching, as sentence-transformers does); results come
 back in input order.
+
+Prompt learning. ``prompt_tuning`` and ``prefix_tuning`` act through forward hooks on the model ``hfx.apply`` was
+given (the ``...ForCausalLM``), which a call of the bare backbone would bypass (the prompt silently dropped,
+the base model's vectors returned; sentence-transformers has the same fault with peft prompt learning). On such a
+model the embedder runs the whole model (its LM head on one position only) and pools the backbone's output as
+computed there; the ``n`` virtual positions prompt tuning puts in front of the tokens get 0 in the pooling mask,
+so every pooling mode reads real tokens only, as for T5, whose encoder carries prompt tuning's hook itself. A
+prefix-tuned encoder-decoder is refused: peft's layout prefixes the decoder only, so its encoder, which is pooled,
+has no prefix.
 """
 
 from __future__ import annotations
 
+import inspect
 import warnings
 from collections.abc import Sequence
 from typing import Any
@@ -35,6 +45,7 @@ from hfx.errors import HfxError
 from hfx.finite import assert_finite
 from hfx.models.limits import max_input_length
 from hfx_plugins.embed.pooling import Pooling
+from hfx_plugins.prompt_learning import prompt_plugins
 
 __all__ = ["MIN_TOKEN_ROWS", "PROGRESS_FROM", "Embedder", "backbone_of"]
 
@@ -83,6 +94,7 @@ class Embedder(nn.Module):
         # state_dict and checkpoints.
         object.__setattr__(self, "model", model)
         self.backbone = backbone_of(model)
+        self._check_prompt()
         self.pooling = Pooling(pooling, normalize)
         self.tokenizer = tokenizer
         self.max_length = max_length
@@ -118,9 +130,39 @@ class Embedder(nn.Module):
             raise HfxError("this embedder has no tokenizer; pass tokenizer=... to hfx.embed or set embedder.tokenizer")
         return self.tokenizer
 
+    def _check_prompt(self) -> list[str]:
+        """The prompt-learning plugins of the model (see the module docstring); a prefix-tuned encoder-decoder is
+        refused (HfxError, naming both plugins)."""
+        found = prompt_plugins(self.model)
+        if "prefix_tuning" in found and getattr(self.backbone.config, "is_encoder_decoder", False):
+            raise HfxError("embed cannot pool a prefix_tuning encoder-decoder: the prefix is in the decoder's "
+                           "self-attention only (peft's layout), and embed pools the encoder, which has none; use "
+                           "prompt_tuning, whose prompt the encoder reads")
+        return found
+
+    def _hidden(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, **extra: Any) -> torch.Tensor:
+        """The backbone's last hidden state (B, T', H): T' = T, or n + T with prompt tuning's virtual tokens."""
+        if not self._check_prompt() or self.backbone is self.model or \
+                getattr(self.backbone.config, "is_encoder_decoder", False):
+            return self.backbone(input_ids=input_ids, attention_mask=attention_mask, **extra).last_hidden_state
+        # The plugins' hooks sit on the whole model: run it, and keep what its backbone returned inside it.
+        seen: list[torch.Tensor] = []
+        handle = self.backbone.register_forward_hook(lambda m, a, out: seen.append(out.last_hidden_state))
+        try:
+            keep = {"logits_to_keep": 1} if "logits_to_keep" in inspect.signature(self.model.forward).parameters else {}
+            self.model(input_ids=input_ids, attention_mask=attention_mask, **keep, **extra)
+        finally:
+            handle.remove()
+        return seen[-1]  # (B, n + T, H) with prompt tuning, (B, T, H) with prefix tuning
+
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, **extra: Any) -> torch.Tensor:
-        """Embed a tokenized batch: ids and mask (B, T) -> (B, H). Padding on either side is ignored."""
-        hidden = self.backbone(input_ids=input_ids, attention_mask=attention_mask, **extra).last_hidden_state  # (B, T, H)
+        """Embed a tokenized batch: ids and mask (B, T) -> (B, H). Padding on either side is ignored, and so are
+        the virtual tokens of prompt tuning (module docstring)."""
+        hidden = self._hidden(input_ids, attention_mask, **extra)  # (B, T', H)
+        extra_positions = hidden.shape[1] - attention_mask.shape[1]
+        if extra_positions > 0:  # prompt tuning's virtual tokens, in front: 0 in the mask, never pooled
+            attention_mask = torch.cat([attention_mask.new_zeros(attention_mask.shape[0], extra_positions),
+                                        attention_mask], dim=1)  # (B, n + T)
         return self.pooling(hidden, attention_mask)  # (B, H)
 
     def tokenize(self, texts: Sequence[str]) -> dict[str, torch.Tensor]:

@@ -23,6 +23,7 @@ from hfx.io import (
 from hfx_plugins.embed.config import EmbedConfig
 from hfx_plugins.embed.embedder import Embedder
 from hfx_plugins.embed.stformat import write_modules
+from hfx_plugins.prompt_learning import prompt_plugins
 
 __all__ = ["MARKER", "can_load", "load", "save"]
 
@@ -35,6 +36,10 @@ def _saved_module(embedder: Embedder) -> nn.Module:
     module = embedder.model if getattr(config, "is_encoder_decoder", False) else embedder.backbone
     if hasattr(embedder.model, "get_base_model"):
         raise HfxError("the embedder's model is wrapped by peft; merge the adapter first (merge_and_unload) and embed that")
+    for name in prompt_plugins(embedder.model):  # a sentence-transformers folder has no place for the prompt
+        raise HfxError(f"embed cannot save a {name} model as a sentence-transformers folder: the folder holds the "
+                       f"transformer only, and the {name} prompt would be dropped; save the model with "
+                       "hfx.save(embedder.model, path) and embed it again after hfx.load")
     if not hasattr(module, "save_pretrained"):
         raise HfxError(f"{type(module).__name__} has no save_pretrained; only transformers models can be saved")
     return module

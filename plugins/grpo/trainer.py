@@ -35,6 +35,7 @@ from hfx_plugins.grpo.config import GRPOConfig, check_groups
 from hfx_plugins.grpo.losses import grpo_loss, rloo_loss, sequence_kl
 from hfx_plugins.lora import disable_adapters
 from hfx_plugins.ppo import build_rollout, forward_logprobs, last_token_scores, left_pad, sample
+from hfx_plugins.prompt_learning import check_reference
 
 __all__ = ["GRPOTrainer"]
 
@@ -65,6 +66,7 @@ class GRPOTrainer:
         self.args = a = args or GRPOConfig()
         if model is None or reward_model is None or processing_class is None:
             raise HfxError("GRPOTrainer needs model (the policy), reward_model and processing_class (the tokenizer)")
+        check_reference(model, "grpo")  # a trained prompt_tuning/prefix_tuning module would stay in the reference
         if not any(name == "lora" for name, _ in applied(model)):
             raise HfxError("GRPOTrainer: the policy has no LoRA adapter, so it cannot serve as its own reference; "
                            "apply one first: hfx.apply(model, 'lora', ...)")

@@ -52,6 +52,7 @@ from hfx_plugins.ppo.rollout import (
     sample,
     value_forward,
 )
+from hfx_plugins.prompt_learning import check_reference
 
 __all__ = ["Experience", "PPOTrainer", "left_pad"]
 
@@ -112,6 +113,8 @@ class PPOTrainer:
             raise HfxError("PPOTrainer needs model (the policy), reward_model and processing_class (the tokenizer)")
         self.tokenizer, self.model, self.reward_model = processing_class, model, reward_model
         self.ref_model = ref_model
+        if ref_model is None:
+            check_reference(model, "ppo")  # a trained prompt_tuning/prefix_tuning module would stay in the reference
         if ref_model is None and not any(name == "lora" for name, _ in applied(model)):
             raise HfxError("PPOTrainer: the policy has no LoRA adapter, so it cannot serve as its own reference; apply "
                            "one (hfx.apply(model, 'lora', ...)) or pass ref_model=")

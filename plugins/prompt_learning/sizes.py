@@ -12,6 +12,7 @@ from typing import Any
 from torch import nn
 
 from hfx.errors import HfxError
+from hfx.protocols import applied
 
 __all__ = ["fill_sizes", "model_sizes", "task_type_of"]
 
@@ -30,7 +31,9 @@ def task_type_of(model: nn.Module, plugin: str) -> str:
         return "SEQ_2_SEQ_LM"
     if name.endswith("ForCausalLM") or name.endswith("LMHeadModel"):
         return "CAUSAL_LM"
-    raise HfxError(f"{plugin} works on {_FAMILIES}; {name} is neither (load it with AutoModelForCausalLM or "
+    before = [n for n, _ in applied(model)]  # a plugin that made it a score model or an embedder: name it
+    head = f"{plugin} cannot be applied to a {before[-1]} model ({name}): it " if before else f"{plugin} "
+    raise HfxError(f"{head}works on {_FAMILIES}; {name} is neither (load it with AutoModelForCausalLM or "
                    "AutoModelForSeq2SeqLM)")
 
 

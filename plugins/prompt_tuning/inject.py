@@ -25,7 +25,7 @@ from torch import nn
 
 from hfx.data.collate import IGNORE_INDEX
 from hfx.errors import HfxError
-from hfx_plugins.prompt_learning import bind_inputs, extend_mask
+from hfx_plugins.prompt_learning import bind_inputs, drop_virtual, extend_mask
 from hfx_plugins.prompt_tuning.encoder import PromptEmbedding
 
 __all__ = ["PromptInjector"]
@@ -46,7 +46,7 @@ class PromptInjector:
     def __init__(self, encoder: PromptEmbedding, num_virtual_tokens: int, word_embeddings: nn.Module) -> None:
         self.encoder, self.n, self.word_embeddings = encoder, num_virtual_tokens, word_embeddings
         self.enabled = True
-        self._injected = False
+        self._injected = self._strip_logits = False
 
     def _embeds(self, kw: dict[str, Any]) -> torch.Tensor:
         embeds = kw.pop("inputs_embeds", None)
@@ -82,14 +82,16 @@ class PromptInjector:
         if pos is not None:
             head = torch.arange(self.n, device=pos.device, dtype=pos.dtype).expand(*pos.shape[:-1], self.n)
             kw["position_ids"] = torch.cat([head, pos + self.n], dim=-1)
-        keep = kw.get("logits_to_keep", 0)  # generate() asks for the last position only: nothing to drop
-        self._injected = not (isinstance(keep, int) and keep > 0) and not isinstance(keep, torch.Tensor)
+        keep = kw.get("logits_to_keep", 0)  # generate() asks for the last position only: no logits to drop
+        self._strip_logits = not (isinstance(keep, int) and keep > 0) and not isinstance(keep, torch.Tensor)
+        self._injected = True  # the hidden states hold the n virtual positions whatever logits_to_keep is
         return (), kw
 
     def strip_hook(self, model: nn.Module, args: tuple[Any, ...], output: Any) -> Any:
-        """Post-hook of a decoder model: drop the virtual positions from ``logits`` (``(B, n + T, V)`` -> ``(B, T, V)``)."""
-        if self._injected and hasattr(output, "keys") and "logits" in output.keys():
-            output["logits"] = output["logits"][:, self.n:]
+        """Post-hook of a decoder model: drop the virtual positions from ``logits`` (``(B, n + T, V)`` -> ``(B, T, V)``)
+        and from every ``hidden_states`` entry (``(B, n + T, H)`` -> ``(B, T, H)``: a value head reads real tokens)."""
+        if self._injected:
+            drop_virtual(output, self.n, self._strip_logits)
         self._injected = False
         return output
 

@@ -8,6 +8,7 @@ from torch import nn
 from transformers import PreTrainedModel
 
 from hfx.errors import HfxError
+from hfx_plugins.prompt_learning import refuse_trunk_reader
 from hfx_plugins.reward.config import RewardConfig
 from hfx_plugins.reward.head import RewardModel
 
@@ -23,6 +24,7 @@ def _as_reward_model(model: nn.Module) -> RewardModel:
                        f"got {type(model).__name__}")
     if getattr(model.config, "is_encoder_decoder", False):
         raise HfxError("reward does not support encoder-decoder models; use a decoder (smollm2-135m) or an encoder (minilm)")
+    refuse_trunk_reader(model, "reward", "the trunk under a new score head")  # the hooks are on the LM, not the trunk
     base = getattr(model, model.base_model_prefix, None)
     if base is None or base is model:
         return RewardModel(model)  # already the bare backbone
