@@ -30,7 +30,8 @@ if TYPE_CHECKING:
     from torch import nn
 
 __all__ = ["DiskFullError", "atomic_dir", "atomic_write_json", "atomic_write_text", "cache_root", "config_marker",
-           "has_config_marker", "load_safetensors", "load_weights_strict", "read_config_marker", "write_config_marker"]
+           "has_config_marker", "load_safetensors", "load_weights_strict", "read_config_marker", "to_model_layout",
+           "write_config_marker"]
 
 _DISK_FULL = (errno.ENOSPC, errno.EFBIG, errno.EDQUOT)
 
@@ -191,6 +192,8 @@ def load_weights_strict(module: nn.Module, folder: str | Path, shape_fix: str, k
 
     A weight that ``save_pretrained`` left out because it is tied to one that was saved (``lm_head`` = the
     input embeddings, T5's shared embeddings) is not counted as missing: it shares that saved tensor's storage.
+    A file in the family's checkpoint layout (what ``save_pretrained`` writes for Mixtral: one weight per expert)
+    is first brought to the module's layout (:func:`to_model_layout`).
 
     Args:
         module: The module the weights were saved from (its ``state_dict`` keys).
@@ -205,6 +208,8 @@ def load_weights_strict(module: nn.Module, folder: str | Path, shape_fix: str, k
     """
     weights = load_safetensors(Path(folder) / name)
     own = module.state_dict()
+    if not set(weights) <= set(own):  # transformers 5 may have written the family's checkpoint layout
+        weights = to_model_layout(module, weights)
     for key, tensor in weights.items():
         if key in own and own[key].shape != tensor.shape:
             raise HfxError(f"{key}: saved shape {tuple(tensor.shape)} does not fit the model's {tuple(own[key].shape)}; "
@@ -216,6 +221,62 @@ def load_weights_strict(module: nn.Module, folder: str | Path, shape_fix: str, k
     if missing or result.unexpected_keys:
         raise HfxError(f"weights in {folder} do not fit {type(module).__name__}: missing {missing[:4]}, "
                        f"unexpected {result.unexpected_keys[:4]}; {keys_fix}")
+
+
+def to_model_layout(module: nn.Module, weights: dict[str, Any]) -> dict[str, Any]:
+    """``weights`` in the checkpoint layout of ``module``'s family, renamed and fused into the module's own layout.
+
+    transformers 5 keeps some families in memory in another layout than on disk: Mixtral's experts are two fused
+    3-D parameters per layer (``mlp.experts.gate_up_proj`` (E, 2I, H), ``mlp.experts.down_proj``), while
+    ``save_pretrained`` writes the original checkpoint's ``block_sparse_moe.experts.{e}.w1/w2/w3.weight`` (its
+    ``revert_weight_conversion``). This applies the same conversion list forwards, as ``from_pretrained`` does
+    (renamings, then at most one converter per key), with the list of the first ``PreTrainedModel`` in
+    ``module`` (a bare backbone inside hfx's score head). Keys no conversion names are kept as they are; a module
+    without conversions, or a transformers without this machinery, gets ``weights`` back unchanged.
+
+    Args:
+        module: The module the weights are for (its ``state_dict`` keys are the target layout).
+        weights: ``{name: tensor}`` as read from the file.
+
+    Returns:
+        ``{name: tensor}`` with the module's names and shapes where a conversion applied.
+    """
+    import copy
+
+    from transformers import PreTrainedModel
+
+    try:
+        from transformers.conversion_mapping import get_model_conversion_mapping
+        from transformers.core_model_loading import (
+            PrefixChange,
+            WeightConverter,
+            dot_natural_key,
+            rename_source_key,
+        )
+    except ImportError:  # a transformers without conversion mappings keeps one layout
+        return weights
+    pretrained = next((m for m in module.modules() if isinstance(m, PreTrainedModel)), None)
+    if pretrained is None:
+        return weights
+    # save_pretrained reverts this list without the legacy renamings and PrefixChange (revert_weight_conversion)
+    transforms = [t for t in get_model_conversion_mapping(pretrained, add_legacy=False)
+                  if not isinstance(t, PrefixChange)]
+    converters = [t for t in transforms if isinstance(t, WeightConverter)]
+    renamings = [t for t in transforms if not isinstance(t, WeightConverter)]
+    out: dict[str, Any] = {}
+    fused: dict[str, Any] = {}  # target key -> its own converter, collecting the source tensors in key order
+    for key in sorted(weights, key=dot_natural_key):  # experts 0, 1, ..., 10 in numeric order
+        new, pattern = rename_source_key(key, renamings, converters)
+        if pattern is None:
+            out[new] = weights[key]
+            continue
+        if new not in fused:
+            fused[new] = copy.deepcopy(next(c for c in converters if pattern in c.source_patterns))
+        fused[new].add_tensor(new, key, pattern, weights[key])
+    for target, converter in fused.items():
+        for name, tensor in converter.convert(target, model=pretrained, config=pretrained.config).items():
+            out[name] = tensor[0] if isinstance(tensor, list) else tensor
+    return out
 
 
 def config_marker(plugin: str) -> str:

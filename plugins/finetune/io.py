@@ -35,13 +35,28 @@ def can_load(path: Path) -> bool:
     return has_config_marker(path, "finetune")
 
 
+def _checked_config(config: object) -> object:
+    """``config``, after checking that transformers has a ``*ForSequenceClassification`` for its model type.
+
+    Raises:
+        HfxError: it has none (OLMoE in transformers 5.25): the classifier cannot be saved in transformers' format.
+    """
+    from transformers.models.auto.modeling_auto import MODEL_FOR_SEQUENCE_CLASSIFICATION_MAPPING
+
+    if type(config) not in MODEL_FOR_SEQUENCE_CLASSIFICATION_MAPPING:
+        raise HfxError(f"transformers has no *ForSequenceClassification for model type "
+                       f"{getattr(config, 'model_type', '?')!r}, so this classifier cannot be saved in its format; "
+                       "keep the model in memory or use a model type transformers can classify with")
+    return config
+
+
 def to_transformers(model: SequenceClassifier) -> nn.Module:
     """The equivalent ``AutoModelForSequenceClassification`` with the same weights (checked strictly).
 
     Raises:
         HfxError: transformers' class for this architecture has another parameter layout than hfx's head.
     """
-    hf = AutoModelForSequenceClassification.from_config(model.config)
+    hf = AutoModelForSequenceClassification.from_config(_checked_config(model.config))
     result = hf.load_state_dict(model.state_dict(), strict=False)
     if result.missing_keys or result.unexpected_keys:
         raise HfxError(

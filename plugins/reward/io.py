@@ -56,9 +56,24 @@ def distinct_pad_token(tokenizer: PreTrainedTokenizerBase) -> str | None:
     return None
 
 
+def _checked_config(config: object) -> object:
+    """``config``, after checking that transformers has a ``*ForSequenceClassification`` for its model type.
+
+    Raises:
+        HfxError: it has none (OLMoE in transformers 5.25): the reward model cannot be saved in transformers' format.
+    """
+    from transformers.models.auto.modeling_auto import MODEL_FOR_SEQUENCE_CLASSIFICATION_MAPPING
+
+    if type(config) not in MODEL_FOR_SEQUENCE_CLASSIFICATION_MAPPING:
+        raise HfxError(f"transformers has no *ForSequenceClassification for model type "
+                       f"{getattr(config, 'model_type', '?')!r}, so this reward model cannot be saved in its format; "
+                       "keep the model in memory or use a model type transformers can classify with")
+    return config
+
+
 def to_transformers(model: RewardModel) -> nn.Module:
     """The equivalent ``AutoModelForSequenceClassification`` (num_labels 1) with the same weights, checked strictly."""
-    hf = AutoModelForSequenceClassification.from_config(copy.deepcopy(model.config))
+    hf = AutoModelForSequenceClassification.from_config(copy.deepcopy(_checked_config(model.config)))
     result = hf.load_state_dict(model.state_dict(), strict=False)
     if result.missing_keys or result.unexpected_keys:
         raise HfxError(f"{type(hf).__name__} does not have the layout of hfx's reward head (missing "
