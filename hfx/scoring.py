@@ -40,7 +40,8 @@ import torch
 from hfx.data.collate import pad_rows
 from hfx.errors import HfxError
 
-__all__ = ["ChoiceResult", "context_length", "encode_pair", "loglikelihood", "prefix_token_id", "score_choices"]
+__all__ = ["ChoiceResult", "context_length", "encode_pair", "encode_text", "loglikelihood", "prefix_token_id",
+           "score_choices"]
 
 
 def context_length(model: Any, max_length: int = 0) -> int:
@@ -63,9 +64,14 @@ def prefix_token_id(tokenizer: Any) -> int:
     return int(token)
 
 
-def _encode(tokenizer: Any, text: str) -> list[int]:
-    """``tokenizer.encode(text)``, without a second prefix token when ``text`` starts with its text
-    (lm-eval's ``HFLM.tok_encode`` with ``add_special_tokens=None``)."""
+def encode_text(tokenizer: Any, text: str) -> list[int]:
+    """Token ids of ``text`` as lm-eval's ``HFLM.tok_encode`` gives them (``add_special_tokens=None``).
+
+    ``tokenizer.encode(text)`` with the tokenizer's own special tokens (e.g. Llama's BOS), except that a
+    text which already starts with the prefix token's text (BOS, else EOS) is encoded without them: a
+    chat-templated prompt whose template writes the BOS (Llama 3's ``{{ bos_token }}``) keeps one BOS,
+    not two (``models/huggingface.py`` ``HFLM.tok_encode`` and ``models/utils.py`` ``has_bos_prefix``).
+    """
     bos, eos = getattr(tokenizer, "bos_token_id", None), getattr(tokenizer, "eos_token_id", None)
     if bos is not None or eos is not None:
         prefix = tokenizer.decode([prefix_token_id(tokenizer)])
@@ -88,8 +94,8 @@ def encode_pair(tokenizer: Any, context: str, continuation: str) -> tuple[list[i
     n_spaces = len(context) - len(context.rstrip())
     if n_spaces:
         context, continuation = context[:-n_spaces], context[-n_spaces:] + continuation
-    whole = _encode(tokenizer, context + continuation)
-    ctx = _encode(tokenizer, context)
+    whole = encode_text(tokenizer, context + continuation)
+    ctx = encode_text(tokenizer, context)
     return ctx, whole[len(ctx):]
 
 
@@ -184,7 +190,9 @@ def score_choices(
         choices: The choice strings of each document (N lists), without the delimiter.
         golds: Index of the right choice per document (N,).
         target_delimiter: Text put before each choice (lm-eval's default ``" "``; ``""`` when the choices
-            carry their own space, as label words such as ``" foo"`` do).
+            carry their own space, as label words such as ``" foo"`` do, and for a chat-templated prompt
+            of a task without ``gen_prefix``, where lm-eval 0.4.13 scores the bare choice
+            (``api/task.py`` ``ConfigurableTask.construct_requests``).
         batch_size, max_length: As in :func:`loglikelihood`.
 
     Raises:

@@ -16,9 +16,10 @@ from hfx_plugins.icl.config import IclConfig, IclRunConfig
 
 _EXPORTS = {  # module beside this file -> the public names it defines, imported on first use
     ".cot": ("extract_answer", "generate_answers", "self_consistency"),
-    ".prompts": ("Template", "build_prompt", "chat_prompt", "fit_prompt"),
+    ".prompts": ("Template", "build_prompt", "chat_messages", "chat_prompt", "continuation_delimiter", "fit_prompt",
+                 "render_prompt"),
     ".recipe": ("IclRecipe",),
-    "hfx.scoring": ("ChoiceResult", "encode_pair", "loglikelihood", "score_choices"),  # the core scorer, re-exported
+    "hfx.scoring": ("ChoiceResult", "encode_pair", "encode_text", "loglikelihood", "score_choices"),  # the core scorer, re-exported
     ".selection": ("embed_texts", "select_examples"),
     ".tasks": (
         "ClassificationTask", "CotTask", "classification_prompts", "evaluate_classification", "evaluate_cot",

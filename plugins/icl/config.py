@@ -41,9 +41,16 @@ class IclConfig:
     """Text between an example's input and its answer; also starts each scored continuation (lm-eval)."""
     embedder: str = "minilm"
     """Sentence-embedding model for knn selection (an offline name or folder, loaded with hfx.embed)."""
-    use_chat_template: bool = False
-    """Wrap the whole prompt as one user turn of the tokenizer's chat template (instruct models), as
-    lm-eval's --apply_chat_template does without --fewshot_as_multiturn."""
+    apply_chat_template: bool = False
+    """Render the prompt with the tokenizer's chat template (instruct models), as lm-eval's
+    --apply_chat_template: the scored continuation is then the bare choice ("foo", not " foo"), and a
+    prompt that starts with the BOS text gets no second BOS."""
+    fewshot_as_multiturn: bool = True
+    """With apply_chat_template: each example is a user turn and an assistant turn (lm-eval's default
+    under a chat template); false: the whole text is one user turn. Ignored without a chat template."""
+    system_instruction: str = ""
+    """Text put before everything: the system turn under a chat template, else the start of the prompt
+    (lm-eval's --system_instruction; joined to a task description by the few-shot delimiter). Empty: none."""
     max_length: int = 0
     """Token budget of prompt + continuation; 0: the model's max_position_embeddings. Examples that do not
     fit are dropped (farthest from the query first, and reported); the query is never truncated."""

@@ -28,9 +28,11 @@ from typing import Any
 import torch
 from transformers import StoppingCriteria, StoppingCriteriaList
 
+from hfx.scoring import encode_text
 from hfx_plugins.icl.config import ANSWER_PATTERN
 
-__all__ = ["FLEXIBLE_PATTERN", "INVALID", "extract_answer", "generate_answers", "normalize_number", "self_consistency"]
+__all__ = ["FLEXIBLE_PATTERN", "INVALID", "batch_special_tokens", "extract_answer", "generate_answers",
+           "normalize_number", "self_consistency"]
 
 FLEXIBLE_PATTERN = r"(-?[$0-9.,]{2,})|(-?[0-9]+)"
 """lm-eval's gsm8k-cot flexible-extract regex (its last match is the answer)."""
@@ -94,6 +96,15 @@ def _cut(text: str, until: Sequence[str]) -> str:
     return text
 
 
+def batch_special_tokens(tokenizer: Any, prompts: Sequence[str]) -> bool:
+    """Whether a batch of prompts is encoded with the tokenizer's special tokens: not when the first prompt
+    already starts with the BOS text (a chat template that writes the BOS), so no prompt gets a second BOS
+    (lm-eval 0.4.13 ``models/huggingface.py`` ``HFLM.tok_batch_encode``, ``has_bos_prefix(strings[0],
+    tokenizer.bos_token)``)."""
+    bos = getattr(tokenizer, "bos_token", None)
+    return not (bos and prompts and prompts[0].startswith(bos))
+
+
 def _cache_arg(model: Any) -> str:
     """The forward's name for the KV cache: ``cache`` from transformers 5.24, ``past_key_values`` before."""
     return "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
@@ -112,9 +123,9 @@ def _shared_prefix(tokenizer: Any, prompts: Sequence[str], delimiter: str) -> tu
     cut = common.rfind(delimiter) if delimiter and delimiter in common else 0
     if cut == 0 or len(prompts) < 2:
         return None
-    prefix = tokenizer.encode(prompts[0][:cut])
+    prefix = encode_text(tokenizer, prompts[0][:cut])  # one BOS, also when the prompt writes it
     rests = [tokenizer.encode(p[cut:], add_special_tokens=False) for p in prompts]
-    if any(prefix + r != tokenizer.encode(p) for r, p in zip(rests, prompts, strict=True)):
+    if any(prefix + r != encode_text(tokenizer, p) for r, p in zip(rests, prompts, strict=True)):
         return None
     return prefix, rests
 
@@ -165,7 +176,9 @@ def generate_answers(
     """Continue each prompt; return, per prompt, its ``num_return_sequences`` texts cut at the first stop string.
 
     Greedy unless ``do_sample`` (then softmax at ``temperature``, top-k and top-p off, seeded with ``seed``).
-    Prompts are left-padded in batches; generation of a sequence stops at a stop string or ``max_new_tokens``.
+    Prompts are left-padded in batches, encoded with the tokenizer's special tokens unless they already start
+    with the BOS text (:func:`batch_special_tokens`: one BOS under a chat template that writes it, as lm-eval);
+    generation of a sequence stops at a stop string or ``max_new_tokens``.
     With ``shared_prefix_delimiter`` (e.g. ``"\\n\\n"``), the prompts' common prefix up to its last delimiter
     (the k exemplars) is run once and its KV cache copied for each prompt, which is then decoded alone
     (token by token, the same greedy argmax / temperature sampling; the sampled tokens differ from
@@ -190,8 +203,9 @@ def generate_answers(
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
             for start in range(0, len(prompts), batch_size):
-                batch = tokenizer(list(prompts[start:start + batch_size]), return_tensors="pt", padding=True,
-                                  add_special_tokens=True).to(device)  # (B, T)
+                texts_in = list(prompts[start:start + batch_size])
+                batch = tokenizer(texts_in, return_tensors="pt", padding=True,
+                                  add_special_tokens=batch_special_tokens(tokenizer, texts_in)).to(device)  # (B, T)
                 gen = model.generate(**batch, max_new_tokens=max_new_tokens, num_return_sequences=num_return_sequences,
                                      pad_token_id=pad, **sampling,
                                      stopping_criteria=StoppingCriteriaList(

@@ -2,13 +2,18 @@
 
     from hfx_plugins.icl.parity import lmeval_parity
     report = lmeval_parity("smollm2-135m", num_fewshot=8, limit=40)
-    # {"max_abs_loglik_diff": ..., "context_mismatches": 0, "acc_hfx": ..., "acc_lmeval": ..., ...}
+    report = lmeval_parity(folder, num_fewshot=4, limit=8, apply_chat_template=True, fewshot_as_multiturn=False)
+    # {"max_abs_loglik_diff": ..., "context_mismatches": 0, "token_mismatches": 0, "acc_hfx": ..., ...}
 
 lm-eval runs the local task ``plugins/icl/lmeval/sentiment_foobar.yaml`` (the bundled JSONL files, no Hub)
-with ``model="hf"`` on the offline model's cache folder (float32, CPU, batch size 1, few-shot seed 1234).
-hfx builds its own prompts for the same documents (``tasks.classification_prompts``, random selection with
-seed 1234) and scores them with ``scoring.score_choices``; the report compares the prompts string for
-string, each request's log-likelihood, and acc / acc_norm.
+with its ``HFLM`` on the model's folder (float32, CPU, batch size 1, few-shot seed 1234), with
+``apply_chat_template``, ``fewshot_as_multiturn`` and ``system_instruction`` passed to ``simple_evaluate``;
+the token ids it scores are recorded at ``HFLM._loglikelihood_tokens`` (the ``(context, continuation),
+context_enc, continuation_enc`` triples its ``loglikelihood`` builds). hfx builds its own requests for the
+same documents (``tasks.classification_prompts`` with random selection, seed 1234, and
+``prompts.continuation_delimiter``), splits them with ``hfx.scoring.encode_pair`` and scores them with
+``hfx.scoring.score_choices``; the report compares context strings, continuation strings, token ids, each
+request's log-likelihood, and acc / acc_norm.
 """
 
 from __future__ import annotations
@@ -39,60 +44,102 @@ def write_task(folder: Path) -> Path:
     return out
 
 
-def _run_lmeval(folder: str, num_fewshot: int, limit: int, tmp: Path) -> dict[str, Any]:
+def _run_lmeval(folder: str, tmp: Path, num_fewshot: int, limit: int, chat: dict[str, Any]
+                ) -> tuple[dict[str, Any], dict[tuple[str, str], tuple[list[int], list[int]]]]:
+    """lm-eval's results and, per (context, continuation) request, the token ids its HF backend scored."""
     try:
         import lm_eval
+        from lm_eval.models.huggingface import HFLM
         from lm_eval.tasks import TaskManager
     except ImportError as err:
-        raise HfxError("the lm-eval comparison needs lm-eval: pip install lm-eval (or tox -e lmeval)") from err
+        raise HfxError("the lm-eval comparison needs lm-eval 0.4.13: pip install 'hfx[lmeval]' "
+                       "(or tox -e lmeval)") from err
     write_task(tmp)
-    return lm_eval.simple_evaluate(
-        model="hf", model_args={"pretrained": folder, "dtype": "float32"}, tasks=[TASK_NAME], num_fewshot=num_fewshot,
-        limit=limit, batch_size=1, device="cpu", log_samples=True, bootstrap_iters=0,
+    lm = HFLM(pretrained=folder, dtype="float32", device="cpu", batch_size=1)
+    scored: dict[tuple[str, str], tuple[list[int], list[int]]] = {}
+    inner = lm._loglikelihood_tokens
+
+    def record(requests: list[Any], *args: Any, **kwargs: Any) -> Any:
+        scored.update({pair: (list(ctx), list(cont)) for pair, ctx, cont in requests})
+        return inner(requests, *args, **kwargs)
+
+    lm._loglikelihood_tokens = record  # type: ignore[method-assign]
+    out = lm_eval.simple_evaluate(
+        model=lm, tasks=[TASK_NAME], num_fewshot=num_fewshot, limit=limit, log_samples=True, bootstrap_iters=0,
         task_manager=TaskManager(include_path=str(tmp)), fewshot_random_seed=1234, verbosity="ERROR",
+        apply_chat_template=chat["apply_chat_template"], fewshot_as_multiturn=chat["fewshot_as_multiturn"],
+        system_instruction=chat["system_instruction"] or None,
     )
+    return out, scored
 
 
-def lmeval_parity(model: str = "smollm2-135m", num_fewshot: int = 8, limit: int = 40) -> dict[str, float]:
-    """Run lm-eval and hfx on the first ``limit`` test documents of sentiment_foobar; compare them.
+def lmeval_parity(model: str = "smollm2-135m", num_fewshot: int = 8, limit: int = 40,
+                  apply_chat_template: bool = False, fewshot_as_multiturn: bool = True,
+                  system_instruction: str = "") -> dict[str, Any]:
+    """Run lm-eval and hfx on the first ``limit`` test documents of sentiment_foobar; compare every request.
+
+    Args:
+        model: An offline model name or a model folder (e.g. from :func:`chat_model.save_tiny_chat_model`).
+        num_fewshot: k, random examples with lm-eval's seed 1234.
+        limit: Test documents.
+        apply_chat_template, fewshot_as_multiturn, system_instruction: lm-eval's options of the same names
+            (hfx's ``IclConfig`` fields).
 
     Returns:
-        ``requests``, ``context_mismatches`` (documents whose prompt differs), ``max_abs_loglik_diff`` (over
-        every request), ``acc_hfx`` / ``acc_lmeval``, ``acc_norm_hfx`` / ``acc_norm_lmeval``, and
-        ``pred_disagreements`` (documents where either prediction differs).
+        ``documents``, ``requests``, ``context_mismatches`` and ``continuation_mismatches`` (requests whose
+        strings differ), ``token_mismatches`` (requests whose context or continuation ids differ),
+        ``double_bos`` (hfx requests that start with two BOS ids), ``max_abs_loglik_diff`` (over every
+        request), ``acc_hfx`` / ``acc_lmeval``, ``acc_norm_hfx`` / ``acc_norm_lmeval``,
+        ``pred_disagreements`` (documents where either prediction differs), and ``example``: the first
+        request as hfx built it (context, continuation, ids).
 
     Raises:
         HfxError: lm-eval is not installed.
     """
     from hfx.models.loading import load_model
     from hfx.models.zoo import resolve_model
-    from hfx.scoring import score_choices
+    from hfx.scoring import encode_pair, score_choices
     from hfx_plugins.icl.config import IclConfig
+    from hfx_plugins.icl.prompts import continuation_delimiter
     from hfx_plugins.icl.tasks import classification_prompts, load_classification_task
 
     folder = str(resolve_model(model))
+    chat = {"apply_chat_template": apply_chat_template, "fewshot_as_multiturn": fewshot_as_multiturn,
+            "system_instruction": system_instruction}
     with tempfile.TemporaryDirectory() as tmp:
-        out = _run_lmeval(folder, num_fewshot, limit, Path(tmp))
+        out, scored = _run_lmeval(folder, Path(tmp), num_fewshot, limit, chat)
     samples = sorted(out["samples"][TASK_NAME], key=lambda s: s["doc_id"])
     metrics = out["results"][TASK_NAME]
     net, tok = load_model(folder, "causal-lm")
     net.eval()
     task = load_classification_task(limit=limit)
-    cfg = IclConfig(num_fewshot=num_fewshot, fewshot_selection="random", fewshot_random_seed=1234)
+    cfg = IclConfig(num_fewshot=num_fewshot, fewshot_selection="random", fewshot_random_seed=1234, **chat)
     prompts, _ = classification_prompts(tok, task, cfg, task.label_words, net)
-    res = score_choices(net, tok, prompts, [task.label_words] * len(prompts), task.test["label"])
-    diffs, mismatches, disagree = [], 0, 0
+    delimiter = continuation_delimiter(cfg.target_delimiter, apply_chat_template)
+    res = score_choices(net, tok, prompts, [task.label_words] * len(prompts), task.test["label"], delimiter)
+    diffs: list[float] = []
+    counts = dict.fromkeys(("context_mismatches", "continuation_mismatches", "token_mismatches", "double_bos",
+                            "pred_disagreements"), 0)
+    example: dict[str, Any] = {}
+    bos = tok.bos_token_id
     for i, sample in enumerate(samples):
         theirs = [float(r[0][0]) for r in sample["resps"]]  # one (loglik, is_greedy) per choice
-        mismatches += any(args[0] != prompts[i] for args in sample["arguments"])
+        for args, word in zip(sample["arguments"], task.label_words, strict=True):
+            mine = (prompts[i], f"{delimiter}{word}")
+            ids = encode_pair(tok, *mine)
+            example = example or {"context": mine[0], "continuation": mine[1], "context_ids": ids[0],
+                                  "continuation_ids": ids[1]}
+            counts["context_mismatches"] += args[0] != mine[0]
+            counts["continuation_mismatches"] += args[1] != mine[1]
+            counts["token_mismatches"] += scored.get((args[0], args[1])) != ids
+            counts["double_bos"] += bos is not None and ids[0][:2] == [bos, bos]
         diffs += [abs(a - b) for a, b in zip(res.lls[i], theirs, strict=True)]
         their_pred = max(range(len(theirs)), key=lambda j: (theirs[j], -j))
         norm = [ll / len(c) for ll, c in zip(theirs, task.label_words, strict=True)]
         their_norm = max(range(len(norm)), key=lambda j: (norm[j], -j))
-        disagree += (their_pred != res.pred[i]) or (their_norm != res.pred_norm[i])
+        counts["pred_disagreements"] += (their_pred != res.pred[i]) or (their_norm != res.pred_norm[i])
     return {
-        "documents": len(samples), "requests": len(diffs), "context_mismatches": mismatches,
-        "max_abs_loglik_diff": max(diffs), "pred_disagreements": disagree,
+        "documents": len(samples), "requests": len(diffs), **counts, "max_abs_loglik_diff": max(diffs),
         "acc_hfx": res.acc, "acc_lmeval": float(metrics["acc,none"]),
-        "acc_norm_hfx": res.acc_norm, "acc_norm_lmeval": float(metrics["acc_norm,none"]),
+        "acc_norm_hfx": res.acc_norm, "acc_norm_lmeval": float(metrics["acc_norm,none"]), "example": example,
     }

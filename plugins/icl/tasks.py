@@ -17,7 +17,7 @@ from hfx.errors import HfxError
 from hfx.scoring import context_length, score_choices
 from hfx_plugins.icl.config import IclConfig
 from hfx_plugins.icl.cot import extract_answer, generate_answers, normalize_number, self_consistency
-from hfx_plugins.icl.prompts import Template, fit_prompt
+from hfx_plugins.icl.prompts import Template, continuation_delimiter, fit_prompt
 from hfx_plugins.icl.selection import select_examples
 
 __all__ = ["CLASSIFICATION_TEMPLATE", "COT_TEMPLATE", "ClassificationTask", "CotTask", "evaluate_classification",
@@ -82,8 +82,11 @@ def load_cot_task(name: str = "arithmetic_cot", limit: int = 0) -> CotTask:
     return CotTask(name, data["train"], test)
 
 
-def _layout(cfg: IclConfig) -> dict[str, str]:
-    return {"fewshot_delimiter": cfg.fewshot_delimiter, "target_delimiter": cfg.target_delimiter}
+def _layout(cfg: IclConfig) -> dict[str, Any]:
+    """:func:`fit_prompt`'s keyword arguments from the config (layout, chat template, system instruction)."""
+    return {"fewshot_delimiter": cfg.fewshot_delimiter, "target_delimiter": cfg.target_delimiter,
+            "system_instruction": cfg.system_instruction, "apply_chat_template": cfg.apply_chat_template,
+            "fewshot_as_multiturn": cfg.fewshot_as_multiturn}
 
 
 def classification_prompts(tokenizer: Any, task: ClassificationTask, cfg: IclConfig, label_words: list[str],
@@ -92,12 +95,13 @@ def classification_prompts(tokenizer: Any, task: ClassificationTask, cfg: IclCon
     train = [dict(r, label_text=label_words[r["label"]]) for r in task.train]
     idx = select_examples(task.train["text"], task.test["text"], cfg.num_fewshot, cfg.fewshot_selection,
                           cfg.fewshot_random_seed, labels=task.train["label"], embedder=cfg.embedder)
-    reserve = max(len(tokenizer.encode(f"{cfg.target_delimiter}{w}", add_special_tokens=False)) for w in label_words)
+    delimiter = continuation_delimiter(cfg.target_delimiter, cfg.apply_chat_template)
+    reserve = max(len(tokenizer.encode(f"{delimiter}{w}", add_special_tokens=False)) for w in label_words)
     prompts, dropped = [], 0
     for row, chosen in zip(task.test, idx, strict=True):
         query = task.template.render(dict(row, label_text=""))[0]
         prompt, n = fit_prompt(tokenizer, query, [task.template.render(train[i]) for i in chosen],
-                               context_length(model, cfg.max_length), reserve, cfg.use_chat_template, **_layout(cfg))
+                               context_length(model, cfg.max_length), reserve, **_layout(cfg))
         prompts.append(prompt)
         dropped += n
     return prompts, dropped
@@ -108,12 +112,15 @@ def evaluate_classification(model: Any, tokenizer: Any, task: ClassificationTask
     """acc / acc_norm of k-shot prompting (``cfg.num_fewshot``, ``cfg.fewshot_selection``) on ``task.test``.
 
     ``label_words`` replaces the task's label words (a control row with words the model has a prior for).
+    Each choice is scored after :func:`continuation_delimiter` (the target delimiter, none under a chat
+    template), as lm-eval's ``construct_requests`` builds its requests.
     """
     words = label_words or task.label_words
     started = time.perf_counter()
     prompts, dropped = classification_prompts(tokenizer, task, cfg, words, model)
-    res = score_choices(model, tokenizer, prompts, [words] * len(prompts), task.test["label"], cfg.target_delimiter,
-                        cfg.batch_size, cfg.max_length)
+    res = score_choices(model, tokenizer, prompts, [words] * len(prompts), task.test["label"],
+                        continuation_delimiter(cfg.target_delimiter, cfg.apply_chat_template), cfg.batch_size,
+                        cfg.max_length)
     return {"acc": res.acc, "acc_norm": res.acc_norm, "n": len(prompts), "dropped_examples": dropped,
             "seconds": time.perf_counter() - started}
 
@@ -151,7 +158,7 @@ def evaluate_cot(model: Any, tokenizer: Any, task: CotTask, cfg: IclConfig, mode
     for row, chosen in zip(task.test, idx, strict=True):
         query = COT_TEMPLATE.render(row)[0] + (" Let's think step by step." if mode == "zero_cot" else "")
         prompt, n = fit_prompt(tokenizer, query, [shots[i] for i in chosen], context_length(model, cfg.max_length),
-                               new_tokens, cfg.use_chat_template, **_layout(cfg))
+                               new_tokens, **_layout(cfg))
         prompts.append(prompt)
         dropped += n
     if any(m < 1 for m in vote_sizes):
@@ -160,7 +167,7 @@ def evaluate_cot(model: Any, tokenizer: Any, task: CotTask, cfg: IclConfig, mode
     n_ret = sizes[-1]
     texts = generate_answers(model, tokenizer, prompts, new_tokens, do_sample=self_consistency_vote,
                              temperature=cfg.temperature, num_return_sequences=n_ret, seed=cfg.fewshot_random_seed,
-                             shared_prefix_delimiter=cfg.fewshot_delimiter if k and not cfg.use_chat_template else "")
+                             shared_prefix_delimiter=cfg.fewshot_delimiter if k and not cfg.apply_chat_template else "")
     n = len(prompts)
     votes = {m: {"correct": 0, "pattern_misses": 0, "invalid": 0, "chains": n * m} for m in sizes}
     for chains, row in zip(texts, task.test, strict=True):

@@ -15,7 +15,7 @@ import pytest
 import torch
 
 from hfx.errors import HfxError
-from hfx.scoring import encode_pair, loglikelihood
+from hfx.scoring import encode_pair, encode_text, loglikelihood
 from hfx.testing import tiny_model
 
 
@@ -56,6 +56,18 @@ def test_context_that_starts_with_bos_text_gets_no_second_bos() -> None:
     ctx, cont = encode_pair(tok, tok.bos_token + "the value", " of")
     assert ctx == tok.encode("the value") and ctx.count(tok.bos_token_id) == 1
     assert ctx + cont == tok.encode("the value of")
+
+
+def test_encode_text_adds_the_bos_only_when_the_text_lacks_it() -> None:
+    # HFLM.tok_encode: add_special_tokens=False when has_bos_prefix(text, decode(prefix_token_id)); the tiny
+    # Llama's chat template writes "<s>" itself, so the rendered chat prompt keeps exactly one BOS.
+    _, tok = tiny_model("llama")
+    chat = tok.apply_chat_template([{"role": "user", "content": "the value"}], tokenize=False,
+                                   add_generation_prompt=True)
+    assert chat.startswith(tok.bos_token) and tok.encode(chat)[:2] == [tok.bos_token_id] * 2
+    assert encode_text(tok, chat) == tok.encode(chat, add_special_tokens=False)
+    assert encode_text(tok, chat).count(tok.bos_token_id) == chat.count(tok.bos_token)
+    assert encode_text(tok, "the value") == [tok.bos_token_id, *tok.encode("the value", add_special_tokens=False)]
 
 
 def test_blank_context_without_bos_is_refused() -> None:
