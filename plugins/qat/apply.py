@@ -21,10 +21,16 @@ def apply(model: nn.Module, cfg: QatConfig) -> nn.Module:
 
     Raises:
         HfxError: an unsupported bit width or group size, a model already quantized (or already fake-quantized),
-            nothing matching ``target_modules``, or a weight with NaN/inf values (naming the layer).
+            nothing matching ``target_modules``, a weight with NaN/inf values (naming the layer), or fused 3-D MoE
+            expert weights (transformers 5's Mixtral, Qwen-MoE, OLMoE), which no Linear holds.
     """
     check_bits(cfg.bits)
     check_not_quantized(model)
+    experts = _fused_experts(model)
+    if experts:  # FakeQuantLinear wraps nn.Linear; these 3-D weights would train and save in full precision
+        raise HfxError(f"qat fake-quantizes Linear layers only, and this model keeps its MoE experts as fused 3-D "
+                       f"weights ({experts[0]}, {len(experts)} in all) that would stay in full precision; quantize "
+                       "it after training with quant (which quantizes fused experts) instead")
     for name in select_linear(model, cfg.target_modules, cfg.exclude_modules):
         old = model.get_submodule(name)
         w = effective_weight(old)  # (out, in); GPT-2's Conv1D (in, out) is read transposed
@@ -34,3 +40,10 @@ def apply(model: nn.Module, cfg: QatConfig) -> nn.Module:
         model.set_submodule(name, FakeQuantLinear(old, cfg.bits, cfg.group_size, cfg.sym, cfg.act_bits,
                                                   cfg.act_observer))
     return model
+
+
+def _fused_experts(model: nn.Module) -> list[str]:
+    """Paths of the 3-D expert weights of transformers 5's fused ``*Experts`` modules (Mixtral, Qwen-MoE, OLMoE):
+    (E, out, in) parameters held by a module whose class name says Experts."""
+    return [f"{path}.{name}" for path, module in model.named_modules() if "experts" in type(module).__name__.lower()
+            for name, p in module.named_parameters(recurse=False) if p.dim() == 3]
