@@ -8,6 +8,7 @@ from transformers import PreTrainedModel
 from hfx.errors import HfxError
 from hfx.models.loading import model_family
 from hfx_plugins.finetune.config import FinetuneConfig
+from hfx_plugins.finetune.family_heads import FAMILY_HEADS, FamilyClassifier
 from hfx_plugins.finetune.heads import SequenceClassifier
 
 __all__ = ["apply"]
@@ -25,7 +26,8 @@ def _is_bare(model: nn.Module) -> bool:
 def apply(model: nn.Module, cfg: FinetuneConfig) -> nn.Module:
     """Return the model to fine-tune.
 
-    A bare encoder or decoder (``AutoModel``) gets an in-house :class:`SequenceClassifier` head; a model
+    A bare encoder or decoder (``AutoModel``) gets an in-house :class:`SequenceClassifier` head (the family's
+    own head structure for the model types of :data:`.family_heads.FAMILY_HEADS`); a model
     that already has a head (``*ForCausalLM``, ``*ForSeq2SeqLM``, ``*ForSequenceClassification``) keeps it.
     Then ``freeze_base`` / ``freeze_embeddings`` decide which weights train.
 
@@ -37,12 +39,14 @@ def apply(model: nn.Module, cfg: FinetuneConfig) -> nn.Module:
         family = model_family(model.config)
         if family == "encoder-decoder":
             raise HfxError("a bare encoder-decoder has no task head to add; load it with task=seq2seq-lm")
-        model = SequenceClassifier(model, cfg.num_labels, family, cfg.classifier_dropout, cfg.problem_type)
+        # RoBERTa, ELECTRA, DistilBERT, DeBERTa-v2, ModernBERT: the family's own head (.family_heads)
+        cls = FamilyClassifier if model.config.model_type in FAMILY_HEADS else SequenceClassifier
+        model = cls(model, cfg.num_labels, family, cfg.classifier_dropout, cfg.problem_type)
     if cfg.freeze_base:
-        head = _head(model)
+        heads = model.head_modules() if isinstance(model, FamilyClassifier) else [_head(model)]
         for p in model.parameters():
             p.requires_grad = False
-        for p in head.parameters():
+        for p in (p for head in heads for p in head.parameters()):
             p.requires_grad = True
     if cfg.freeze_embeddings:
         base = getattr(model, "backbone", None) or getattr(model, "base_model", model)
