@@ -64,7 +64,7 @@ def apply(model: nn.Module, cfg: PrefixTuningConfig) -> nn.Module:
         raise HfxError("prefix_tuning does not work with gradient checkpointing: transformers replays checkpointed "
                        "layers without the KV cache that holds the prefix; call model.gradient_checkpointing_disable()")
     cfg = resolve_config(model, cfg)
-    check_cache_layout(model)
+    window = check_cache_layout(model, cfg.num_virtual_tokens)  # type: ignore[arg-type]
     for p in model.parameters():
         p.requires_grad_(False)
     device = next((p.device for p in model.parameters()), torch.device("cpu"))
@@ -72,7 +72,7 @@ def apply(model: nn.Module, cfg: PrefixTuningConfig) -> nn.Module:
                             cfg.prefix_projection, cfg.init_weights).to(device)
     setattr(model, ATTR, encoder)
     hook = PrefixInjector(encoder, cfg.num_virtual_tokens, cfg.num_layers, cfg.num_attention_heads,  # type: ignore[arg-type]
-                          cfg.num_transformer_submodules)  # type: ignore[arg-type]
+                          cfg.num_transformer_submodules, window)  # type: ignore[arg-type]
     encoder.hook_handle = model.register_forward_pre_hook(hook, with_kwargs=True)
     encoder.injector = hook
     encoder.config = cfg

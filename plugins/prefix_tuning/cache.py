@@ -12,6 +12,9 @@ A forward pre-hook on the model (not a wrapper: the model stays a transformers m
 - the cache goes in under the name the model's forward takes: ``cache`` on transformers >= 5.24, which renamed
   ``past_key_values``; peft 0.21.2 passes only ``past_key_values`` and so drops the prefix in ``generate()``.
 
+On a model with sliding-window layers the prefix must stay inside the window: every call checks that prefix +
+cached + new tokens fit (:func:`check_cache_layout` finds the window).
+
 Gradient checkpointing is refused: transformers replays checkpointed layers without the cache
 (``modeling_layers.GradientCheckpointingLayer`` sets ``cache=None``), which would silently drop the prefix.
 """
@@ -23,7 +26,7 @@ from typing import Any
 import torch
 from torch import nn
 from transformers import DynamicCache, EncoderDecoderCache
-from transformers.cache_utils import DynamicLayer
+from transformers.cache_utils import DynamicLayer, DynamicSlidingWindowLayer
 
 from hfx.errors import HfxError
 from hfx_plugins.prefix_tuning.encoder import PrefixEncoder
@@ -51,31 +54,48 @@ def layer_states(flat: torch.Tensor, batch: int, num_layers: int, heads: int, su
     return [(c[0], c[1]) for c in chunks]
 
 
-def check_cache_layout(model: nn.Module) -> None:
-    """Refuse models whose cache would not keep a prefix: sliding-window, linear-attention or hybrid layers.
+def check_cache_layout(model: nn.Module, num_virtual_tokens: int) -> int | None:
+    """The sliding window the prefix must fit in (None: every layer keeps all keys), or a refusal.
+
+    A model whose cache layers are plain growing ones (``DynamicLayer``) or sliding-window ones
+    (``DynamicSlidingWindowLayer``: Mistral v0.1, Phi-3-mini-4k, Qwen2 with ``use_sliding_window``, and Gemma 2
+    and Gemma 3's text model, which mix sliding and global layers) takes the prefix as past key values. A sliding
+    layer keeps the last ``sliding_window`` positions, prefix included, so while prefix + sequence fit in the
+    window it attends to all of them, as a global layer does, and the model computes what it computes with the
+    prefix given as past key values (peft's prefix tuning); :class:`PrefixInjector` refuses a longer sequence.
 
     Raises:
-        HfxError: naming the model type and the first layer whose cache is not a plain growing one.
+        HfxError: a layer of another kind (linear-attention or recurrent), KV shapes that differ per layer
+            (Gemma 4, Gemma 3's multimodal model), or a prefix as long as the window or longer.
     """
     config = model.config
-    if getattr(config, "model_type", "") in ("gemma2", "gemma3", "gemma3_text", "gemma4"):
-        raise HfxError(f"prefix_tuning does not support {config.model_type} (its sliding-window layers evict the "
-                       "prefix and its KV shapes differ per layer); use prompt_tuning or lora")
+    if getattr(config, "model_type", "") in ("gemma3", "gemma4"):
+        raise HfxError(f"prefix_tuning does not support {config.model_type} (its layers' KV shapes or inputs differ "
+                       "per layer or per modality); use prompt_tuning or lora")
     layers = DynamicCache(config=config).layers
-    bad = next((i for i, layer in enumerate(layers) if type(layer) is not DynamicLayer), None)
+    bad = next((i for i, layer in enumerate(layers) if type(layer) not in (DynamicLayer, DynamicSlidingWindowLayer)),
+               None)
     if bad is not None:
         raise HfxError(f"prefix_tuning cannot prefix {type(model).__name__}: cache layer {bad} is "
-                       f"{type(layers[bad]).__name__} (sliding-window or recurrent), which would drop or ignore the "
+                       f"{type(layers[bad]).__name__} (linear-attention or recurrent), which would drop or ignore the "
                        "prefix; use prompt_tuning or lora")
+    windows = [layer.sliding_window for layer in layers if isinstance(layer, DynamicSlidingWindowLayer)]
+    window = min(windows) if windows else None
+    if window is not None and num_virtual_tokens >= window:
+        raise HfxError(f"prefix_tuning.num_virtual_tokens={num_virtual_tokens} does not fit {type(model).__name__}'s "
+                       f"sliding window of {window} positions, which must hold the prefix and the sequence; use fewer "
+                       "virtual tokens")
+    return window
 
 
 class PrefixInjector:
     """The forward pre-hook that puts the prefix into the model's cache, mask and positions (see module docstring)."""
 
     def __init__(self, encoder: PrefixEncoder, num_virtual_tokens: int, num_layers: int, heads: int,
-                 submodules: int) -> None:
+                 submodules: int, window: int | None = None) -> None:
         self.encoder, self.n, self.num_layers, self.heads, self.submodules = (
             encoder, num_virtual_tokens, num_layers, heads, submodules)
+        self.window = window  # the smallest sliding window of the model's layers (check_cache_layout), or None
         self.enabled = True
 
     def _fill(self, model: nn.Module, cache: Any, batch: int, dtype: torch.dtype) -> Any:
@@ -102,7 +122,8 @@ class PrefixInjector:
 
         Raises:
             HfxError: gradient checkpointing while training, neither ids nor embeddings to size the prefix, a cache
-                that is not a ``DynamicCache``, or a mask of another length (:func:`extend_mask`).
+                that is not a ``DynamicCache``, prefix + sequence longer than the model's sliding window, or a mask
+                of another length (:func:`extend_mask`).
         """
         if not self.enabled:
             return args, kwargs
@@ -127,8 +148,14 @@ class PrefixInjector:
         if held is None or held.get_seq_length() == 0:
             cache = self._fill(model, cache, batch, getattr(model, "dtype", torch.float32))
             held = cache.self_attention_cache if encdec else cache
+        total = held.get_seq_length() + length  # prefix + earlier tokens + this call's
+        if self.window is not None and total > self.window:
+            raise HfxError(f"prefix_tuning on {type(model).__name__}: {self.n} virtual tokens + {total - self.n} "
+                           f"tokens = {total} positions exceed the sliding window of {self.window}, which would drop "
+                           f"the prefix for the later tokens; keep prompt + generated tokens within "
+                           f"{self.window - self.n} (truncate the input or lower max_new_tokens)")
         mask_key = "decoder_attention_mask" if encdec else "attention_mask"
-        kw[mask_key] = extend_mask(kw.get(mask_key), self.n, held.get_seq_length() + length, mask_key)
+        kw[mask_key] = extend_mask(kw.get(mask_key), self.n, total, mask_key)
         pos_key = "decoder_position_ids" if encdec else "position_ids"
         if kw.get(pos_key) is not None:
             kw[pos_key] = kw[pos_key] + self.n
