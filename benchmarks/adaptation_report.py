@@ -35,10 +35,27 @@ def _latest(runs: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
         steps = rs[-1]["steps"]
         seeds: dict[Any, dict[str, Any]] = {}
         for r in rs:
-            if r["steps"] == steps and r.get("lr") == rs[-1].get("lr"):
+            if r.get("lr") != rs[-1].get("lr") or (r["seed"] in seeds and seeds[r["seed"]]["steps"] == steps):
+                continue
+            if r["steps"] == steps:
                 seeds[r["seed"]] = r
+            elif steps is not None and r["steps"] > steps and r["seed"] not in seeds:
+                cut = _cut(r, steps)
+                if cut:
+                    seeds[r["seed"]] = cut
         out[method] = [seeds[s] for s in sorted(seeds, key=lambda s: -1 if s is None else s)]
     return out
+
+
+def _cut(run: dict[str, Any], steps: int) -> dict[str, Any] | None:
+    """A longer run read at ``steps``: with a constant learning rate after warm-up and the seed's data order,
+    its first ``steps`` steps are exactly a ``steps``-step run."""
+    point = next((p for p in run["curve"] if p["step"] == steps), None)
+    if point is None:
+        return None
+    return {**run, "steps": steps, "accuracy": point["accuracy"], "ci95": point["ci95"],
+            "train_seconds": point["train_seconds"], "infer_ms_per_example": point["infer_ms_per_example"],
+            "curve": [p for p in run["curve"] if p["step"] <= steps], "read_from_steps": run["steps"]}
 
 
 def _cell(rs: list[dict[str, Any]]) -> str:
@@ -138,7 +155,7 @@ def write_report(runs: list[dict[str, Any]], out: Path) -> None:
         lines.append(f"| {r['method']} | {_cell(latest[r['method']])} | {seeds} | {r['steps'] or ''} | {lr} | "
                      f"{r['trainable_params']:,} | {r['train_seconds_mean']} | {r['infer_ms_per_example_mean']} | "
                      f"{r['load_avg'][0]:.1f}-{r['load_avg'][1]:.1f} | {NOTES.get(r['method'], '')} |")
-    lines += ["", "## Curves (held-out accuracy every 25 steps; `adaptation_curves.png`)", ""] + _curve_lines(runs)
+    lines += ["", "## Curves (held-out accuracy along the way, each seed; `adaptation_curves.png`)", ""] + _curve_lines(runs)
     notes = out / "adaptation_notes.md"  # hand-written reading of the figures, kept across rewrites
     if notes.exists():
         lines += ["", notes.read_text().rstrip()]
