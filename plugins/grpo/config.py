@@ -73,6 +73,15 @@ class GRPOConfig:
     """Sampling temperature; log-probs are computed from logits divided by it (trl's)."""
     max_completion_length: int = 512
     """Most tokens sampled per completion."""
+    top_p: float = 1.0
+    """trl's field, kept at 1.0: completions are sampled from exactly softmax(logits / temperature), the
+    distribution the loss scores (trl samples with top_p and scores without it); another value is refused."""
+    top_k: int = 0
+    """trl's field, kept at 0 (no top-k), for the same reason as top_p; another value is refused."""
+    min_p: float = 0.0
+    """trl's field, kept at 0 (no min-p), for the same reason as top_p; another value is refused."""
+    repetition_penalty: float = 1.0
+    """trl's field, kept at 1.0 (no penalty), for the same reason as top_p; another value is refused."""
     mask_truncated_completions: bool = False
     """Leave completions without an EOS out of the loss (DAPO; trl's)."""
     max_grad_norm: float = 1.0
@@ -93,6 +102,11 @@ class GRPOConfig:
         for name in ("beta", "epsilon", "max_grad_norm", "learning_rate"):
             if getattr(self, name) < 0:
                 raise HfxError(f"grpo.{name} must be >= 0, got {getattr(self, name)}")
+        for name, neutral in (("top_p", 1.0), ("top_k", 0), ("min_p", 0.0), ("repetition_penalty", 1.0)):
+            if getattr(self, name) != neutral:
+                raise HfxError(f"grpo.{name}={getattr(self, name)} would sample from another distribution than the "
+                               f"loss scores (softmax(logits / temperature)); leave it at {neutral} and set "
+                               "grpo.temperature instead")
         if self.epsilon_high != -1.0 and self.epsilon_high < 0:
             raise HfxError(f"grpo.epsilon_high must be >= 0 (or -1: epsilon), got {self.epsilon_high}")
 

@@ -2,9 +2,12 @@
 
 Order of operations (trl 1.12.0 ``ppo_trainer.py`` L672-753, with the departures noted):
 
-1. sample ``response_length`` tokens per left-padded prompt with ``do_sample=True``, ``top_k=0``,
-   ``top_p=1`` at ``temperature``; generation stops at the stop token (trl 1.12.0 only stops when
-   ``stop_token="eos"`` is set; its default runs every response to ``response_length``);
+1. sample ``response_length`` tokens per left-padded prompt from exactly softmax(logits / ``temperature``),
+   whatever the model's own ``generation_config`` holds (transformers 5's ``generate`` would take its
+   ``min_p``, ``suppress_tokens``, EOS, ... for every field left unset), by a KV-cached loop that makes the
+   same draws as ``generate(do_sample=True)`` with the same seed, ``generate`` itself for models with input
+   hooks; generation stops at the stop token, and with none every position is sampled (trl 1.12.0 only
+   stops when ``stop_token="eos"`` is set; its default runs every response to ``response_length``);
 2. cut each response after its first stop token: ``seq_lengths`` is the index of that token (kept), or
    T - 1 when there is none; every later position is padding. Masks are built from these lengths, not by
    comparing ids with the pad id, so ``pad_token_id == eos_token_id`` works (trl requires pad != eos);
@@ -19,6 +22,8 @@ Order of operations (trl 1.12.0 ``ppo_trainer.py`` L672-753, with the departures
 from __future__ import annotations
 
 import inspect
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -28,7 +33,8 @@ from transformers import GenerationConfig
 
 from hfx.pooling import gather_last
 
-__all__ = ["Rollout", "forward_logprobs", "last_token_scores", "sample", "sequence_lengths", "value_forward"]
+__all__ = ["Rollout", "forward_logprobs", "generate_responses", "last_token_scores", "neutral_generation_config",
+           "sample", "sequence_lengths", "value_forward"]
 
 
 @dataclass
@@ -79,6 +85,11 @@ def sample(policy: nn.Module, queries: torch.Tensor, query_mask: torch.Tensor, r
            temperature: float, stop_token_id: int | None, pad_token_id: int) -> Rollout:
     """Sample one response per left-padded prompt at ``temperature`` (no top-k/top-p) and build the rollout.
 
+    Each token is drawn from exactly softmax(logits / temperature), the distribution ``forward_logprobs``
+    scores, whatever the model's own ``generation_config`` holds (:func:`neutral_generation_config`); with
+    ``stop_token_id=None`` every one of the T positions is sampled (the model's EOS does not stop it), so no
+    pad fill is ever taken for a sampled action.
+
     Args:
         policy: the causal LM (with its adapter active).
         queries: (B, P) left-padded prompt ids.
@@ -88,17 +99,105 @@ def sample(policy: nn.Module, queries: torch.Tensor, query_mask: torch.Tensor, r
         stop_token_id: generation stops there (None: always T tokens).
         pad_token_id: fills finished rows (may equal the stop token).
     """
-    gen = GenerationConfig(  # a fresh config: the model's own (e.g. top_p=0.9) would change the distribution
-        max_new_tokens=response_length, min_new_tokens=0, do_sample=True, temperature=temperature, top_k=0,
-        top_p=1.0, repetition_penalty=1.0, no_repeat_ngram_size=0, eos_token_id=stop_token_id,
-        pad_token_id=pad_token_id, use_cache=True,
-    )
-    out = policy.generate(input_ids=queries, attention_mask=query_mask, generation_config=gen)
-    responses = out[:, queries.size(1):]  # (B, <= T)
+    decode = _decode if _plain_decoder(policy) else generate_responses
+    responses = decode(policy, queries, query_mask, response_length, temperature, stop_token_id, pad_token_id)
     if responses.size(1) < response_length:  # every row stopped early: pad to T
         fill = responses.new_full((responses.size(0), response_length - responses.size(1)), pad_token_id)
         responses = torch.cat([responses, fill], 1)
     return build_rollout(queries, query_mask, responses, stop_token_id, pad_token_id)
+
+
+def generate_responses(policy: nn.Module, queries: torch.Tensor, query_mask: torch.Tensor, response_length: int,
+                       temperature: float, stop_token_id: int | None, pad_token_id: int) -> torch.Tensor:
+    """(B, <= T) response ids from transformers' ``generate`` (``do_sample``, only the temperature applied).
+
+    The sampler of :func:`sample` for models :func:`_decode` does not take (hooks that change the inputs, such as
+    prompt or prefix tuning's; models without ``logits_to_keep``), and its reference in the tests.
+    """
+    gen = GenerationConfig(
+        max_new_tokens=response_length, min_new_tokens=0, do_sample=True, temperature=temperature, top_k=0,
+        top_p=1.0, repetition_penalty=1.0, no_repeat_ngram_size=0, eos_token_id=stop_token_id,
+        pad_token_id=pad_token_id, use_cache=True,
+    )
+    with neutral_generation_config(policy):
+        out = policy.generate(input_ids=queries, attention_mask=query_mask, generation_config=gen)
+    return out[:, queries.size(1):]  # (B, <= T)
+
+
+def _plain_decoder(model: nn.Module) -> bool:
+    """Whether :func:`_decode` reproduces ``generate`` for ``model``: a decoder-only transformers model that takes
+    ``logits_to_keep`` and a cache, with no forward hooks on it (prompt and prefix tuning's change the inputs)."""
+    params = inspect.signature(model.forward).parameters
+    return (not getattr(getattr(model, "config", None), "is_encoder_decoder", True) and "logits_to_keep" in params
+            and ("cache" in params or "past_key_values" in params) and not model._forward_pre_hooks
+            and not model._forward_hooks)
+
+
+def _decode(model: nn.Module, queries: torch.Tensor, query_mask: torch.Tensor, response_length: int,
+            temperature: float, stop_token_id: int | None, pad_token_id: int) -> torch.Tensor:
+    """(B, <= T) response ids drawn token by token from softmax(logits / temperature), with a KV cache.
+
+    The same forward calls and the same random draws as transformers' ``generate(do_sample=True)`` with only
+    the temperature (``GenerationMixin._sample``: the float32 logits of the last position, divided by the
+    temperature, softmax, one ``torch.multinomial`` over the batch per step; finished rows get ``pad_token_id``;
+    it stops when every row has its stop token), so the same seed gives the same tokens (tested). What it
+    leaves out is ``generate``'s per-step bookkeeping (config merging, logits processors, stopping criteria,
+    input preparation; measured in ``benchmarks/rollout_speed.py``)."""
+    from transformers import DynamicCache
+
+    b = queries.size(0)
+    cache = DynamicCache(config=model.config)
+    key = "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
+    mask = query_mask.long()  # (B, P), grows by one column a step
+    positions = mask.cumsum(-1) - 1  # (B, P) as generate's prepare_inputs_for_generation
+    positions.masked_fill_(mask == 0, 1)
+    out = model(input_ids=queries, attention_mask=mask, position_ids=positions, use_cache=True, logits_to_keep=1,
+                **{key: cache})
+    position = positions[:, -1:]  # (B, 1)
+    unfinished = torch.ones(b, dtype=torch.long, device=queries.device)
+    tokens = []
+    for step in range(response_length):
+        logits = out.logits[:, -1].to(copy=True, dtype=torch.float32)  # (B, V)
+        probs = torch.softmax(logits / temperature, dim=-1)
+        nxt = torch.multinomial(probs, num_samples=1).squeeze(1)  # (B,)
+        nxt = nxt * unfinished + pad_token_id * (1 - unfinished)
+        tokens.append(nxt)
+        if stop_token_id is not None:
+            unfinished = unfinished & (nxt != stop_token_id).long()
+            if unfinished.max() == 0:
+                break
+        if step == response_length - 1:
+            break
+        mask = torch.cat([mask, mask.new_ones(b, 1)], 1)  # (B, P + step + 1)
+        position = position + 1
+        out = model(input_ids=nxt[:, None], attention_mask=mask, position_ids=position, use_cache=True,
+                    logits_to_keep=1, **{key: cache})
+    return torch.stack(tokens, 1)  # (B, <= T)
+
+
+@contextmanager
+def neutral_generation_config(model: nn.Module) -> Iterator[None]:
+    """Within the block, every ``generation_config`` of ``model`` and its submodules is transformers' default.
+
+    transformers 5's ``generate`` fills every field that the passed ``GenerationConfig`` leaves unset (None)
+    from the model's own ``generation_config`` (``_prepare_generation_config``: ``min_p``, ``typical_p``,
+    ``epsilon_cutoff``, ``suppress_tokens``, ``bad_words_ids``, ``sequence_bias``, ``eos_token_id``, ...), and
+    several of those cannot be switched off by a value in the passed config (None means "take the model's").
+    The log-probs hfx trains on are plain softmax(logits / T), so sampling must be too: the model's own config
+    is replaced by a default one for the call (the passed config then holds every setting), and put back after,
+    even on an error. trl 1.16 samples with the model's fields and scores without them.
+    """
+    saved = []
+    for module in model.modules():
+        if isinstance(getattr(module, "generation_config", None), GenerationConfig):
+            saved.append((module, module.generation_config))
+    try:
+        for module, _ in saved:
+            module.generation_config = GenerationConfig()
+        yield
+    finally:
+        for module, config in saved:
+            module.generation_config = config
 
 
 def _inputs(query_responses: torch.Tensor, attention_mask: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -135,7 +234,10 @@ def forward_logprobs(model: nn.Module, query_responses: torch.Tensor, attention_
     logp = torch.log_softmax(logits.float(), dim=-1)
     responses = query_responses[:, context_length:]  # (B, T)
     logprobs = torch.gather(logp, 2, responses.unsqueeze(-1)).squeeze(-1)
-    ent = -(logp.exp() * logp).sum(-1) if entropy else None  # (B, T) nats
+    ent = None
+    if entropy:  # a statistic: no graph through it (it would hold two more (B, T, V) tensors until the step ends)
+        with torch.no_grad():
+            ent = -(logp.exp() * logp).sum(-1)  # (B, T) nats
     h = out.hidden_states[-1][:, context_length - 1:-1] if hidden else None
     return logprobs, ent, h
 
