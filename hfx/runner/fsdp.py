@@ -24,13 +24,14 @@ members of its ``ModuleList`` of layers. A model with neither is a one-line :cla
 API used by :class:`hfx.runner.loop.TrainLoop` and ``hfx run`` (and meant for other training loops):
 
 - :func:`wanted` -- whether this run shards (``train.fsdp`` and more than one process);
-  :func:`check_launch` warns about a single process, :func:`check_recipe` refuses a recipe that never shards;
+  :func:`check_launch` warns about a single process, :func:`check_recipe` refuses a recipe outside the loop;
 - :func:`block_modules` -- the modules the wrap policy picks;
 - :func:`shard_model` ``(model, cpu_offload=False) -> model`` -- apply FSDP2 in place (CPU path);
 - :func:`remap_param_groups` -- optimizer groups built before sharding, pointed at the sharded parameters;
 - :func:`shard_for_loop` -- both of the above for a training loop (on CUDA: hand the classes to accelerate);
 - :func:`full_state_dict` ``(model) -> dict`` -- the complete state dict on rank 0 (``{}`` elsewhere);
 - :func:`gathered_state` / :func:`restore_state` -- checkpoint states, gathered (rank 0) and put back;
+- :func:`local_bytes` -- what this rank holds: parameter, gradient and optimizer-state bytes;
 - :func:`unshard_for_save` -- every rank gathers; rank 0's model becomes a plain, complete model, so a
   recipe's ``save`` (``save_pretrained``, peft's adapter format, a merge) writes it whole.
 """
@@ -45,8 +46,9 @@ from torch import nn
 
 from hfx.errors import HfxError
 
-__all__ = ["accelerate_plugin", "block_modules", "check_launch", "check_recipe", "full_state_dict", "gathered_state", "is_sharded",
-           "remap_param_groups", "restore_state", "shard_for_loop", "shard_model", "unshard_for_save", "wanted"]
+__all__ = ["accelerate_plugin", "block_modules", "check_launch", "check_recipe", "full_state_dict", "gathered_state",
+           "is_sharded", "local_bytes", "remap_param_groups", "restore_state", "shard_for_loop", "shard_model",
+           "unshard_for_save", "wanted"]
 
 
 def wanted(train_cfg: Any, num_processes: int) -> bool:
@@ -61,13 +63,20 @@ def check_launch(train_cfg: Any, num_processes: int, is_main: bool) -> None:
               "launch with torchrun --nproc_per_node N -m hfx run ... to shard", file=sys.stderr)
 
 
-def check_recipe(ctx: Any, plugin: str) -> None:
-    """After a recipe's setup: refuse ``train.fsdp`` when the recipe built no sharded training loop.
+def check_recipe(ctx: Any, plugin: str, recipe: type | None = None) -> None:
+    """Refuse ``train.fsdp`` for a recipe that does not train through the shared loop.
+
+    Called with the recipe class before its setup (its module must use :class:`hfx.runner.loop.TrainLoop`:
+    ppo and grpo run trainers of their own, quant and icl do not train) and without it after training (the
+    recipe built no loop after all).
 
     Raises:
-        HfxError: sharding was asked for, but ``plugin`` trains outside the shared loop (or does not train).
+        HfxError: one line naming the plugin.
     """
-    if wanted(ctx.run.train, ctx.accelerator.num_processes) and not ctx.sharded:
+    if not wanted(ctx.run.train, ctx.accelerator.num_processes):
+        return
+    uses_loop = recipe is None or getattr(sys.modules.get(recipe.__module__), "TrainLoop", None) is not None
+    if not uses_loop or (recipe is None and not ctx.sharded):
         raise HfxError(f"train.fsdp=true is not supported by plugin {plugin!r}: its recipe does not train "
                        "through hfx's shared training loop; drop train.fsdp (plain data parallel still works)")
 
@@ -306,6 +315,24 @@ def unshard_for_save(model: nn.Module) -> nn.Module:
     if dist.get_rank() == 0:
         _unwrap(model, full)
     return model
+
+
+def local_bytes(model: nn.Module, optimizer: torch.optim.Optimizer | None = None) -> dict[str, int]:
+    """Bytes this rank holds: its parameter shards (frozen ones included), gradient shards and optimizer state.
+
+    A DTensor counts its local shard (``to_local()``), a plain tensor its whole size: for an unsharded model
+    these are the single process's figures.
+    """
+    def size(t: torch.Tensor) -> int:
+        t = t.to_local() if hasattr(t, "to_local") else t
+        return t.numel() * t.element_size()
+
+    params = list(model.parameters())
+    state = optimizer.state.values() if optimizer is not None else []
+    return {"parameters": sum(size(p) for p in params),
+            "trainable_parameters": sum(size(p) for p in params if p.requires_grad),
+            "gradients": sum(size(p.grad) for p in params if p.grad is not None),
+            "optimizer_state": sum(size(v) for slots in state for v in slots.values() if torch.is_tensor(v))}
 
 
 def accelerate_plugin(cpu_offload: bool) -> Any:

@@ -38,7 +38,8 @@ from safetensors.torch import load_file
 pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py: the whole module on one thread
 
 ATOL = 1e-4  # the task's bound; observed <= 2e-8 (see the module docstring)
-LORA = ["plugin=lora", "lora.lora_dropout=0", "lora.eval_generations=0", "lora.r=4", "data.max_train_samples=48",
+LORA = ["plugin=lora", "lora.lora_dropout=0", "lora.eval_generations=0", "lora.r=4", "lora.merge=true",
+        "data.max_train_samples=48",
         "data.max_eval_samples=8", "train.batch_size=4", "train.max_steps=12", "train.learning_rate=5e-3",
         "train.log_every=1", "train.save_every=4", "train.keep_checkpoints=3"]
 FINETUNE = ["plugin=finetune", "data.path=sentiment", "data.max_train_samples=48", "data.max_eval_samples=8",
@@ -153,6 +154,9 @@ def test_lora_two_ranks_equal_one_process_and_load_in_peft(runs: dict[str, Any],
                                            two / "artifacts" / "adapter")
     loaded = {k.replace(".default", ""): v for k, v in peft_model.state_dict().items() if "lora_" in k}
     assert _max_diff(loaded, a1) <= ATOL
+    # Merging under FSDP: rank 0 gathers the whole model first, then merges as one process does.
+    m2, m1 = (load_file(str(d / "artifacts" / "merged" / "model.safetensors")) for d in (two, one))
+    assert _max_diff(m2, m1) <= ATOL
     # The checkpoints are gathered by rank 0 into an unsharded run's layout: the same files, the same values.
     for name in ("model", "optimizer"):
         c2, c1 = (load_file(str(d / "checkpoints" / "step-000012" / f"{name}.safetensors")) for d in (two, one))
@@ -223,17 +227,23 @@ def test_wrap_policy_follows_no_split_modules_then_layer_lists() -> None:
 
 
 def test_recipe_outside_the_shared_loop_is_refused() -> None:
+    from hfx import registry
     from hfx.errors import HfxError
     from hfx.runner.fsdp import check_recipe
 
     ctx = SimpleNamespace(run=SimpleNamespace(train=SimpleNamespace(fsdp=True)),
                           accelerator=SimpleNamespace(num_processes=2), sharded=[])
-    with pytest.raises(HfxError, match="not supported by plugin 'ppo'"):
-        check_recipe(ctx, "ppo")
-    ctx.sharded.append(torch.nn.Linear(2, 2))  # the shared loop sharded a model: accepted
+    for name in ("ppo", "grpo"):  # their own trainers: refused before setup, naming the plugin
+        with pytest.raises(HfxError, match=f"not supported by plugin '{name}'") as err:
+            check_recipe(ctx, name, registry.resolve(registry.get(name).recipe))
+        assert "\n" not in str(err.value)
+    check_recipe(ctx, "lora", registry.resolve(registry.get("lora").recipe))  # the shared loop: accepted
+    with pytest.raises(HfxError, match="not supported by plugin 'lora'"):
+        check_recipe(ctx, "lora")  # after training: no model was sharded after all
+    ctx.sharded.append(torch.nn.Linear(2, 2))
     check_recipe(ctx, "lora")
     ctx.accelerator.num_processes = 1  # one process: plain training, nothing to refuse
-    check_recipe(SimpleNamespace(**{**vars(ctx), "sharded": []}), "ppo")
+    check_recipe(SimpleNamespace(**{**vars(ctx), "sharded": []}), "ppo", registry.resolve(registry.get("ppo").recipe))
 
 
 if __name__ == "__main__":  # the worker: python -m torch.distributed.run ... tests/hfx/test_fsdp.py JOB_JSON ...
