@@ -95,7 +95,7 @@ def render(runs: list[dict[str, Any]], summary: dict[str, Any], seeds: tuple[int
                 f"| {LABELS[method]} | {seed} | {_fmt_gold(b)} | {_fmt_gold(a)} | {a['gold'] - b['gold']:+.3f} | "
                 f"{_num(b, 'proxy_reward', '+.3f')} → {_num(a, 'proxy_reward', '+.3f')} | {a['kl']:.2f} | "
                 f"{wall:.1f} | {'—' if fresh_min is None else f'{fresh_min:.1f}'} | {r['peak_rss_mib']:,.0f} | "
-                f"{r['load_at_start']:.1f} |")
+                f"{'—' if r['load_at_start'] is None else format(r['load_at_start'], '.1f')} |")
     lines += ["", "Over the seeds done (mean ± sample standard deviation over seeds):", "",
               "| method | seeds | gold after | Δ gold | proxy after | KL after | wall min | peak RSS MiB |",
               "|---|---|---:|---:|---:|---:|---:|---:|"]

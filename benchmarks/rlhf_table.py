@@ -96,6 +96,36 @@ def run_one(method: str, seed: int, work: Path, rm: Path) -> dict[str, Any] | No
             "before": summary.get("before"), "after": summary.get("after"), "seconds_in_run": summary.get("seconds")}
 
 
+def adopt(pid: int, method: str, seed: int, work: Path) -> dict[str, Any] | None:
+    """The JSON line of a run already going as process ``pid`` (started by an earlier invocation of this script,
+    then left running when that invocation was stopped to change the queue's order): waits for it to exit.
+
+    Wall seconds run from the process's start time (``/proc/<pid>/stat``, field 22); the peak RSS is its
+    ``VmHWM`` (the same high-water mark as ``ru_maxrss``), read every 2 s until it exits.
+    """
+    run_dir = work / f"{method}-seed{seed}"
+    ticks = os.sysconf("SC_CLK_TCK")
+    boot = time.time() - float(Path("/proc/uptime").read_text().split()[0])
+    started = boot + int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19]) / ticks
+    peak_kib = 0
+    while Path(f"/proc/{pid}").exists():
+        try:
+            status = Path(f"/proc/{pid}/status").read_text()
+            peak_kib = max(peak_kib, int(status.split("VmHWM:")[1].split()[0]))
+        except (OSError, IndexError):  # exiting
+            pass
+        time.sleep(2)
+    wall = time.time() - started
+    if not (run_dir / "summary.json").is_file():
+        print(f"{method} seed {seed} (pid {pid}) ended without a summary.json")
+        return None
+    summary = json.loads((run_dir / "summary.json").read_text())
+    return {"method": method, "seed": seed, "run_dir": str(run_dir), "command": f"(adopted pid {pid})",
+            "code": git_state(), "wall_seconds": round(wall, 1), "peak_rss_mib": round(peak_kib / 1024, 1),
+            "load_at_start": None, "load_at_end": round(os.getloadavg()[0], 2), "before": summary.get("before"),
+            "after": summary.get("after"), "seconds_in_run": summary.get("seconds")}
+
+
 def best_of_n_worker(n: int, seed: int, run_dir: Path, rm: Path, eval_prompts: int = 0) -> None:
     """One best-of-n run: the base smollm2-135m answers the held-out prompts n times; writes ``summary.json``."""
     import torch
@@ -163,6 +193,8 @@ def main() -> None:
     parser.add_argument("--work", type=Path, default=ROOT / "runs" / "rlhf_table", help="folder of the run folders")
     parser.add_argument("--reward-model", type=Path, default=None, help="default: seed 0's cached reward model")
     parser.add_argument("--report", action="store_true", help="only rebuild the table from rlhf_runs.jsonl")
+    parser.add_argument("--adopt", default="", metavar="PID:METHOD:SEED",
+                        help="first wait for a run left going by an earlier invocation and record it")
     parser.add_argument("--best-of-n", type=int, default=0, help=argparse.SUPPRESS)  # the worker of one run
     parser.add_argument("--run-dir", type=Path, default=None, help=argparse.SUPPRESS)
     parser.add_argument("--eval-prompts", type=int, default=0, help=argparse.SUPPRESS)  # a quick check only
@@ -173,6 +205,12 @@ def main() -> None:
         return
     from rlhf_report import write_report  # beside this file
 
+    if args.adopt:
+        pid, method, seed = args.adopt.split(":")
+        line = adopt(int(pid), method, int(seed), args.work)
+        if line is not None:
+            with open(RUNS_JSONL, "a") as f:
+                f.write(json.dumps(line) + "\n")
     if not args.report:
         args.work.mkdir(parents=True, exist_ok=True)
         for seed in args.seeds:  # seed by seed: every method's seed 0 first
