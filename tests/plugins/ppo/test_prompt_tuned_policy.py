@@ -150,3 +150,44 @@ def test_score_heads_refuse_a_prompt_learned_base_in_either_order(plugin: str) -
     bare, _ = tiny_model("llama", "base", 0)
     with pytest.raises(HfxError, match=rf"{plugin} cannot be applied to a finetune model"):
         hfx.apply(hfx.apply(bare, "finetune", num_labels=2), plugin, num_virtual_tokens=N)
+
+
+def test_dpo_scores_a_prompt_tuned_policy_through_its_prompt() -> None:
+    # dpo with ref_model=: the completion log-probs are those of a hand computation with the prompt's rows in
+    # front of the embeddings and the n virtual positions dropped; the reference (the plain model) has no prompt.
+    from hfx_plugins.dpo.data import collate_pairs, tokenize_pair
+    from hfx_plugins.dpo.logps import completion_logps, dpo_batch_loss
+
+    base, tok = tiny_model("llama", "causal-lm", 0)
+    policy = hfx.apply(copy.deepcopy(base), "prompt_tuning", num_virtual_tokens=N)
+    batch = collate_pairs([tokenize_pair(tok, "the function", " returns a value", " a class"),
+                           tokenize_pair(tok, "import", " the module", " print the list now")], tok.pad_token_id)
+    with torch.no_grad():
+        got = completion_logps(policy, batch)  # (4,)
+        ids, mask = batch["input_ids"], batch["attention_mask"]
+        embeds = torch.cat([policy.prompt_encoder()[:N].expand(4, -1, -1), base.get_input_embeddings()(ids)], 1)
+        wide = torch.cat([torch.ones(4, N, dtype=mask.dtype), mask], 1)
+        logits = base(inputs_embeds=embeds, attention_mask=wide).logits[:, N:]  # (4, T, V) real positions
+        logp = torch.log_softmax(logits[:, :-1], -1).gather(2, ids[:, 1:, None])[..., 0]  # (4, T - 1)
+        want = (logp * batch["completion_mask"][:, 1:]).sum(1)
+        loss, parts = dpo_batch_loss(policy, batch, 0.1, "sigmoid", ref_model=copy.deepcopy(base).requires_grad_(False))
+    torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(parts["chosen_logps"], want[:2], rtol=1e-5, atol=1e-5)
+    assert torch.isfinite(loss)
+
+
+@pytest.mark.parametrize("plugin", ["prompt_tuning", "prefix_tuning"])
+def test_grpo_trains_lora_under_a_frozen_prompt(plugin: str) -> None:
+    # A frozen prompt or prefix is part of the starting policy and of its reference (LoRA disabled): at the first
+    # update the policy equals the reference (LoRA's B = 0), so the summed KL is 0; after it, LoRA has moved.
+    from hfx_plugins.grpo import GRPOConfig, GRPOTrainer
+
+    base, tok = tiny_model("llama", "causal-lm", 0)
+    policy = hfx.apply(copy.deepcopy(base), plugin, num_virtual_tokens=N)
+    getattr(policy, {"prompt_tuning": "prompt_encoder", "prefix_tuning": "prefix_encoder"}[plugin]).requires_grad_(False)
+    policy = hfx.apply(policy, "lora", r=2, target_modules=["q_proj", "v_proj"])
+    cfg = GRPOConfig(num_generations=2, batch_size=4, max_completion_length=4, beta=0.1, learning_rate=1e-2)
+    trainer = GRPOTrainer(cfg, tok, policy, reward_model=lambda qr, am, ctx: (qr[:, ctx:] * am[:, ctx:]).float().mean(1),
+                          train_dataset=[{"input_ids": r} for r in _rows(tok)])
+    history = trainer.train(num_updates=2)
+    assert history[0]["kl"] == pytest.approx(0.0, abs=1e-6) and history[1]["kl"] != 0.0
