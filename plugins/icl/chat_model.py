@@ -1,20 +1,22 @@
-"""Tiny random Llamas with a chat template, for checking chat-templated scoring against lm-eval (fast, offline).
+"""Tiny random Llamas with a chat template, to check chat-templated scoring against lm-eval (fast, offline).
 
     tok = chat_tokenizer(["Sentence: great.\\nLabel: bar"])   # words keep their leading space: " foo" != "foo"
     folder = save_tiny_chat_model(tmp, "words")                # or "smollm2": the offline model's tokenizer
 
 Two tokenizers, chosen for the two ways a chat template meets the scorer:
 
-- ``words``: a word-level tokenizer over the bundled sentiment_foobar texts whose tokens keep their leading
-  space (``" foo"`` and ``"foo"`` are different ids, so a stray target delimiter changes the tokens), that
-  adds ``<s>`` to every text, and whose chat template starts with ``{{ bos_token }}`` as Llama 3's does: the
-  case where a second BOS can slip in (lm-eval's ``HFLM.tok_encode`` adds none to a text that starts with
-  it). The generation prompt ends with ``<|assistant|>``, no whitespace after it.
+- ``words``: a word-level tokenizer over the bundled sentiment_foobar and arithmetic_cot texts whose tokens
+  keep their leading space (``" foo"`` and ``"foo"`` are different ids, so a stray target delimiter changes
+  the tokens), that adds ``<s>`` to every text, and whose chat template starts with ``{{ bos_token }}`` as
+  Llama 3's does: the case where a second BOS can slip in (lm-eval's ``HFLM.tok_encode`` adds none to a
+  text that starts with it). The generation prompt ends with ``<|assistant|>``, no whitespace after it.
 - ``smollm2``: the offline smollm2-135m tokenizer (byte-level BPE, adds no BOS, ChatML template with a
   default system turn, generation prompt ending in ``"\\n"``, which the scorer moves into the continuation).
 
-The model is a random ``LlamaForCausalLM`` (hidden 32, 2 layers, 4 heads, 2 KV heads, 512 positions), saved
-in float32 so that lm-eval's ``model="hf"`` and hfx load the same folder.
+The model is a random ``LlamaForCausalLM`` (hidden 32, 2 layers, 4 heads, 2 KV heads, 512 positions, untied
+output layer: with tied embeddings a random model mostly repeats the last input token, and greedy text
+under a chat template is then empty), saved in float32 so that lm-eval's ``model="hf"`` and hfx load the
+same folder.
 """
 
 from __future__ import annotations
@@ -72,12 +74,15 @@ def chat_tokenizer(texts: Iterable[str]) -> Any:
 
 
 def _words_tokenizer() -> Any:
-    """:func:`chat_tokenizer` over the bundled sentiment_foobar sentences, their label words and the template."""
+    """:func:`chat_tokenizer` over the bundled sentiment_foobar sentences with their label words, the
+    arithmetic_cot problems and rationales (``Q: ...\\nA: ...``), and :data:`SYSTEM_INSTRUCTION`."""
     from hfx.data import load_bundled
 
     data = load_bundled("sentiment_foobar")
     names = data["train"].features["label"].names
     texts = [f"Sentence: {t}\nLabel: {w}" for split in data.values() for t in split["text"] for w in names]
+    cot = load_bundled("arithmetic_cot")
+    texts += [f"Q: {r['question']}\nA: {r['rationale']}" for split in cot.values() for r in split]
     return chat_tokenizer(texts + [SYSTEM_INSTRUCTION])
 
 
@@ -106,7 +111,7 @@ def save_tiny_chat_model(folder: str | Path, tokenizer: str = "words", seed: int
     config = LlamaConfig(
         vocab_size=len(tok), hidden_size=32, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
         intermediate_size=64, max_position_embeddings=512, pad_token_id=tok.pad_token_id,
-        bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id, tie_word_embeddings=True,
+        bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id, tie_word_embeddings=False,
     )
     with torch.random.fork_rng(devices=[]):  # same seed -> same weights; the caller's RNG is untouched
         torch.manual_seed(seed)

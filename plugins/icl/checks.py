@@ -12,6 +12,9 @@
     smollm2-135m's tokenizer, and the same tiny model without the template: every request's context
     string, continuation string and token ids equal lm-eval's (else the row reads inf), log-likelihoods
     within 1e-5, acc / acc_norm identical.
+  - greedy chain-of-thought generation under a chat template (2 worked exemplars as turns, 3 arithmetic_cot
+    problems, 16 new tokens) on the same tiny Llama with each tokenizer: the input ids of lm-eval's
+    ``HFLM.generate_until`` (one BOS) and its texts equal ``cot.generate_answers``' (else inf).
   Without lm-eval these rows read "skipped: needs lm-eval".
 """
 
@@ -124,6 +127,28 @@ def _chat_acc() -> float:
     return worst
 
 
+def _chat_generation(tokenizer: str) -> float:
+    _need_lmeval()
+    from transformers import AutoTokenizer
+
+    from hfx_plugins.icl.chat_model import save_tiny_chat_model
+    from hfx_plugins.icl.parity import lmeval_generation_parity
+    from hfx_plugins.icl.prompts import render_prompt
+    from hfx_plugins.icl.tasks import COT_TEMPLATE, load_cot_task
+
+    task = load_cot_task(limit=3)
+    shots = [COT_TEMPLATE.render(r) for r in task.exemplars.select(range(2))]
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = save_tiny_chat_model(tmp, tokenizer)
+        tok = AutoTokenizer.from_pretrained(folder)
+        prompts = [render_prompt(tok, COT_TEMPLATE.render(r)[0], shots, apply_chat_template=True) for r in task.test]
+        r = lmeval_generation_parity(str(folder), prompts, max_new_tokens=16, until=("Q:", "\n\n"))
+    example = r.pop("example")
+    print(f"icl: lm-eval generation parity ({tokenizer} tokenizer) {r}; first input ids {example['input_ids'][:3]}..., "
+          f"text {example['text']!r}", file=sys.stderr)
+    return math.inf if r["input_mismatches"] or r["text_mismatches"] or r["double_bos"] else 0.0
+
+
 def checks() -> list[Check]:
     """The token-by-token check, and the lm-eval checks (skipped with the reason when lm-eval is absent)."""
     out = [
@@ -138,4 +163,8 @@ def checks() -> list[Check]:
                          functools.partial(_chat_requests, label)))
     out.append(Check("acc and acc_norm vs lm-eval, every chat-template run above (inf if a prediction differs)",
                      "lm-eval", 0.0, _chat_acc))
+    for tokenizer in ("words", "smollm2"):
+        out.append(Check(f"chat template, chain-of-thought greedy generation vs lm-eval generate_until (tiny Llama, "
+                         f"{tokenizer} tokenizer, 3 problems; inf if an input id or a text differs)", "lm-eval", 0.0,
+                         functools.partial(_chat_generation, tokenizer)))
     return out

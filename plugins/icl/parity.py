@@ -13,7 +13,9 @@ context_enc, continuation_enc`` triples its ``loglikelihood`` builds). hfx build
 same documents (``tasks.classification_prompts`` with random selection, seed 1234, and
 ``prompts.continuation_delimiter``), splits them with ``hfx.scoring.encode_pair`` and scores them with
 ``hfx.scoring.score_choices``; the report compares context strings, continuation strings, token ids, each
-request's log-likelihood, and acc / acc_norm.
+request's log-likelihood, and acc / acc_norm. ``lmeval_generation_parity`` does the same for greedy
+generation (the chain-of-thought path): the input ids and texts of lm-eval's ``HFLM.generate_until`` beside
+``cot.generate_answers``'.
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ import yaml
 
 from hfx.errors import HfxError
 
-__all__ = ["TASK_NAME", "TASK_YAML", "lmeval_parity", "write_task"]
+__all__ = ["TASK_NAME", "TASK_YAML", "lmeval_generation_parity", "lmeval_parity", "write_task"]
 
 TASK_YAML = Path(__file__).parent / "lmeval" / "sentiment_foobar.yaml"
 """The lm-eval task definition (data paths relative to the repository root)."""
@@ -142,4 +144,55 @@ def lmeval_parity(model: str = "smollm2-135m", num_fewshot: int = 8, limit: int 
         "documents": len(samples), "requests": len(diffs), **counts, "max_abs_loglik_diff": max(diffs),
         "acc_hfx": res.acc, "acc_lmeval": float(metrics["acc,none"]),
         "acc_norm_hfx": res.acc_norm, "acc_norm_lmeval": float(metrics["acc_norm,none"]), "example": example,
+    }
+
+
+def lmeval_generation_parity(model: str, prompts: list[str], max_new_tokens: int = 8,
+                             until: tuple[str, ...] = ("\n\n",)) -> dict[str, Any]:
+    """Greedy generation of lm-eval's ``HFLM.generate_until`` and hfx's ``generate_answers`` on ``prompts``.
+
+    Both on the model folder, one prompt at a time (lm-eval batch size 1, hfx ``batch_size=1``, so no
+    padding); lm-eval's input ids are those its ``tok_batch_encode`` gives (the ids it passes to
+    ``generate``), hfx's are recorded at the model's ``generate``.
+
+    Returns:
+        ``prompts``, ``input_mismatches`` (prompts whose input ids differ), ``double_bos`` (hfx inputs that
+        start with two BOS ids), ``text_mismatches`` (generated texts that differ), ``example`` (the first
+        prompt's hfx input ids and text).
+
+    Raises:
+        HfxError: lm-eval is not installed.
+    """
+    try:
+        from lm_eval.api.instance import Instance
+        from lm_eval.models.huggingface import HFLM
+    except ImportError as err:
+        raise HfxError("the lm-eval comparison needs lm-eval 0.4.13: pip install 'hfx[lmeval]'") from err
+    from hfx.models.loading import load_model
+    from hfx.models.zoo import resolve_model
+    from hfx_plugins.icl.cot import generate_answers
+
+    folder = str(resolve_model(model))
+    lm = HFLM(pretrained=folder, dtype="float32", device="cpu", batch_size=1)
+    kwargs = {"until": list(until), "max_gen_toks": max_new_tokens, "do_sample": False}
+    theirs = lm.generate_until([Instance("generate_until", {}, (p, dict(kwargs)), i) for i, p in enumerate(prompts)],
+                               disable_tqdm=True)
+    their_ids = [lm.tok_batch_encode([p])[0][0].tolist() for p in prompts]  # (T,) each: no padding
+    net, tok = load_model(folder, "causal-lm")
+    net.eval()
+    seen: list[list[int]] = []
+    inner = net.generate
+
+    def record(*args: Any, **kw: Any) -> Any:
+        seen.extend(kw["input_ids"].tolist())
+        return inner(*args, **kw)
+
+    net.generate = record  # type: ignore[method-assign]
+    mine = [t[0] for t in generate_answers(net, tok, prompts, max_new_tokens, until=until, batch_size=1)]
+    bos = tok.bos_token_id
+    return {
+        "prompts": len(prompts), "input_mismatches": sum(a != b for a, b in zip(seen, their_ids, strict=True)),
+        "double_bos": sum(bos is not None and ids[:2] == [bos, bos] for ids in seen),
+        "text_mismatches": sum(a != b for a, b in zip(mine, theirs, strict=True)),
+        "example": {"input_ids": seen[0], "text": mine[0], "lmeval_text": theirs[0]},
     }

@@ -33,6 +33,7 @@ from hfx_plugins.icl import (
 )
 from hfx_plugins.icl import tasks as icl_tasks
 from hfx_plugins.icl.chat_model import chat_tokenizer
+from hfx_plugins.icl.cot import _shared_prefix
 from hfx_plugins.icl.tasks import ClassificationTask
 
 QUERY, SHOT = "Sentence: good.\nLabel:", ("Sentence: bad.\nLabel:", "bar")
@@ -133,6 +134,17 @@ def test_generation_under_a_chat_template_has_one_bos(tok, monkeypatch) -> None:
         for _ in range(3):  # greedy by hand from the one-BOS ids
             step.append(int(model(input_ids=torch.tensor([step])).logits[0, -1].argmax()))
     assert got == [[tok.decode(step[len(CTX_0):], skip_special_tokens=True)]]
+
+
+def test_shared_prefix_generation_under_a_chat_template_has_one_bos(tok) -> None:
+    model = _tiny(tok)
+    prompts = [render_prompt(tok, q, [SHOT], apply_chat_template=True) for q in (QUERY, "Sentence: bad.\nLabel:")]
+    plain = generate_answers(model, tok, prompts, max_new_tokens=3, until=(), batch_size=1)
+    shared = generate_answers(model, tok, prompts, max_new_tokens=3, until=(), shared_prefix_delimiter="<|user|>")
+    assert shared == plain
+    prefix, rests = _shared_prefix(tok, prompts, "<|user|>")  # the exemplars' turns, up to the last "<|user|>"
+    assert prefix[:2] == ids(tok, ["<s>", "<|user|>"])  # one <s>, as tok_encode gives the whole prompt
+    assert [prefix + r for r in rests] == [tok.encode(p, add_special_tokens=False) for p in prompts]
 
 
 @pytest.mark.parametrize(("chat", "delimiter"), [(True, ""), (False, " ")])

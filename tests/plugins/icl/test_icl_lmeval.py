@@ -59,3 +59,22 @@ def test_chat_template_on_smollm2_135m_matches_lm_eval() -> None:
     from hfx_plugins.icl.parity import lmeval_parity
 
     _assert_same(lmeval_parity("smollm2-135m", num_fewshot=4, limit=8, apply_chat_template=True), 1e-4)
+
+
+@pytest.mark.parametrize("tokenizer", ["words", "smollm2"])
+def test_chat_template_generation_matches_lm_eval(tmp_path, tokenizer: str) -> None:
+    pytest.importorskip("lm_eval")
+    from transformers import AutoTokenizer
+
+    from hfx_plugins.icl.parity import lmeval_generation_parity
+    from hfx_plugins.icl.prompts import render_prompt
+    from hfx_plugins.icl.tasks import COT_TEMPLATE, load_cot_task
+
+    task = load_cot_task(limit=3)
+    shots = [COT_TEMPLATE.render(r) for r in task.exemplars.select(range(2))]
+    folder = save_tiny_chat_model(tmp_path, tokenizer)
+    tok = AutoTokenizer.from_pretrained(folder)
+    prompts = [render_prompt(tok, COT_TEMPLATE.render(r)[0], shots, apply_chat_template=True) for r in task.test]
+    report = lmeval_generation_parity(str(folder), prompts, max_new_tokens=16, until=("Q:", "\n\n"))
+    assert report["input_mismatches"] == report["double_bos"] == report["text_mismatches"] == 0, report
+    assert report["example"]["text"] == report["example"]["lmeval_text"] != ""
