@@ -75,6 +75,8 @@ def print_comparison(title: str, rows: list[dict[str, Any]]) -> None:
 def _fmt(v: Any) -> str:
     if v is None:
         return "-"
+    if isinstance(v, list):  # a 95% interval
+        return "[" + ", ".join(f"{x:.3f}" for x in v) + "]"
     if isinstance(v, float):
         return f"{v:,.1f}" if abs(v) >= 100 else f"{v:.4f}"
     return f"{v:,}" if isinstance(v, int) else str(v)

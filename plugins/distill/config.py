@@ -85,6 +85,8 @@ class DistillRunConfig(DistillConfig):
     """Embedding task without data.path: held-out sentences (the last ones of pydoc_data.topics) for the Spearman score."""
     docstring_sentences: int = 0
     """Embedding task without data.path: add up to this many sentences of the standard library's docstrings to the training sentences (hfx.data.docstrings; 0 = none, about 12,000 exist)."""
+    sentiment_sentences: int = 0
+    """Embedding task without data.path: add up to this many training sentences of the bundled sentiment set (never its test sentences), so the student learns the teacher on the probe's kind of text (0 = none, 1,200 exist)."""
     speed_repeats: int = 3
     """Timing passes over the evaluation texts per model; the fastest counts (the CPU may be shared)."""
 
@@ -94,6 +96,8 @@ class DistillRunConfig(DistillConfig):
             raise HfxError(f"distill.eval_sentences must be at least 10, got {self.eval_sentences}")
         if self.docstring_sentences < 0:
             raise HfxError(f"distill.docstring_sentences must be >= 0 (0 = none), got {self.docstring_sentences}")
+        if self.sentiment_sentences < 0:
+            raise HfxError(f"distill.sentiment_sentences must be >= 0 (0 = none), got {self.sentiment_sentences}")
         if self.speed_repeats < 1:
             raise HfxError(f"distill.speed_repeats must be at least 1, got {self.speed_repeats}")
         if self.baseline_learning_rate < 0:

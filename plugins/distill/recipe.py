@@ -33,7 +33,7 @@ from hfx.data.collate import collator_for_task, tokenize_for_task
 from hfx.data.loading import load_data
 from hfx.errors import HfxError
 from hfx.io import atomic_dir
-from hfx.metrics import pairs_spearman, pairwise_spearman, proportion
+from hfx.metrics import proportion
 from hfx.models.limits import max_input_length
 from hfx.models.loading import load_config, load_model, model_family
 from hfx.models.zoo import resolve_model
@@ -106,8 +106,9 @@ class DistillRecipe(Recipe):
             if run.data.path:
                 splits = load_data(run.data, seed=run.seed, required=[run.data.text_column])
                 train, held_out = list(splits["train"]["text"]), list(splits["eval"]["text"])[: self.cfg.eval_sentences]
-            else:  # pydoc sentences, the last ones held out, plus docstring sentences if configured
-                train, held_out = metrics.default_sentences(self.cfg.eval_sentences, self.cfg.docstring_sentences)
+            else:  # pydoc sentences, the last ones held out, plus docstring / sentiment sentences if configured
+                train, held_out = metrics.default_sentences(self.cfg.eval_sentences, self.cfg.docstring_sentences,
+                                                            self.cfg.sentiment_sentences)
             # The scored pairs of pydoc_pairs' test split are the task score: their sentences never train.
             self.pairs = metrics.held_out_pairs()  # [(text, text, 0 / 0.5 / 1)]
             train = metrics.without_pair_sentences(train, self.pairs)
@@ -138,10 +139,11 @@ class DistillRecipe(Recipe):
         tr, te = self.probe["train"], self.probe["test"]
         acc = metrics.probe_accuracy(metrics.encode(model, self.tokenizer, tr["text"], self.objective, bs, ml), tr["label"],
                                      metrics.encode(model, self.tokenizer, te["text"], self.objective, bs, ml), te["label"])
-        pairs = pairs_spearman(lambda texts: metrics.encode(model, self.tokenizer, texts, self.objective, bs, ml),
-                               self.pairs)
-        return {"spearman_vs_teacher": pairwise_spearman(emb, self._teacher_held_out),
-                "sentiment_accuracy": proportion(acc, len(te)), "pairs_spearman": pairs}  # acc: with n and 95% CI
+        pairs = metrics.pairs_spearman_estimate(
+            lambda texts: metrics.encode(model, self.tokenizer, texts, self.objective, bs, ml), self.pairs)
+        # Each score carries its n and 95% interval (Wilson; bootstrap for the two Spearman correlations).
+        return {"spearman_vs_teacher": metrics.agreement_estimate(emb, self._teacher_held_out),
+                "sentiment_accuracy": proportion(acc, len(te)), "pairs_spearman": pairs}
 
     @torch.no_grad()
     def _speed(self) -> dict[str, float]:
@@ -226,12 +228,12 @@ class DistillRecipe(Recipe):
             row["perplexity"] = ppl
             row["kept"] = ref["perplexity"] / ppl if ppl else None
         else:
-            acc = scores.get("sentiment_accuracy")
-            row["spearman vs teacher"] = 1.0 if model is self.teacher else scores.get("spearman_vs_teacher")
-            row["sentiment accuracy"] = acc
+            acc, pairs = scores.get("sentiment_accuracy"), scores.get("pairs_spearman")
+            agree = 1.0 if model is self.teacher else scores.get("spearman_vs_teacher")
+            row["spearman vs teacher"], row["agreement 95% CI"] = agree, _ci(agree)
+            row["sentiment accuracy"], row["accuracy 95% CI"] = acc, _ci(acc)
             row["accuracy kept"] = acc / ref["sentiment_accuracy"] if acc is not None else None
-            pairs = scores.get("pairs_spearman")
-            row["pairs spearman"] = pairs
+            row["pairs spearman"], row["pairs 95% CI"] = pairs, _ci(pairs)
             row["pairs kept"] = pairs / ref["pairs_spearman"] if pairs is not None else None
         return row
 
@@ -244,6 +246,12 @@ class DistillRecipe(Recipe):
             if self.task == "embedding" and not self.cfg.student:
                 _copy_sentence_transformers_files(Path(resolve_model(self.ctx.run.model)), tmp)
         return [path]
+
+
+def _ci(value: Any) -> list[float] | None:
+    """The 95% interval an :class:`hfx.metrics.Estimate` carries, rounded for the table; None without one."""
+    ci = getattr(value, "ci95", None)
+    return [round(ci[0], 4), round(ci[1], 4)] if ci is not None and ci[0] == ci[0] else None
 
 
 def _first_stack(model: torch.nn.Module) -> torch.nn.ModuleList:

@@ -36,7 +36,7 @@ def test_embedding_run_writes_student_cache_and_comparison(tmp_path) -> None:
     assert any("no_teacher_train_loss" in r for r in logged)  # the baseline's curve is kept apart
 
 
-def test_docstring_sentences_extend_training_and_baseline_has_its_own_learning_rate(tmp_path) -> None:
+def test_docstring_and_sentiment_sentences_extend_training_and_baseline_has_its_own_learning_rate(tmp_path) -> None:
     from hfx.data.text import pydoc_sentences
     from hfx_plugins.distill.cache import TeacherCache
     from hfx_plugins.distill.metrics import held_out_pairs, without_pair_sentences
@@ -44,10 +44,12 @@ def test_docstring_sentences_extend_training_and_baseline_has_its_own_learning_r
     model = save_tiny_model(tmp_path / "bert", "bert", "base")
     res = _run(tmp_path, "plugin=distill", f"model={model}", "train.max_steps=3", "train.batch_size=8",
                "distill.eval_sentences=20", "train.eval_batch_size=64", "distill.docstring_sentences=30",
+               "distill.sentiment_sentences=25",
                "train.learning_rate=0.001", "train.warmup_steps=0", "train.log_every=1",
                "distill.baseline_learning_rate=0.0005", "distill.layers=[1]")
     pydoc_train = without_pair_sentences(pydoc_sentences()[:-20], held_out_pairs())
-    assert len(TeacherCache(res.run_dir / "teacher_cache.safetensors")) == len(pydoc_train) + 30  # the teacher labels both
+    # the teacher labels all three kinds of sentence
+    assert len(TeacherCache(res.run_dir / "teacher_cache.safetensors")) == len(pydoc_train) + 30 + 25
     logged = [json.loads(line) for line in (res.run_dir / "metrics.jsonl").read_text().splitlines()]
     lrs = [r["lr"] for r in logged if "lr" in r]
     base_lrs = [r["no_teacher_lr"] for r in logged if "no_teacher_lr" in r]
@@ -72,6 +74,7 @@ def test_causal_lm_run_reports_perplexities(tmp_path) -> None:
                                             ("distill.alpha=2", r"distill.alpha must be in \[0, 1\]"),
                                             ("task=masked-lm", "trains task=base"),
                                             ("distill.docstring_sentences=-1", "docstring_sentences must be >= 0"),
+                                            ("distill.sentiment_sentences=-1", "sentiment_sentences must be >= 0"),
                                             ("distill.baseline_learning_rate=-1", "baseline_learning_rate must be >= 0"),
                                             ("distill.layers=[0,5]", r"layers \[5\] do not exist in .*pick layers of this")])
 def test_bad_config_is_one_line_error(tmp_path, override: str, match: str) -> None:
