@@ -20,7 +20,7 @@ from hfx.validate import Check
 from hfx_plugins.prompt_learning import generation_mismatch
 
 __all__ = ["batch", "checks", "generation_mismatch", "hfx_to_peft", "logits", "pair", "peft_to_hfx",
-           "training_gap"]
+           "sliding_gap", "training_gap"]
 
 TOL = 1e-5  # fp32 logits: the same sums, possibly in another order
 TASKS = {"llama": "CAUSAL_LM", "gpt2": "CAUSAL_LM", "t5": "SEQ_2_SEQ_LM"}
@@ -68,9 +68,36 @@ def _generation(family: str, **fields: Any) -> float:
     return generation_mismatch(ours, tok, family)
 
 
+def sliding_gap(model_type: str, window: int = 8, n: int = 3) -> float:
+    """Largest logit difference, hfx vs peft, on a tiny ``model_type`` config with a sliding window of ``window``
+    positions, for a (2, window - n) batch: prefix + sequence fill the window exactly (mistral: every layer
+    sliding; gemma2: sliding and global layers alternate)."""
+    import copy
+
+    import torch
+    from peft import PrefixTuningConfig, get_peft_model
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    import hfx
+
+    cfg = AutoConfig.for_model(model_type, hidden_size=32, num_attention_heads=4, num_key_value_heads=2, head_dim=8,
+                               num_hidden_layers=2, intermediate_size=64, vocab_size=96, sliding_window=window,
+                               pad_token_id=0, bos_token_id=1, eos_token_id=2)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        base = AutoModelForCausalLM.from_config(cfg).eval()
+        torch.manual_seed(1)
+        ours = hfx.apply(copy.deepcopy(base), "prefix_tuning", num_virtual_tokens=n)
+        torch.manual_seed(1)
+        theirs = get_peft_model(copy.deepcopy(base), PrefixTuningConfig(num_virtual_tokens=n, task_type="CAUSAL_LM"))
+        ids = torch.randint(3, 96, (2, window - n))
+    with torch.no_grad():
+        return (ours(input_ids=ids).logits - theirs.eval()(input_ids=ids).logits).abs().max().item()
+
+
 def checks() -> list[Check]:
     """``hfx validate plugin=prefix_tuning``: logits, both save/load directions, 20 AdamW steps and greedy generation vs peft
-    (llama, gpt2, t5).
+    (llama, gpt2, t5), and logits on sliding-window models (mistral, gemma2).
     """
     out = []
     for fam in ("llama", "gpt2", "t5"):
@@ -86,4 +113,7 @@ def checks() -> list[Check]:
         ]
     out.append(Check("20 AdamW steps, relative loss difference (llama, prefix_projection)", "peft", 1e-4,
                      lambda: training_gap("llama", prefix_projection=True)))
+    for mt in ("mistral", "gemma2"):
+        out.append(Check(f"logits, {mt} with a sliding window of 8, prefix + sequence = window", "peft", TOL,
+                         lambda m=mt: sliding_gap(m)))
     return out
