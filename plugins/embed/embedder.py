@@ -45,7 +45,7 @@ from hfx.errors import HfxError
 from hfx.finite import assert_finite
 from hfx.models.limits import max_input_length
 from hfx_plugins.embed.pooling import Pooling
-from hfx_plugins.prompt_learning import prompt_plugins
+from hfx_plugins.prompt_learning import ENCODER_ATTRS, prompt_plugins
 
 __all__ = ["MIN_TOKEN_ROWS", "PROGRESS_FROM", "Embedder", "backbone_of"]
 
@@ -94,7 +94,8 @@ class Embedder(nn.Module):
         # state_dict and checkpoints.
         object.__setattr__(self, "model", model)
         self.backbone = backbone_of(model)
-        self._check_prompt()
+        for name in self._check_prompt():  # the trained prompt or prefix: among the embedder's parameters, moved by .to
+            self.add_module(name, getattr(model, ENCODER_ATTRS[name]))
         self.pooling = Pooling(pooling, normalize)
         self.tokenizer = tokenizer
         self.max_length = max_length

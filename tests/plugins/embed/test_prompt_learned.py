@@ -97,3 +97,17 @@ def test_saving_drops_no_prompt_silently(tmp_path: Path) -> None:
     embedder = hfx.embed(hfx.apply(base, "prompt_tuning", num_virtual_tokens=N), "mean", tokenizer=tok)
     with pytest.raises(HfxError, match="embed cannot save a prompt_tuning model as a sentence-transformers folder"):
         hfx.save(embedder, tmp_path / "st")
+
+
+def test_training_the_embedder_trains_the_prompt_and_only_the_prompt() -> None:
+    # prompt_tuning froze the model; its prompt is the embedder's one trainable tensor, and a loss on the vectors
+    # reaches it (a cosine loss between two texts' vectors, one SGD step).
+    base, tok = tiny_model("llama", "causal-lm", 0)
+    embedder = hfx.embed(hfx.apply(base, "prompt_tuning", num_virtual_tokens=N), "mean", tokenizer=tok)
+    trainable = [n for n, p in embedder.named_parameters() if p.requires_grad]
+    assert trainable == ["prompt_tuning.embedding.weight"]
+    before = embedder.prompt_tuning.embedding.weight.detach().clone()
+    vectors = embedder(**embedder.tokenize(TEXTS[:2]))  # (2, H)
+    torch.nn.functional.cosine_similarity(vectors[:1], vectors[1:]).sum().backward()
+    torch.optim.SGD(embedder.parameters(), lr=1.0).step()
+    assert (embedder.prompt_tuning.embedding.weight - before).abs().max() > 0
