@@ -133,7 +133,7 @@ def apply(model: nn.Module, cfg: QuantConfig, calibration: Any = None) -> nn.Mod
         from hfx_plugins.quant.gptq_blocks import quantize_gptq
 
         check_shared(model, select_linear(model, cfg.target_modules, cfg.exclude_modules))
-        return _reported(quantize_gptq(model, cfg, calibration))
+        return _reported(quantize_gptq(model, cfg, calibration), cfg)
     if calibration is not None:
         raise HfxError(f"calibration is used by quant.method=gptq only; method={cfg.method!r} is data-free")
     names = select_linear(model, cfg.target_modules, cfg.exclude_modules, allow_empty=bool(experts))
@@ -144,14 +144,14 @@ def apply(model: nn.Module, cfg: QuantConfig, calibration: Any = None) -> nn.Mod
                                      cfg.activations, name=name)
         set_module(model, name, new)
     quantize_experts(model, experts, cfg.bits, cfg.group_size, cfg.sym, cfg.clip_steps)
-    return _reported(model)
+    return _reported(model, cfg)
 
 
-def _reported(model: nn.Module) -> nn.Module:
+def _reported(model: nn.Module, cfg: QuantConfig) -> nn.Module:
     """Say what was left in full precision (:func:`.coverage.report_coverage`), then warn about fp32 scales."""
     from hfx_plugins.quant.coverage import report_coverage
 
-    report_coverage(model)
+    report_coverage(model, warn=cfg.target_modules == "all-linear")
     return _report_wide_scales(model)
 
 

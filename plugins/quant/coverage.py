@@ -62,9 +62,11 @@ def coverage_message(model: nn.Module) -> str:
     return f"quant: {c['share']:.1%} of the matmul weights quantized ({c['quantized']:,} of {c['total']:,}){rest}"
 
 
-def report_coverage(model: nn.Module) -> str:
-    """Say what ``quant`` left in full precision: log it, or warn when more than the output layer (peft's
-    all-linear leaves it too) and 1% of the matmul weights stayed. Returns the message."""
+def report_coverage(model: nn.Module, warn: bool = True) -> str:
+    """Say what ``quant`` left in full precision: log it, or, with ``warn`` (``target_modules="all-linear"``: the
+    user asked for every linear map), warn when more than the output layer (peft's all-linear leaves it too) and
+    1% of the matmul weights stayed. An explicit list of targets is the user's choice: logged only. Returns the
+    message."""
     msg = coverage_message(model)
     c = coverage(model)
     out = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
@@ -73,7 +75,7 @@ def report_coverage(model: nn.Module) -> str:
     out_n = 0 if w is None or tied else w.numel()  # a tied output layer is counted with its embedding table
     total = max(int(c["total"]), 1)  # type: ignore[call-overload]
     unexpected = (total - int(c["quantized"]) - out_n) / total  # type: ignore[call-overload]
-    if unexpected > WARN_SHARE:
+    if warn and unexpected > WARN_SHARE:
         warnings.warn(msg, UserWarning, stacklevel=3)
     else:
         log.info(msg)
