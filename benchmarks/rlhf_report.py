@@ -56,8 +56,9 @@ def summarise(runs: list[dict[str, Any]]) -> dict[str, Any]:
             "gold_delta": [r["after"]["gold"] - r["before"]["gold"] for r in rows],
             "proxy_after": [r["after"].get("proxy_reward") for r in rows],
             "kl_after": [r["after"]["kl"] for r in rows],
-            "wall_minutes": [r["wall_seconds"] / 60 for r in rows],
-            "peak_rss_mib": [r["peak_rss_mib"] for r in rows],
+            "wall_minutes": [r["wall_seconds"] / 60 for r in rows if r.get("wall_seconds") is not None],
+            "peak_rss_mib": [r["peak_rss_mib"] for r in rows if r.get("peak_rss_mib") is not None],
+            "imported": [r["seed"] for r in rows if r.get("imported")],
         }
     return out
 
@@ -88,13 +89,15 @@ def render(runs: list[dict[str, Any]], summary: dict[str, Any], seeds: tuple[int
                 missing.append(f"{LABELS[method]} seed {seed}")
                 continue
             b, a = r["before"], r["after"]
-            wall = r["wall_seconds"] / 60
-            fresh_min = wall + rm_min if method in USES_RM and rm_min is not None else (
+            wall = r["wall_seconds"] / 60 if r.get("wall_seconds") is not None else None
+            fresh_min = None if wall is None else wall + rm_min if method in USES_RM and rm_min is not None else (
                 wall if method not in USES_RM else None)
+            wall_txt = f"{wall:.1f}" if wall is not None else f"(run {r['seconds_in_run'] / 60:.1f})*"
+            rss = f"{r['peak_rss_mib']:,.0f}" if r.get("peak_rss_mib") is not None else "—"
             lines.append(
                 f"| {LABELS[method]} | {seed} | {_fmt_gold(b)} | {_fmt_gold(a)} | {a['gold'] - b['gold']:+.3f} | "
                 f"{_num(b, 'proxy_reward', '+.3f')} → {_num(a, 'proxy_reward', '+.3f')} | {a['kl']:.2f} | "
-                f"{wall:.1f} | {'—' if fresh_min is None else f'{fresh_min:.1f}'} | {r['peak_rss_mib']:,.0f} | "
+                f"{wall_txt} | {'—' if fresh_min is None else f'{fresh_min:.1f}'} | {rss} | "
                 f"{'—' if r['load_at_start'] is None else format(r['load_at_start'], '.1f')} |")
     lines += ["", "Over the seeds done (mean ± sample standard deviation over seeds):", "",
               "| method | seeds | gold after | Δ gold | proxy after | KL after | wall min | peak RSS MiB |",
@@ -103,7 +106,12 @@ def render(runs: list[dict[str, Any]], summary: dict[str, Any], seeds: tuple[int
         proxy = [p for p in s["proxy_after"] if p is not None]
         lines.append(f"| {LABELS[method]} | {', '.join(map(str, s['seeds']))} | {_spread(s['gold_after'])} | "
                      f"{_spread(s['gold_delta'])} | {_spread(proxy)} | {_spread(s['kl_after'], '.2f')} | "
-                     f"{_spread(s['wall_minutes'], '.1f')} | {max(s['peak_rss_mib']):,.0f} |")
+                     f"{_spread(s['wall_minutes'], '.1f')} | "
+                     f"{format(max(s['peak_rss_mib']), ',.0f') if s['peak_rss_mib'] else '—'} |")
+    if any(r.get("imported") for r in runs):
+        lines += ["", "\\* imported: an earlier run of the same command and seed, made outside this script before "
+                  "this table (same preset, same seed-0 reward model, same sampling distribution); its summary's "
+                  "run seconds are shown, not a wall time, and its peak memory was not recorded by this script."]
     lines += ["", "Missing cells (not run in the time available): " + (", ".join(missing) if missing else "none") + ".",
               "", "Plot: `rlhf_gold_vs_sqrt_kl.png` (held-out gold after against √KL, each run a point with its "
               "interval; the base policy at √KL = 0)."]

@@ -96,6 +96,21 @@ def run_one(method: str, seed: int, work: Path, rm: Path) -> dict[str, Any] | No
             "before": summary.get("before"), "after": summary.get("after"), "seconds_in_run": summary.get("seconds")}
 
 
+def imported(method: str, seed: int, run_dir: Path) -> dict[str, Any]:
+    """The JSON line of a finished run folder of the same command made outside this script: its metrics, its
+    run seconds (summary.json's), no wall time or peak RSS (``wall_seconds``, ``peak_rss_mib`` None)."""
+    import yaml
+
+    summary = json.loads((run_dir / "summary.json").read_text())
+    config = yaml.safe_load((run_dir / "config.yaml").read_text())
+    if int(config["seed"]) != seed:
+        raise SystemExit(f"{run_dir} ran seed {config['seed']}, not {seed}")
+    return {"method": method, "seed": seed, "run_dir": str(run_dir), "command": f"(imported: {run_dir})",
+            "code": "earlier", "imported": True, "wall_seconds": None, "peak_rss_mib": None, "load_at_start": None,
+            "load_at_end": None, "before": summary.get("before"), "after": summary.get("after"),
+            "seconds_in_run": summary.get("seconds")}
+
+
 def adopt(pid: int, method: str, seed: int, work: Path) -> dict[str, Any] | None:
     """The JSON line of a run already going as process ``pid`` (started by an earlier invocation of this script,
     then left running when that invocation was stopped to change the queue's order): waits for it to exit.
@@ -193,6 +208,9 @@ def main() -> None:
     parser.add_argument("--work", type=Path, default=ROOT / "runs" / "rlhf_table", help="folder of the run folders")
     parser.add_argument("--reward-model", type=Path, default=None, help="default: seed 0's cached reward model")
     parser.add_argument("--report", action="store_true", help="only rebuild the table from rlhf_runs.jsonl")
+    parser.add_argument("--import-run", nargs="*", default=[], metavar="METHOD:SEED:DIR",
+                        help="record finished run folders of the same command made outside this script (no wall "
+                             "time or peak RSS: the table marks them)")
     parser.add_argument("--adopt", default="", metavar="PID:METHOD:SEED",
                         help="first wait for a run left going by an earlier invocation and record it")
     parser.add_argument("--best-of-n", type=int, default=0, help=argparse.SUPPRESS)  # the worker of one run
@@ -205,6 +223,10 @@ def main() -> None:
         return
     from rlhf_report import write_report  # beside this file
 
+    for spec in args.import_run:
+        method, seed, folder = spec.split(":", 2)
+        with open(RUNS_JSONL, "a") as f:
+            f.write(json.dumps(imported(method, int(seed), Path(folder))) + "\n")
     if args.adopt:
         pid, method, seed = args.adopt.split(":")
         line = adopt(int(pid), method, int(seed), args.work)
