@@ -26,7 +26,9 @@ model the embedder runs the whole model (its LM head on one position only) and p
 computed there; the ``n`` virtual positions prompt tuning puts in front of the tokens get 0 in the pooling mask,
 so every pooling mode reads real tokens only, as for T5, whose encoder carries prompt tuning's hook itself. A
 prefix-tuned encoder-decoder is refused: peft's layout prefixes the decoder only, so its encoder, which is pooled,
-has no prefix.
+has no prefix. A peft prompt-learning model (``get_peft_model`` with prompt tuning, prefix tuning, p-tuning) is
+run through peft's wrapper the same way; a peft prompt-learning encoder-decoder is refused (peft adds the prompt
+in its wrapper's forward, which a call of the encoder bypasses).
 """
 
 from __future__ import annotations
@@ -132,19 +134,30 @@ class Embedder(nn.Module):
         return self.tokenizer
 
     def _check_prompt(self) -> list[str]:
-        """The prompt-learning plugins of the model (see the module docstring); a prefix-tuned encoder-decoder is
-        refused (HfxError, naming both plugins)."""
+        """The prompt-learning plugins of the model (see the module docstring). Refused (HfxError, one line naming
+        both): a prefix-tuned encoder-decoder, and a peft prompt-learning encoder-decoder."""
         found = prompt_plugins(self.model)
-        if "prefix_tuning" in found and getattr(self.backbone.config, "is_encoder_decoder", False):
+        encdec = getattr(self.backbone.config, "is_encoder_decoder", False)
+        if "prefix_tuning" in found and encdec:
             raise HfxError("embed cannot pool a prefix_tuning encoder-decoder: the prefix is in the decoder's "
                            "self-attention only (peft's layout), and embed pools the encoder, which has none; use "
                            "prompt_tuning, whose prompt the encoder reads")
+        peft_type = self._peft_prompt()
+        if peft_type and encdec:
+            raise HfxError(f"embed cannot pool a peft {peft_type} encoder-decoder: peft adds the prompt in its "
+                           "wrapper's forward, which embed's call of the encoder bypasses; apply hfx's prompt_tuning "
+                           "(its hook is on the encoder) or embed the base model")
         return found
+
+    def _peft_prompt(self) -> str | None:
+        """The peft type of a peft prompt-learning model (PROMPT_TUNING, PREFIX_TUNING, P_TUNING, ...), else None."""
+        cfg = getattr(self.model, "active_peft_config", None)
+        return str(getattr(cfg.peft_type, "value", cfg.peft_type)) if getattr(cfg, "is_prompt_learning", False) else None
 
     def _hidden(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, **extra: Any) -> torch.Tensor:
         """The backbone's last hidden state (B, T', H): T' = T, or n + T with prompt tuning's virtual tokens."""
-        if not self._check_prompt() or self.backbone is self.model or \
-                getattr(self.backbone.config, "is_encoder_decoder", False):
+        hooked = bool(self._check_prompt()) or self._peft_prompt() is not None
+        if not hooked or self.backbone is self.model or getattr(self.backbone.config, "is_encoder_decoder", False):
             return self.backbone(input_ids=input_ids, attention_mask=attention_mask, **extra).last_hidden_state
         # The plugins' hooks sit on the whole model: run it, and keep what its backbone returned inside it.
         seen: list[torch.Tensor] = []

@@ -87,6 +87,7 @@ def drop_virtual(output: Any, n: int, logits: bool) -> Any:
 
     ``hidden_states`` (each ``(B, n + T, H)`` -> ``(B, T, H)``) always; ``logits`` (``(B, n + T, V)`` -> ``(B, T, V)``)
     when ``logits`` is true (false when the model kept only its last positions, which are real tokens).
+    ``attentions`` keep them: each row's weights on the virtual tokens are part of its distribution.
     """
     if not hasattr(output, "keys"):
         return output

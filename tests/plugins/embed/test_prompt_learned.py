@@ -111,3 +111,36 @@ def test_training_the_embedder_trains_the_prompt_and_only_the_prompt() -> None:
     torch.nn.functional.cosine_similarity(vectors[:1], vectors[1:]).sum().backward()
     torch.optim.SGD(embedder.parameters(), lr=1.0).step()
     assert (embedder.prompt_tuning.embedding.weight - before).abs().max() > 0
+
+
+@pytest.mark.parametrize("method", ["PromptTuningConfig", "PrefixTuningConfig"])
+def test_a_peft_prompt_learning_model_is_embedded_through_its_prompt(method: str, tmp_path: Path) -> None:
+    # peft's own prompt learning (get_peft_model): embedded through peft's wrapper. Expected: prompt tuning, the
+    # hand computation above with peft's prompt rows; prefix tuning, hfx's prefix-tuned model loading the same
+    # adapter (checked against the past-key-values hand computation in the test above).
+    import peft
+
+    base, tok = tiny_model("llama", "causal-lm", 0)
+    theirs = peft.get_peft_model(copy.deepcopy(base), getattr(peft, method)(num_virtual_tokens=N,
+                                                                            task_type="CAUSAL_LM")).eval()
+    got = hfx.embed(theirs, "mean", tokenizer=tok).encode(TEXTS)
+    plain = hfx.embed(copy.deepcopy(base), "mean", tokenizer=tok).encode(TEXTS)
+    with torch.no_grad():
+        if method == "PromptTuningConfig":
+            prompt = theirs.prompt_encoder["default"].embedding.weight[:N]
+            want = np.concatenate([_hand_prompt(base, base.base_model, prompt, torch.tensor([tok(t)["input_ids"]]),
+                                                "mean") for t in TEXTS])
+        else:
+            theirs.save_pretrained(tmp_path / "prefix")
+            want = hfx.embed(hfx.load(copy.deepcopy(base), tmp_path / "prefix"), "mean", tokenizer=tok).encode(TEXTS)
+    assert np.abs(got - plain).max() > 1e-3  # before: the base model's vectors (get_base_model's backbone)
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+
+
+def test_a_peft_prompt_learning_encoder_decoder_is_refused() -> None:
+    import peft
+
+    base, tok = tiny_model("t5", "seq2seq-lm", 0)
+    theirs = peft.get_peft_model(base, peft.PromptTuningConfig(num_virtual_tokens=N, task_type="SEQ_2_SEQ_LM"))
+    with pytest.raises(HfxError, match="embed cannot pool a peft PROMPT_TUNING encoder-decoder"):
+        hfx.embed(theirs, "mean", tokenizer=tok)
