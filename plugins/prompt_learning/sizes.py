@@ -82,8 +82,14 @@ def fill_sizes(model: nn.Module, cfg: Any, plugin: str, kv_heads: bool) -> tuple
         ``(sizes, fields)``: what :func:`model_sizes` read, and the fields to give ``dataclasses.replace(cfg, ...)``.
 
     Raises:
-        HfxError: a model family prompt learning cannot serve, or a ``task_type`` the model does not have.
+        HfxError: the other prompt-learning plugin already applied, a model family prompt learning cannot serve, or
+            a ``task_type`` the model does not have.
     """
+    other = next((n for n, _ in applied(model) if n in ("prompt_tuning", "prefix_tuning") and n != plugin), None)
+    if other is not None:  # their hooks would each widen the mask and shift the positions for their own tokens
+        raise HfxError(f"{plugin} cannot be applied to a {other} model: both rewrite the same inputs (mask, positions, "
+                       "cache) for their own virtual tokens, and peft does not stack prompt-learning methods either; "
+                       "use one of them")
     task = task_type_of(model, plugin)
     if cfg.task_type and cfg.task_type != task:
         raise HfxError(f"{plugin}.task_type is {cfg.task_type} but {type(model).__name__} is a {task} model")

@@ -191,3 +191,14 @@ def test_grpo_trains_lora_under_a_frozen_prompt(plugin: str) -> None:
                           train_dataset=[{"input_ids": r} for r in _rows(tok)])
     history = trainer.train(num_updates=2)
     assert history[0]["kl"] == pytest.approx(0.0, abs=1e-6) and history[1]["kl"] != 0.0
+
+
+@pytest.mark.parametrize("order", [("prompt_tuning", "prefix_tuning"), ("prefix_tuning", "prompt_tuning")])
+def test_prompt_and_prefix_tuning_do_not_stack(order: tuple[str, str]) -> None:
+    # Each hook would read the other's widened mask as its own (before: prompt then prefix failed in generate()
+    # with a mask-shape error). peft has no stacking of prompt-learning methods to compare with.
+    base, _ = tiny_model("llama", "causal-lm", 0)
+    first = hfx.apply(base, order[0], num_virtual_tokens=N)
+    with pytest.raises(HfxError, match=rf"{order[1]} cannot be applied to a {order[0]} model") as err:
+        hfx.apply(first, order[1], num_virtual_tokens=N)
+    assert "\n" not in str(err.value)
