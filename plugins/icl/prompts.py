@@ -130,6 +130,8 @@ def chat_prompt(tokenizer: Any, messages: str | Sequence[Mapping[str, str]]) -> 
     try:
         return tokenizer.apply_chat_template(turns, **kwargs)
     except jinja2.exceptions.TemplateError:
+        if not any(t["role"] == "system" for t in turns):
+            raise
         warnings.warn("icl: the chat template refused the system turn; applied without it (as lm-eval does)",
                       stacklevel=2)
         return tokenizer.apply_chat_template([t for t in turns if t["role"] != "system"], **kwargs)
