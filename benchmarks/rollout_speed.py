@@ -40,13 +40,14 @@ class Clock:
     """Wraps a trainer module's ``sample`` to time it and keep its last responses."""
 
     def __init__(self, module: Any) -> None:
-        self.module, self.inner, self.seconds, self.responses = module, module.sample, 0.0, None
+        self.module, self.inner, self.seconds, self.cpu, self.responses = module, module.sample, 0.0, 0.0, None
 
     def __enter__(self) -> Clock:
         def timed(*args: Any, **kwargs: Any) -> Any:
-            start = time.perf_counter()
+            start, cpu = time.perf_counter(), time.process_time()
             out = self.inner(*args, **kwargs)
             self.seconds += time.perf_counter() - start
+            self.cpu += time.process_time() - cpu
             self.responses = out.responses
             return out
 
@@ -152,14 +153,16 @@ def time_updates(kind: str, rounds: int, base: Any, tok: Any, prompts: list[list
             rollout._plain_decoder = (lambda m: False) if sampler == "generate" else plain
             try:
                 with Clock(module) as clock:
-                    start = time.perf_counter()
+                    start, cpu = time.perf_counter(), time.process_time()
                     step()
-                    total = time.perf_counter() - start
+                    total, total_cpu = time.perf_counter() - start, time.process_time() - cpu
             finally:
                 rollout._plain_decoder = plain
             drawn[sampler] = clock.responses
-            rows[sampler].append({"update_s": total, "sample_s": clock.seconds, "load": os.getloadavg()[0]})
-            print(f"{kind} round {r + 1} {sampler}: update {total:.1f} s, sampling {clock.seconds:.1f} s", flush=True)
+            rows[sampler].append({"update_s": total, "sample_s": clock.seconds, "update_cpu_s": total_cpu,
+                                  "sample_cpu_s": clock.cpu, "load": os.getloadavg()[0]})
+            print(f"{kind} round {r + 1} {sampler}: update {total:.1f} s ({total_cpu:.1f} CPU-s), sampling "
+                  f"{clock.seconds:.1f} s ({clock.cpu:.1f} CPU-s)", flush=True)
         if not torch.equal(drawn["generate"], drawn["loop"]):
             raise SystemExit(f"{kind}: the two samplers drew different tokens in round {r + 1}")
     return rows
@@ -176,9 +179,9 @@ def time_logprobs(reps: int) -> dict[str, list[float]]:
     for r in range(reps):
         for name in (list(ways) if r % 2 == 0 else list(ways)[::-1]):
             x = logits.clone().requires_grad_(True)
-            start = time.perf_counter()
+            start = time.process_time()
             ways[name](x / 0.8).sum().backward()
-            out[name].append(time.perf_counter() - start)
+            out[name].append(time.process_time() - start)
     return out
 
 
@@ -189,23 +192,27 @@ def render(report: dict[str, Any]) -> str:
              f"at start / end {report['load'][0]:.1f} / {report['load'][1]:.1f} on {os.cpu_count()} cores, "
              "shared with other jobs). Each round: one update with each sampler from the same weights, optimizer "
              "state and seed; the two drew the same tokens in every round.", "",
-             "| update | sampler | s / update (median) | s sampling (median) | sampling share | rounds (update s) |",
-             "|---|---|---:|---:|---:|---|"]
+             "CPU seconds (``time.process_time``, the process's own, 1 thread) are the steadier measure on a shared "
+             "machine; wall seconds are given beside them.", "",
+             "| update | sampler | CPU-s / update | CPU-s sampling | sampling share (CPU) | wall s / update | "
+             "wall s sampling | rounds (sampling CPU-s) |",
+             "|---|---|---:|---:|---:|---:|---:|---|"]
     for kind in ("ppo", "grpo"):
         for sampler in ("generate", "loop"):
             rows = report[kind][sampler]
-            up = statistics.median(r["update_s"] for r in rows)
-            sa = statistics.median(r["sample_s"] for r in rows)
-            lines.append(f"| {kind} | {sampler} | {up:.1f} | {sa:.1f} | {sa / up:.2f} | "
-                         f"{', '.join(format(r['update_s'], '.1f') for r in rows)} |")
-        g = [r["sample_s"] for r in report[kind]["generate"]]
-        lo = [r["sample_s"] for r in report[kind]["loop"]]
-        lines.append(f"| {kind} | loop / generate, sampling (per round) | | "
-                     f"{', '.join(f'{b / a:.2f}' for a, b in zip(g, lo, strict=True))} | | |")
+            med = {k: statistics.median(r[k] for r in rows) for k in ("update_s", "sample_s", "update_cpu_s",
+                                                                      "sample_cpu_s")}
+            lines.append(f"| {kind} | {sampler} | {med['update_cpu_s']:.1f} | {med['sample_cpu_s']:.1f} | "
+                         f"{med['sample_cpu_s'] / med['update_cpu_s']:.2f} | {med['update_s']:.1f} | "
+                         f"{med['sample_s']:.1f} | {', '.join(format(r['sample_cpu_s'], '.1f') for r in rows)} |")
+        g = [r["sample_cpu_s"] for r in report[kind]["generate"]]
+        lo = [r["sample_cpu_s"] for r in report[kind]["loop"]]
+        lines.append(f"| {kind} | loop / generate, sampling CPU-s, per round | | "
+                     f"{', '.join(f'{b / a:.2f}' for a, b in zip(g, lo, strict=True))} | | | | |")
     lp = report["logprobs"]
-    lines += ["", "Chosen-token log-probs, forward + backward on (8, 24, 49,152) logits (median of "
+    lines += ["", "Chosen-token log-probs, forward + backward on (8, 24, 49,152) logits, CPU-s (median of "
               f"{len(next(iter(lp.values())))}):", ""]
-    lines += [f"- {k}: {statistics.median(v):.3f} s ({', '.join(f'{x:.2f}' for x in v)})" for k, v in lp.items()]
+    lines += [f"- {k}: {statistics.median(v):.3f} CPU-s ({', '.join(f'{x:.2f}' for x in v)})" for k, v in lp.items()]
     return "\n".join(lines) + "\n"
 
 
