@@ -90,11 +90,16 @@ def disable_adapters(model: nn.Module) -> Iterator[nn.Module]:
     adapters, so blocks nest: an inner block leaves the outer one disabled (peft's ``disable_adapter``
     re-enables on the inner exit what the outer block disabled), and a merge made inside the block is undone.
 
+    The adapters are found by their layers, so the block works on whatever holds them: the adapted model, or a
+    head or an embedder wrapped around it (``hfx.apply(model, "reward")`` after ``"lora"``), which does not
+    carry the adapters' configs.
+
     Raises:
         HfxError: the model has no adapter.
     """
-    get_state(model)
     layers = list(lora_layers(model))
+    if not layers:
+        get_state(model)  # raises: no adapter at all
     wrappers: list[LoraLayer | ModulesToSave] = [*layers, *saved_modules(model)]
     found_disabled = [w.disabled for w in wrappers]
     found_merged = [list(layer.merged_adapters) for layer in layers]
