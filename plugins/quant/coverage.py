@@ -40,8 +40,8 @@ def coverage(model: nn.Module) -> dict[str, object]:
     left: dict[str, int] = {}
     seen: set[int] = set()
     for name, p in model.named_parameters(remove_duplicate=False):
-        if p.dim() < 2 or id(p) in embeddings or id(p) in seen or "lora_" in name:
-            continue
+        if p.dim() < 2 or id(p) in embeddings or id(p) in seen or "lora_" in name or name.endswith("bias"):
+            continue  # GPT-OSS's per-expert biases (E, out) are 2-D but added, not multiplied
         seen.add(id(p))
         key = re.sub(r"\.\d+\.", ".*.", base_path(name))
         left[key] = left.get(key, 0) + p.numel()

@@ -148,3 +148,21 @@ def test_lora_all_linear_on_fused_experts_is_refused_where_peft_adapts_them() ->
                                                                                    "o_proj"]))
     assert sorted(n for n, _ in ours.named_modules() if n.endswith(".lora_A")) == sorted(
         n.removeprefix("base_model.model.") for n, _ in ref.named_modules() if n.endswith(".lora_A"))
+
+
+def test_transposed_experts_of_gpt_oss() -> None:
+    # GPT-OSS stores each expert (in, out) (is_transposed): per output channel is then per column of the slice
+    config = T.GptOssConfig(**{**SMALL, "num_attention_heads": 4}, intermediate_size=16, head_dim=4,
+                            num_local_experts=4, num_experts_per_tok=2, sliding_window=8,
+                            layer_types=["sliding_attention", "full_attention"])
+    torch.manual_seed(0)
+    model = T.AutoModelForCausalLM.from_config(config).eval()
+    experts = model.model.layers[0].mlp.experts
+    assert experts.is_transposed
+    w = experts.gate_up_proj.detach().clone()  # (E, in, out)
+    # left: lm_head and the routers, which are 1.4% of this tiny model's matmul weights (over 1%: a warning)
+    with pytest.warns(UserWarning, match=r"87\.0% .*lm_head\.weight 11\.6%, model\.layers\.\*\.mlp\.router\.weight 1\.4%$"):
+        hfx.apply(model, "quant", bits=4, group_size=0, clip_steps=0)
+    expected = by_hand(w.transpose(1, 2), 4).transpose(1, 2)  # quantized as (E, out, in), returned (E, in, out)
+    torch.testing.assert_close(experts.gate_up_proj, expected, rtol=0, atol=0)
+    assert not any(k.endswith("bias") for k in coverage(model)["left"])  # biases are added, not multiplied
