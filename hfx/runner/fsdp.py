@@ -46,9 +46,14 @@ from torch import nn
 
 from hfx.errors import HfxError
 
-__all__ = ["accelerate_plugin", "block_modules", "check_launch", "check_recipe", "full_state_dict", "gathered_state",
+__all__ = ["REFUSED", "accelerate_plugin", "block_modules", "check_launch", "check_recipe", "full_state_dict", "gathered_state",
            "is_sharded", "local_bytes", "remap_param_groups", "restore_state", "shard_for_loop", "shard_model",
            "unshard_for_save", "wanted"]
+
+
+# Recipes that train through the shared loop but do what a sharded model cannot, by plugin name.
+REFUSED = {"qat": "its recipe deep-copies the fine-tuned model for each PTQ and QAT phase, and FSDP2 modules "
+                  "cannot be copied (copy.deepcopy raises)"}
 
 
 def wanted(train_cfg: Any, num_processes: int) -> bool:
@@ -75,6 +80,9 @@ def check_recipe(ctx: Any, plugin: str, recipe: type | None = None) -> None:
     """
     if not wanted(ctx.run.train, ctx.accelerator.num_processes):
         return
+    if plugin in REFUSED:
+        raise HfxError(f"train.fsdp=true is not supported by plugin {plugin!r}: {REFUSED[plugin]}; drop train.fsdp "
+                       "(plain data parallel still works)")
     uses_loop = recipe is None or getattr(sys.modules.get(recipe.__module__), "TrainLoop", None) is not None
     if not uses_loop or (recipe is None and not ctx.sharded):
         raise HfxError(f"train.fsdp=true is not supported by plugin {plugin!r}: its recipe does not train "
@@ -164,7 +172,7 @@ def shard_model(model: nn.Module, cpu_offload: bool = False) -> nn.Module:
     """
     import torch.distributed as dist
     from torch.distributed.device_mesh import init_device_mesh
-    from torch.distributed.fsdp import CPUOffloadPolicy, OffloadPolicy, fully_shard
+    from torch.distributed.fsdp import CPUOffloadPolicy, FSDPModule, OffloadPolicy, fully_shard
 
     units = _units(model)
     device = next(model.parameters()).device.type
@@ -174,6 +182,12 @@ def shard_model(model: nn.Module, cpu_offload: bool = False) -> nn.Module:
         fully_shard(unit, mesh=mesh, offload_policy=offload)
     fully_shard(model, mesh=mesh, offload_policy=offload)
     model._get_fsdp_state()._lazy_init()  # type: ignore[operator]  # the root is `model`, whatever runs first
+    # One all-gather now, outside any inference_mode: FSDP2 creates each unsharded parameter at its first
+    # all-gather and reuses it, so one created under an evaluation's inference_mode could never be trained.
+    for module in model.modules():
+        if isinstance(module, FSDPModule):
+            module.unshard()
+            module.reshard()
     return model
 
 
