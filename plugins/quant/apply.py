@@ -13,7 +13,13 @@ from hfx.errors import HfxError
 from hfx.protocols import base_named_modules, base_path
 from hfx.sharing import check_not_shared
 from hfx_plugins.quant.config import QuantConfig
-from hfx_plugins.quant.experts import PackedExperts, fused_expert_params, packed_experts, quantize_experts
+from hfx_plugins.quant.experts import (
+    PackedExperts,
+    check_experts,
+    fused_expert_params,
+    packed_experts,
+    quantize_experts,
+)
 from hfx_plugins.quant.layer import QuantLinear
 
 __all__ = ["apply", "check_not_quantized", "quantized_layers", "select_experts", "select_linear", "set_module",
@@ -122,6 +128,7 @@ def apply(model: nn.Module, cfg: QuantConfig, calibration: Any = None) -> nn.Mod
     """
     check_not_quantized(model)
     experts = select_experts(model, cfg.target_modules, cfg.exclude_modules)
+    check_experts(experts, cfg.group_size)  # before any layer is replaced
     if cfg.method == "gptq":
         if calibration is None:
             raise HfxError("quant.method=gptq needs calibration data: hfx.apply(model, 'quant', method='gptq', "

@@ -30,7 +30,7 @@ from hfx.errors import HfxError
 from hfx_plugins.quant.layer import PackedCodes, QuantLinear
 from hfx_plugins.quant.packing import packed_nbytes
 
-__all__ = ["SUFFIX", "PackedExperts", "fused_expert_params", "install_packed", "packed_experts", "quantize_experts"]
+__all__ = ["SUFFIX", "PackedExperts", "check_experts", "fused_expert_params", "install_packed", "packed_experts", "quantize_experts"]
 
 SUFFIX = "_packed"
 """Name of the child module that replaces a quantized 3-D parameter: ``gate_up_proj`` -> ``gate_up_proj_packed``."""
@@ -168,6 +168,18 @@ def packed_experts(model: nn.Module) -> dict[str, PackedExperts]:
     return {n: m for n, m in model.named_modules() if isinstance(m, PackedExperts)}
 
 
+def check_experts(paths: list[str], group_size: int) -> None:
+    """Refuse ``group_size=-1`` when fused expert weights are selected (before any layer is replaced).
+
+    Raises:
+        HfxError: naming the first selected expert weight.
+    """
+    if paths and group_size == -1:
+        raise HfxError(f"quant.group_size=-1 (one scale per tensor) would share one scale across the experts of "
+                       f"{paths[0]!r}; use group_size=0 (per expert, per output channel), N > 0, or exclude them "
+                       "(quant.exclude_modules=[experts])")
+
+
 def quantize_experts(model: nn.Module, paths: list[str], bits: int, group_size: int, symmetric: bool,
                      clip_steps: int) -> None:
     """Quantize the fused expert weights at ``paths`` (from :func:`fused_expert_params`) in place.
@@ -175,10 +187,7 @@ def quantize_experts(model: nn.Module, paths: list[str], bits: int, group_size: 
     Raises:
         HfxError: ``group_size=-1`` (naming the first weight), or a weight with NaN/inf values.
     """
-    if paths and group_size == -1:
-        raise HfxError(f"quant.group_size=-1 (one scale per tensor) would share one scale across the experts of "
-                       f"{paths[0]!r}; use group_size=0 (per expert, per output channel), N > 0, or exclude them "
-                       "(quant.exclude_modules=[experts])")
+    check_experts(paths, group_size)
     for path in paths:
         mod_path, _, name = path.rpartition(".")
         module = model.get_submodule(mod_path)

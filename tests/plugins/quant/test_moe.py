@@ -115,8 +115,10 @@ def test_save_load_round_trip(kind: str, tmp_path) -> None:
 
 
 def test_refusals_name_the_experts() -> None:
+    untouched = tiny_moe("mixtral")
     with pytest.raises(HfxError, match=r"group_size=-1 .*model\.layers\.0\.mlp\.experts\.gate_up_proj"):
-        hfx.apply(tiny_moe("mixtral"), "quant", bits=8, group_size=-1)
+        hfx.apply(untouched, "quant", bits=8, group_size=-1)
+    assert type(untouched.model.layers[0].self_attn.q_proj) is torch.nn.Linear  # refused before any change
     with pytest.raises(HfxError, match=r"gptq does not quantize fused 3-D expert weights.*experts\.gate_up_proj"):
         hfx.apply(tiny_moe("mixtral"), "quant", method="gptq", calibration=[torch.randint(3, 64, (1, 8))])
     model = tiny_moe("mixtral")
