@@ -195,6 +195,8 @@ def _head(plugin: str) -> Any:
         hand = hand_output(model, batch)
         if hand is not None:
             assert any_close(got, hand) <= EQUAL, f"{arch.name}:{plugin}: {any_close(got, hand):.3g} off by hand"
+        if arch.family == "decoder":  # the short row left-padded scores as it does alone (absolute positions too)
+            _left_padded_equals_alone(arch, plugin, model, batch)
         if plugin == "embed":
             return
         from transformers import AutoModelForSeq2SeqLM, AutoModelForSequenceClassification
@@ -212,6 +214,16 @@ def _head(plugin: str) -> Any:
         assert any_close(theirs, got) <= EQUAL, (
             f"{arch.name}:{plugin}: transformers' classifier from hfx's folder is {any_close(theirs, got):.3g} off")
     return check
+
+
+def _left_padded_equals_alone(arch: Arch, plugin: str, model: nn.Module, batch: dict[str, torch.Tensor]) -> None:
+    ids, mask = batch["input_ids"], batch["attention_mask"]
+    real = int(mask[1].sum())
+    left = {"input_ids": torch.cat([ids[1:, real:], ids[1:, :real]], 1),  # (1, T): pads first
+            "attention_mask": torch.cat([mask[1:, real:], mask[1:, :real]], 1)}
+    alone = {"input_ids": ids[1:, :real], "attention_mask": mask[1:, :real]}  # (1, real)
+    a, b = output(model, left), output(model, alone)
+    assert any_close(a, b) <= EQUAL, f"{arch.name}:{plugin}: a left-padded row is {any_close(a, b):.3g} off the row alone"
 
 
 def _ppo(arch: Arch, model: nn.Module, batch: dict, base: torch.Tensor, got: torch.Tensor, path: Path) -> None:

@@ -55,7 +55,7 @@ class Outcome:
 
     def __str__(self) -> str:
         if self.status in ("pass", "n/a"):
-            return self.status if self.status == "pass" else self.message
+            return self.status  # an n/a cell's reason is in the README grid's caption
         return f"refused at {self.stage}: {short(self.message)}"
 
 

@@ -59,7 +59,8 @@ def render(comp: dict[str, str], arch: dict[str, str], plugins: list[str], archs
     plugin alone), the architecture grid (row: model type and what it stands for), and their notes."""
     lines = [START, "", "**Composition** (tiny Llama; row applied first, column second, diagonal alone).",
              *_grid("first \\ then", plugins, plugins, comp, "+", "naming both plugins"), "",
-             "**Architectures** (tiny random configs, 2 layers, hidden 32).", ""]
+             "**Architectures** (tiny random configs, 2 layers, hidden 32; `·`: not a cell, ppo trains a causal LM "
+             "policy).", ""]
     arch_lines = _grid("model type", [a for a, _ in archs], arch_plugins, arch, ":", "saying why")
     what = dict(archs)
     arch_lines = [re.sub(r"^\| `([^`]+)` \|", lambda m: f"| `{m[1]}` ({what[m[1]]}) |", line) for line in arch_lines]
@@ -89,7 +90,7 @@ def parse(text: str) -> tuple[dict[str, str], dict[str, str]]:
             marks = [m.strip() for m in line.strip().strip("|").split("|")[1:]]
             for col, mark in zip(cols, marks, strict=True):
                 key = f"{row}{sep}{col}"
-                cells[key] = "pass" if mark == "✓" else notes.get(key, "n/a: not a cell")
+                cells[key] = {"✓": "pass", "·": "n/a"}.get(mark) or notes[key]
         grids.append(cells)
     return (grids[0], grids[1]) if len(grids) == 2 else ({}, {})
 
@@ -97,7 +98,12 @@ def parse(text: str) -> tuple[dict[str, str], dict[str, str]]:
 def main(argv: list[str]) -> int:
     """Run every cell and write (or, with --check, compare) the README section."""
     sys.path.insert(0, str(Path(__file__).parent))
+    import torch
     from mx_outcomes import all_outcomes, layout
+    from transformers.utils import logging
+
+    torch.set_num_threads(1)  # as the tests run them
+    logging.set_verbosity_error()
 
     comp, arch, failures = all_outcomes()
     for key, err in failures.items():
