@@ -139,15 +139,22 @@ class IclRecipe(Recipe):
             res = evaluate_classification(m, tok, cls, self._cfg(fewshot_selection=selection))
             self._add(name, "few-shot", k, selection, res, "acc")
 
+    def _prompting(self) -> str:
+        """How the prompts were rendered: plain text, or the chat template with its few-shot layout."""
+        if not self.cfg.apply_chat_template:
+            return "plain text"
+        return "chat template, " + ("examples as turns" if self.cfg.fewshot_as_multiturn else "one user turn")
+
     def _print_table(self) -> None:
         if self.ctx.is_main:
-            print_table(f"in-context learning on {self.ctx.run.model} ({self.seconds:.0f} s)", self.rows,
+            print_table(f"in-context learning on {self.ctx.run.model}, {self._prompting()} ({self.seconds:.0f} s)",
+                        self.rows,
                         columns=_COLUMNS, float_format="", formats={"score": ".3f"}, min_width=150)
 
     def save(self, out_dir: Path) -> list[Path]:
         """Write ``icl_table.json`` (model, seconds, rows) and ``icl_table.md`` (the same table); returns both paths."""
         out_dir.mkdir(parents=True, exist_ok=True)
-        atomic_write_json(out_dir / "icl_table.json", {"model": self.ctx.run.model, "seconds": round(self.seconds, 1),
-                                                       "rows": self.rows})
+        atomic_write_json(out_dir / "icl_table.json", {"model": self.ctx.run.model, "prompts": self._prompting(),
+                                                       "seconds": round(self.seconds, 1), "rows": self.rows})
         atomic_write_text(out_dir / "icl_table.md", table_markdown(self.rows))
         return [out_dir / "icl_table.json", out_dir / "icl_table.md"]

@@ -33,6 +33,7 @@ def test_icl_recipe_table(tmp_path: Path) -> None:
                f"icl.embedder={bert}"])
     table = json.loads((res.run_dir / "artifacts/icl_table.json").read_text())
     rows = table["rows"]
+    assert table["prompts"] == "plain text"
     assert [(r["task"], r["prompting"], r["k"], r["selection"]) for r in rows] == [
         ("sentiment_foobar", "zero-shot", 0, "-"),
         ("sentiment_foobar", "zero-shot, words negative/positive", 0, "-"),
@@ -52,3 +53,16 @@ def test_icl_recipe_table(tmp_path: Path) -> None:
         f"{r['task']} {r['prompting']} k={r['k']} {r['selection']} {r['metric']}".replace("  ", " "): r["score"]
         for r in rows}
     assert (res.run_dir / "artifacts/icl_table.md").read_text().startswith("| task | prompting |")
+
+
+@pytest.mark.slow  # the same run under the tiny Llama's chat template (its template writes <s>)
+def test_icl_recipe_table_under_a_chat_template(tmp_path: Path) -> None:
+    llama = save_tiny_model(tmp_path / "llama", "llama", "causal-lm")
+    bert = save_tiny_model(tmp_path / "bert", "bert", "base")
+    res = run(["plugin=icl", f"model={llama}", f"output_dir={tmp_path / 'runs'}", "icl.num_fewshot=2",
+               "icl.classification_limit=4", "icl.cot_limit=2", "icl.max_new_tokens=4", "icl.repeats=2",
+               f"icl.embedder={bert}", "icl.apply_chat_template=true"])
+    table = json.loads((res.run_dir / "artifacts/icl_table.json").read_text())
+    assert table["prompts"] == "chat template, examples as turns"
+    assert [r["n"] for r in table["rows"]] == [4] * 4 + [2] * 4
+    assert all(0.0 <= r["score"] <= 1.0 for r in table["rows"])
