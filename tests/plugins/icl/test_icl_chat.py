@@ -162,3 +162,17 @@ def test_evaluate_classification_scores_choices_as_lm_eval_requests(tok, monkeyp
     icl_tasks.evaluate_classification(_tiny(tok), tok, ClassificationTask("t", data, data, ["foo", "bar"]), cfg)
     assert seen["delimiter"] == delimiter
     assert seen["prompts"][0] == (CHAT_0 if chat else QUERY)
+
+
+def test_lm_eval_rows_skip_with_a_reason_without_lm_eval(monkeypatch) -> None:
+    import sys
+
+    from hfx.validate import SkipCheck
+    from hfx_plugins.icl import checks
+
+    monkeypatch.setitem(sys.modules, "lm_eval", None)  # importlib.util.find_spec("lm_eval") -> None
+    rows = [c for c in checks.checks() if c.reference == "lm-eval"]
+    assert len(rows) == 2 + len(checks.CHAT_RUNS) + 1 + 2  # plain smollm2 (2), chat runs, chat acc, generation
+    for row in rows:
+        with pytest.raises(SkipCheck, match="needs lm-eval 0.4.13"):
+            row.run()
