@@ -1,6 +1,6 @@
 """train.fsdp on CPU: what one rank of 2 holds, and how fast it steps, against one process (smollm2-135m).
 
-    python benchmarks/fsdp_scaling.py              # full fine-tuning and LoRA, 1 vs 2 processes, 3 steps each
+    python benchmarks/fsdp_scaling.py              # full fine-tuning, LoRA, QLoRA: 1 vs 2 processes, 3 steps
     python benchmarks/fsdp_scaling.py --steps 2    # quicker
 
 Each configuration runs in fresh processes: one ``python`` process, then two under ``torch.distributed.run``
@@ -8,10 +8,12 @@ Each configuration runs in fresh processes: one ``python`` process, then two und
 what ``hfx run ... train.fsdp=true`` does on CPU): every decoder block, the tied embeddings + head, the body
 and the root. Both runs see the same global batch of 4 x 64 tokens per step (pydoc windows, no padding):
 one process takes all 4 rows, each rank 2; every row has the same token count, so the mean loss over the
-batch is the mean of the ranks' means and the gradients match. AdamW, lr 1e-4; LoRA r=8 on q,k,v,o.
+batch is the mean of the ranks' means and the gradients match. AdamW, lr 1e-4; LoRA r=8 on q,k,v,o; QLoRA
+is that LoRA on quant's 4-bit base (group 128, round to nearest), whose packed codes and scales are buffers:
+FSDP2 leaves them whole on every rank.
 
 Reported per rank: bytes of parameters (local shards; frozen ones included), gradients and optimizer state
-after the last step (:func:`hfx.runner.fsdp.local_bytes`), peak RSS (``ru_maxrss``; it includes loading the
+and buffers after the last step (:func:`hfx.runner.fsdp.local_bytes`), peak RSS (``ru_maxrss``; it includes loading the
 whole model before sharding and the activations), the median step time (steps after the first), and every
 step's loss (averaged over ranks). Target: full fine-tuning's parameters + gradients + optimizer state per
 rank <= 0.6x of one process. Step times on a shared 2-core machine mean little: the load average at the
@@ -53,7 +55,9 @@ def worker(mode: str, steps: int) -> dict[str, Any] | None:
         dist.init_process_group("gloo")
     torch.manual_seed(0)
     model, tok = load_model("smollm2-135m", "causal-lm")
-    if mode == "lora":
+    if mode == "qlora":
+        model = hfx.apply(model, "quant", bits=4, group_size=128, clip_steps=0)
+    if mode in ("lora", "qlora"):
         model = hfx.apply(model, "lora", r=8, lora_alpha=16, target_modules=["q_proj", "k_proj", "v_proj", "o_proj"])
     if world > 1:
         fsdp.shard_model(model)
@@ -114,7 +118,7 @@ def _mb(n: float) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=3)
-    parser.add_argument("--worker", choices=["full", "lora"])
+    parser.add_argument("--worker", choices=["full", "lora", "qlora"])
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args()
     if args.worker:
@@ -129,7 +133,7 @@ def main() -> None:
                               "load_average_at_start": [round(x, 2) for x in load], "cpus": os.cpu_count(),
                               "torch": torch.__version__, "machine": platform.processor() or platform.machine(),
                               "steps": args.steps, "global_batch": f"{GLOBAL_ROWS} x {WINDOW} tokens", "modes": {}}
-    for mode in ("full", "lora"):
+    for mode in ("full", "lora", "qlora"):
         one = _launch(mode, 1, args.steps)[0]
         two = _launch(mode, 2, args.steps)
         held = lambda r: r["parameters"] + r["gradients"] + r["optimizer_state"]  # noqa: E731
@@ -137,7 +141,8 @@ def main() -> None:
         result["modes"][mode] = {
             "one_process": one, "two_ranks": two,
             "per_rank_over_one": {k: worst_rank[k] / one[k] if one[k] else None
-                                  for k in ("parameters", "gradients", "optimizer_state")},
+                                  for k in ("parameters", "gradients", "optimizer_state", "buffers")},
+            "with_buffers_over_one": (held(worst_rank) + worst_rank["buffers"]) / (held(one) + one["buffers"]),
             "params_grads_optimizer_over_one": held(worst_rank) / held(one),
             "peak_rss_over_one": max(r["peak_rss_mb"] for r in two) / one["peak_rss_mb"],
             "step_time_over_one": max(r["step_s"] for r in two) / one["step_s"],
@@ -155,21 +160,22 @@ def main() -> None:
           f"(a shared machine: the step times are indicative only), torch {result['torch']}, one thread per process, "
           f"gloo. {args.steps} AdamW steps, global batch {result['global_batch']}; bytes after the last step.\n",
           "| mode | processes | rank | parameters MB | gradients MB | optimizer MB | params+grads+opt MB | "
-          "peak RSS MB | step s |", "|---|---|---|---:|---:|---:|---:|---:|---:|"]
+          "buffers MB | peak RSS MB | step s |", "|---|---|---|---:|---:|---:|---:|---:|---:|---:|"]
     for mode, r in result["modes"].items():
         for i, row in enumerate([r["one_process"], *r["two_ranks"]]):
             md.append(f"| {mode} | {row['processes']} | {0 if row['processes'] == 1 else i - 1} | "
                       f"{_mb(row['parameters'])} | {_mb(row['gradients'])} | {_mb(row['optimizer_state'])} | "
                       f"{_mb(row['parameters'] + row['gradients'] + row['optimizer_state'])} | "
-                      f"{row['peak_rss_mb']:.0f} | {row['step_s']:.2f} |")
-    md.append("\n| mode | params+grads+opt per rank / one process | peak RSS ratio | step time ratio | "
-              "max abs loss difference |\n|---|---:|---:|---:|---:|")
+                      f"{_mb(row['buffers'])} | {row['peak_rss_mb']:.0f} | {row['step_s']:.2f} |")
+    md.append("\n| mode | params+grads+opt per rank / one process | with buffers | peak RSS ratio | step time "
+              "ratio | max abs loss difference |\n|---|---:|---:|---:|---:|---:|")
     for mode, r in result["modes"].items():
-        md.append(f"| {mode} | {r['params_grads_optimizer_over_one']:.3f} | {r['peak_rss_over_one']:.3f} | "
+        md.append(f"| {mode} | {r['params_grads_optimizer_over_one']:.3f} | {r['with_buffers_over_one']:.3f} | "
+                  f"{r['peak_rss_over_one']:.3f} | "
                   f"{r['step_time_over_one']:.2f} | {r['max_abs_loss_difference']:.1e} |")
     md.append(f"\nTarget ({result['target']}): {'met' if result['passed'] else 'NOT met'}. Peak RSS includes "
               "the whole model, loaded on every rank before sharding, and the activations, which FSDP does not "
-              "shard; LoRA's frozen base is sharded too.")
+              "shard; LoRA's frozen base is sharded too; QLoRA's packed 4-bit codes and scales (buffers) are not.")
     (args.out / "fsdp_scaling.md").write_text("\n".join(md) + "\n")
     print("\n".join(md))
 

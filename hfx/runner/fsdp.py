@@ -332,7 +332,8 @@ def unshard_for_save(model: nn.Module) -> nn.Module:
 
 
 def local_bytes(model: nn.Module, optimizer: torch.optim.Optimizer | None = None) -> dict[str, int]:
-    """Bytes this rank holds: its parameter shards (frozen ones included), gradient shards and optimizer state.
+    """Bytes this rank holds: its parameter shards (frozen ones included), gradient shards, optimizer state and
+    buffers (never sharded: rotary tables, quant's packed codes and scales).
 
     A DTensor counts its local shard (``to_local()``), a plain tensor its whole size: for an unsharded model
     these are the single process's figures.
@@ -346,7 +347,8 @@ def local_bytes(model: nn.Module, optimizer: torch.optim.Optimizer | None = None
     return {"parameters": sum(size(p) for p in params),
             "trainable_parameters": sum(size(p) for p in params if p.requires_grad),
             "gradients": sum(size(p.grad) for p in params if p.grad is not None),
-            "optimizer_state": sum(size(v) for slots in state for v in slots.values() if torch.is_tensor(v))}
+            "optimizer_state": sum(size(v) for slots in state for v in slots.values() if torch.is_tensor(v)),
+            "buffers": sum(size(b) for b in model.buffers())}
 
 
 def accelerate_plugin(cpu_offload: bool) -> Any:
