@@ -215,6 +215,7 @@ def _write(ours: dict[str, Any]) -> None:
         lines += [f"## {name}", "", f"Benchmark command: `{sec['bench_command']}` ({sec['date']}, "
                   f"{sec['threads']} torch thread(s), load average {sec.get('load', '?')}); inside it: "
                   f"`{sec['command']}` ({sec['seconds']} s)", ""]
+        lines += [f"**{sec['note']}**", ""] if sec.get("note") else []  # e.g. a run that could not finish
         keys = list(sec["rows"][0])
         lines += ["| " + " | ".join(keys) + " |", "|" + "---|" * len(keys)]
         for r in sec["rows"]:
