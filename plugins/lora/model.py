@@ -50,6 +50,9 @@ def get_state(model: nn.Module) -> LoraState:
     """
     state = getattr(model, _ATTR, None)
     if state is None or not state.configs:
+        if any(True for _ in lora_layers(model)):  # the adapters' layers, under a head that wrapped the model
+            raise HfxError(f"this {type(model).__name__} wraps the model LoRA was applied to, and its adapters' "
+                           "configs stay on that model; save or change the adapters through it, before wrapping")
         raise HfxError(f"{type(model).__name__} has no LoRA adapter; apply one first with hfx.apply(model, 'lora', ...)")
     return state
 
