@@ -111,9 +111,10 @@ def run(args: list[str], config_file: str | None = None, composed: Composed | No
     run_dir.is_main = acc.is_main_process
     set_seed(run_cfg.seed)
     ctx = RunContext(cfg, run_cfg, plugin_cfgs, plugins, acc, run_dir)
-    recipe = registry.resolve(driver.recipe)(ctx)  # the recipe class itself, imported on first use
+    recipe_cls = registry.resolve(driver.recipe)  # the recipe class itself, imported on first use
+    fsdp.check_recipe(ctx, driver.name, recipe_cls)  # train.fsdp with a recipe that trains outside the shared loop
+    recipe = recipe_cls(ctx)
     recipe.setup()  # loads model and data: input errors surface here, before any folder exists
-    fsdp.check_recipe(ctx, driver.name)  # train.fsdp with a recipe that trains outside the shared loop
     run_dir.create(cfg)
     started = time.time()
     try:
@@ -126,6 +127,7 @@ def run(args: list[str], config_file: str | None = None, composed: Composed | No
         # A recipe that builds a comparison instead of training (quant's error tables, icl's prompt settings)
         # defines `compare()`; the runner calls it where a training recipe's `train()` goes.
         train_metrics = recipe.compare() if callable(getattr(recipe, "compare", None)) else recipe.train()
+        fsdp.check_recipe(ctx, driver.name)  # train.fsdp, yet no model was sharded
         after = recipe.evaluate()
         last_step = getattr(recipe, "total_steps", run_cfg.train.max_steps)  # any class with the four steps works
         ctx.log({"step": last_step, **{f"eval_{k}": v for k, v in after.items()}})
