@@ -18,6 +18,7 @@ tested in test_fsdp.py).
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import io
 import json
 import os
@@ -42,8 +43,12 @@ ENV = {**{k: v for k, v in os.environ.items() if k != "ACCELERATE_USE_CPU"}, "OM
 
 def _jobs(root: Path, llama: Path, bert0: Path) -> dict[str, list[str]]:
     """Per plugin, the overrides both runs share (batches per epoch even: 8, 6, 6, 6 and 4)."""
-    sys.path.insert(0, str(Path(__file__).parents[1] / "plugins" / "reward"))
-    from test_training import toy_rankings  # the reward tests' learnable toy rankings
+    # The reward tests' learnable toy rankings, loaded from their file (the suite imports tests by path).
+    spec = importlib.util.spec_from_file_location(
+        "reward_test_training", Path(__file__).parents[1] / "plugins" / "reward" / "test_training.py")
+    helpers = importlib.util.module_from_spec(spec)  # type: ignore[arg-type]
+    spec.loader.exec_module(helpers)  # type: ignore[union-attr]
+    toy_rankings = helpers.toy_rankings
 
     reward = root / "reward_data"
     reward.mkdir()
