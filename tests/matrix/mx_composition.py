@@ -8,7 +8,8 @@ both plugins); anything else (a crash, a wrong value, a refusal that names neith
 
 Where the expected values come from: the plugin applied alone with the same seed (a value head and a task head
 on a causal LM leave its logits unchanged; a model with one plugin switched off must equal the model with only
-the other one), a head recomputed by hand (:func:`mx_probes.hand_output`), greedy search by its definition
+the other one), a head recomputed by hand (:func:`mx_probes.hand_output`), ppo's value head reading one hidden
+state per real token (virtual tokens dropped), greedy search by its definition
 (:func:`mx_probes.greedy_by_argmax`), and the reference libraries' own loaders (peft, sentence-transformers,
 transformers) on the folder ``hfx.save`` wrote.
 """
@@ -119,6 +120,14 @@ def _check_forward(pair: tuple[str, str], model: nn.Module, batch: dict[str, tor
             assert any_close(got, want) <= EQUAL, (
                 f"{a}+{b}: {see_through} changed the output of {'+'.join(rest) or 'the base'} by "
                 f"{any_close(got, want):.3g}")
+    if "ppo" in pair and _is_lm(model):  # the value head reads one hidden state per real position, as PPO scores
+        from hfx_plugins.ppo import value_head
+
+        with torch.no_grad():
+            hidden = model(**batch, output_hidden_states=True).hidden_states[-1]  # (B, T, H)
+        values = value_head(model)(hidden)  # (B, T)
+        assert values.shape == batch["input_ids"].shape, (
+            f"{a}+{b}: values {tuple(values.shape)} for ids {tuple(batch['input_ids'].shape)}")
     head = b if b in ("reward", "embed") else a if a in ("reward", "embed") else None
     for x in (p for p in pair if p in SWITCHED and head is not None):
         plain = alone((head,), batch)  # the head on the plain model: the prompt / adapter must show in the output
