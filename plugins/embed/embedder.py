@@ -46,6 +46,7 @@ from tqdm.auto import tqdm
 from hfx.errors import HfxError
 from hfx.finite import assert_finite
 from hfx.models.limits import max_input_length
+from hfx.models.loading import model_family
 from hfx_plugins.embed.pooling import Pooling
 from hfx_plugins.prompt_learning import ENCODER_ATTRS, prompt_plugins
 
@@ -154,10 +155,24 @@ class Embedder(nn.Module):
         cfg = getattr(self.model, "active_peft_config", None)
         return str(getattr(cfg.peft_type, "value", cfg.peft_type)) if getattr(cfg, "is_prompt_learning", False) else None
 
+    def _decoder_positions(self, attention_mask: torch.Tensor, extra: dict[str, Any]) -> dict[str, Any]:
+        """``extra`` with a decoder's ``position_ids`` (B, T) counted from the mask, as transformers' ``generate`` does.
+
+        A decoder with absolute positions (GPT-2, GPT-BigCode) otherwise numbers a left-padded row's tokens from
+        the first pad, so the row embeds differently from the same row alone. Encoders keep their own rule
+        (RoBERTa derives positions from the pad id, with an offset), as sentence-transformers passes no positions.
+        """
+        if ("position_ids" in extra or model_family(self.backbone.config) != "decoder"
+                or "position_ids" not in inspect.signature(self.backbone.forward).parameters):
+            return extra
+        positions = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)  # (B, T); pads get 0 (never attended)
+        return {**extra, "position_ids": positions}
+
     def _hidden(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, **extra: Any) -> torch.Tensor:
         """The backbone's last hidden state (B, T', H): T' = T, or n + T with prompt tuning's virtual tokens."""
         hooked = bool(self._check_prompt()) or self._peft_prompt() is not None
         if not hooked or self.backbone is self.model or getattr(self.backbone.config, "is_encoder_decoder", False):
+            extra = self._decoder_positions(attention_mask, extra)
             return self.backbone(input_ids=input_ids, attention_mask=attention_mask, **extra).last_hidden_state
         # The plugins' hooks sit on the whole model: run it, and keep what its backbone returned inside it.
         seen: list[torch.Tensor] = []

@@ -38,11 +38,6 @@ FAULTS: dict[str, str] = {
     "reward+embed": "embed accepts a RewardModel; encoding crashes (AttributeError: no last_hidden_state)",
     "quant+reward": "reward's wrapper drops quant from the record of applied plugins; hfx.save refuses without "
                     "naming quant",
-    # the architecture matrix
-    "gpt2:embed": "hfx.embed gives a left-padded row 1.79 off the row alone: GPT-2's absolute positions are "
-                  "numbered from the first pad (no position_ids from the mask)",
-    "gpt_bigcode:embed": "hfx.embed gives a left-padded row 2.2 off the row alone: absolute positions are "
-                         "numbered from the first pad (no position_ids from the mask)",
     # generate() under prompt tuning
     "prompt_tuning+prompt_tuning": _CACHE,
     "prompt_tuning+finetune": _CACHE,
